@@ -1,0 +1,21 @@
+"""Pure PyTorch multi-task models: architectures, task records and balancing methods.
+
+Imports no Ray, DeepSpeed or Optuna, so it can be used in any training loop.
+"""
+
+from models import hard_sharing as _hard_sharing  # noqa: F401  (registers the architecture)
+from models._cost import count_gflops, count_parameters
+from models._registry import create_model, list_models, register_model
+from models.tasks import Metric, Task, get_task, list_tasks
+
+__all__ = [
+    "Metric",
+    "Task",
+    "count_gflops",
+    "count_parameters",
+    "create_model",
+    "get_task",
+    "list_models",
+    "list_tasks",
+    "register_model",
+]

@@ -1,0 +1,37 @@
+"""A timm-style registry: ``@register_model`` a factory, ``create_model`` by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from torch import nn
+
+__all__ = ["create_model", "list_models", "register_model"]
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+F = TypeVar("F", bound=Callable[..., nn.Module])
+
+
+def register_model(fn: F) -> F:
+    """Register ``fn(tasks, **kw) -> nn.Module`` under its function name."""
+    name = fn.__name__
+    if name in _MODELS:
+        raise ValueError(f"model {name!r} is already registered")
+    _MODELS[name] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def create_model(name: str, tasks: Sequence[str], **kwargs: Any) -> nn.Module:
+    """Build the registered architecture ``name`` for ``tasks``.
+
+    The model's ``forward(x)`` returns ``{task: prediction}``.
+    """
+    if name not in _MODELS:
+        raise KeyError(f"unknown architecture {name!r}; expected one of {list_models()}")
+    return _MODELS[name](tasks, **kwargs)

@@ -1,0 +1,178 @@
+"""Declarative search spaces (YAML) and the Optuna define-by-run function they make.
+
+A space file has up to three groups of parameters::
+
+    optim:   {lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true, default: 3.0e-3}}
+    model:   {head_channels: {type: categorical, choices: [16, 32], default: 32}}
+    methods: {ew: {}, dwa: {temperature: {type: float, low: 1, high: 4, default: 2}}}
+
+A trial samples ``method`` among the methods, then that method's own parameters,
+so the space is conditional. Parameter names are ``group/name`` (``dwa/temperature``),
+which Ray Tune turns into nested configs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import optuna
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from models import balancing
+
+__all__ = ["SearchSpace", "SearchSpaceError", "builtin_space_path", "load_space"]
+
+_BUILTIN = Path(__file__).parent
+
+
+class SearchSpaceError(ValueError):
+    """A search space file that cannot be used; the message is one line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FloatParam(_Strict):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    default: float
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatParam:
+        _check_range(self.low, self.high, self.default, self.log)
+        return self
+
+    def suggest(self, trial: optuna.Trial, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high, log=self.log)
+
+
+class IntParam(_Strict):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    default: int
+
+    @model_validator(mode="after")
+    def _check(self) -> IntParam:
+        _check_range(self.low, self.high, self.default, self.log)
+        return self
+
+    def suggest(self, trial: optuna.Trial, name: str) -> int:
+        return trial.suggest_int(name, self.low, self.high, log=self.log)
+
+
+class CategoricalParam(_Strict):
+    type: Literal["categorical"]
+    choices: list[str | int | float | bool] = Field(min_length=1)
+    default: str | int | float | bool
+
+    @model_validator(mode="after")
+    def _check(self) -> CategoricalParam:
+        if self.default not in self.choices:
+            raise ValueError(f"default {self.default!r} is not one of {self.choices}")
+        return self
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+        return trial.suggest_categorical(name, self.choices)
+
+
+def _check_range(low: float, high: float, default: float, log: bool) -> None:
+    if not low <= default <= high:
+        raise ValueError(f"default {default} is outside [{low}, {high}]")
+    if log and low <= 0:
+        raise ValueError(f"a log-scale range needs low > 0, got {low}")
+
+
+Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+
+
+class SearchSpace(_Strict):
+    optim: dict[str, Param] = {}
+    model: dict[str, Param] = {}
+    methods: dict[str, dict[str, Param]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_methods(self) -> SearchSpace:
+        known = balancing.list_methods()
+        for method, params in self.methods.items():
+            if method not in known:
+                raise ValueError(f"unknown balancing method {method!r}; expected one of {known}")
+            unknown = sorted(set(params) - set(balancing.defaults(method)))
+            if unknown:
+                raise ValueError(
+                    f"method {method!r} has no hyperparameter(s) {unknown}; "
+                    f"expected some of {sorted(balancing.defaults(method))}"
+                )
+        return self
+
+    def restricted_to(self, methods: Sequence[str]) -> SearchSpace:
+        """The same space sampling only ``methods`` (a spec may narrow the choice)."""
+        missing = [m for m in methods if m not in self.methods]
+        if missing:
+            raise SearchSpaceError(
+                f"method(s) {missing} are not in the search space; it has {sorted(self.methods)}"
+            )
+        return self.model_copy(update={"methods": {m: self.methods[m] for m in methods}})
+
+    def define_by_run(self) -> Callable[[optuna.Trial], None]:
+        """The Optuna define-by-run function that samples one configuration."""
+
+        def sample(trial: optuna.Trial) -> None:
+            for group in ("optim", "model"):
+                for name, param in getattr(self, group).items():
+                    param.suggest(trial, f"{group}/{name}")
+            method = trial.suggest_categorical("method", list(self.methods))
+            for name, param in self.methods[method].items():
+                param.suggest(trial, f"{method}/{name}")
+
+        return sample
+
+    def default_config(self, method: str) -> dict[str, Any]:
+        """The nested configuration of every default value, for ``method``."""
+        if method not in self.methods:
+            raise SearchSpaceError(f"method {method!r} is not in the search space")
+        return {
+            "optim": {k: p.default for k, p in self.optim.items()},
+            "model": {k: p.default for k, p in self.model.items()},
+            "method": method,
+            method: {k: p.default for k, p in self.methods[method].items()},
+        }
+
+
+def builtin_space_path(name: str) -> Path:
+    return _BUILTIN / f"{name}.yaml"
+
+
+def load_space(path_or_name: str | Path) -> SearchSpace:
+    """Read a search space from a YAML path, or a built-in space by name (``default``)."""
+    path = Path(path_or_name)
+    if not path.suffix and not path.exists():
+        path = builtin_space_path(str(path_or_name))
+    if not path.is_file():
+        raise SearchSpaceError(f"search space {path} not found; expected a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SearchSpaceError(f"{path}: not valid YAML ({_first_line(err)})") from None
+    try:
+        return SearchSpace.model_validate(data or {})
+    except ValidationError as err:
+        raise SearchSpaceError(f"{path}: {_describe(err)}") from None
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0]
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
