@@ -1,0 +1,44 @@
+"""A Ray session for one command: a local Ray started and stopped here, or a cluster."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+__all__ = ["ClusterError", "ray_session"]
+
+
+class ClusterError(ConnectionError):
+    """The Ray cluster cannot be reached or used; the message is one line."""
+
+
+@contextmanager
+def ray_session(
+    address: str | None = None,
+    num_cpus: int | None = None,
+    env_vars: Mapping[str, str] | None = None,
+) -> Iterator[None]:
+    """Connect to ``address``, or start a local Ray when it is None; shut down at the end."""
+    import ray
+
+    runtime_env = {"env_vars": dict(env_vars)} if env_vars else None
+    try:
+        if address is None:
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+                runtime_env=runtime_env,
+            )
+        else:
+            ray.init(address=address, logging_level=logging.WARNING, runtime_env=runtime_env)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        where = address or "a new local Ray"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ClusterError(f"cannot start or reach Ray at {where}: {first}") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()

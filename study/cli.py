@@ -1,0 +1,149 @@
+"""The ``mtlstudy`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import NoReturn
+
+from cluster import ClusterError
+from search_spaces import SearchSpaceError
+from study.errors import UserError
+
+__all__ = ["main"]
+
+_USER_ERRORS = (UserError, ClusterError, SearchSpaceError, FileNotFoundError)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, as for every other user error; `-h` still shows the usage.
+        raise UserError(f"{self.prog}: {message} (see '{self.prog} -h')")
+
+
+def _demo_spec() -> Path:
+    return Path(str(resources.files("study") / "specs" / "demo.yaml"))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from study.spec import load_spec
+
+    spec, space = load_spec(args.spec)
+    if args.results is not None:
+        spec = spec.model_copy(update={"results": args.results})
+    from study.leaderboard import leaderboard
+    from study.store import load_trials
+    from study.tuner import run_study
+
+    outcome = run_study(spec, space, address=args.address, log=lambda line: print(line, flush=True))
+    trials = load_trials(outcome.results)
+    print()
+    print(leaderboard(trials, spec.tasks))
+    print()
+    finished = int((trials["kind"] == "multi_task").sum()) if "kind" in trials else 0
+    print(f"{finished} multi-task trials, {outcome.errors} failed")
+    print(f"results: {outcome.results}  (try: mtlstudy query {outcome.results})")
+    return 1 if outcome.errors and finished == 0 else 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    args.spec = _demo_spec()
+    return _cmd_run(args)
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    from study.store import load_history, load_trials
+
+    load = load_history if args.history else load_trials
+    try:
+        frame = load(args.results, where=args.where, columns=args.columns)
+    except (ValueError, KeyError, SyntaxError) as err:
+        raise UserError(f"query: {str(err).strip().splitlines()[0]}") from None
+    if args.sort:
+        missing = [c for c in args.sort if c not in frame]
+        if missing:
+            raise UserError(f"--sort: no column(s) {missing}; see --columns")
+        frame = frame.sort_values(args.sort, ascending=not args.descending)
+    if args.limit is not None:
+        frame = frame.head(args.limit)
+    if args.format == "csv":
+        frame.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(frame.to_json(orient="records", indent=1, default_handler=str))
+    else:
+        print(frame.to_string(index=False, max_colwidth=40) if not frame.empty else "no rows")
+    return 0
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from models import balancing
+
+    for name in balancing.list_methods():
+        cls = type(balancing.create(name, ["a", "b"]))
+        print(f"{name:10s} {json.dumps(balancing.defaults(name))}  {cls.paper}")
+    return 0
+
+
+def _cmd_bench_overhead(args: argparse.Namespace) -> int:
+    from study.bench.overhead import measure_overhead
+
+    figures = measure_overhead(trials=args.trials, epochs=args.epochs)
+    print(json.dumps(figures, indent=2))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mtlstudy", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run the study a spec describes")
+    run.add_argument("spec", type=Path, help="a study spec (YAML)")
+    demo = commands.add_parser("demo", help="run the built-in demo study")
+    for sub in (run, demo):
+        sub.add_argument("--address", help="an existing Ray cluster (default: a local Ray)")
+        sub.add_argument("--results", help="results root (default: the spec's 'results')")
+    run.set_defaults(func=_cmd_run)
+    demo.set_defaults(func=_cmd_demo)
+
+    query = commands.add_parser("query", help="read trials (or history) from Parquet results")
+    query.add_argument("results", nargs="+", type=Path, help="results root(s) or study folder(s)")
+    query.add_argument("--where", help="a pandas query, e.g. \"method == 'dwa'\"")
+    query.add_argument("--columns", nargs="+", help="columns to read")
+    query.add_argument("--sort", nargs="+", help="columns to sort by")
+    query.add_argument("--descending", action="store_true")
+    query.add_argument("--limit", type=int)
+    query.add_argument("--history", action="store_true", help="read the tidy history rows")
+    query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    query.set_defaults(func=_cmd_query)
+
+    methods = commands.add_parser("methods", help="list balancing methods and defaults")
+    methods.set_defaults(func=_cmd_methods)
+
+    bench = commands.add_parser("bench", help="benchmarks that print figures")
+    benches = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
+    overhead = benches.add_parser("overhead", help="study wall time against a plain loop")
+    overhead.add_argument("--trials", type=int, default=8)
+    overhead.add_argument("--epochs", type=int, default=2)
+    overhead.set_defaults(func=_cmd_bench_overhead)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        return int(args.func(args))
+    except _USER_ERRORS as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"mtlstudy: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mtlstudy: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

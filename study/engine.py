@@ -1,0 +1,101 @@
+"""DeepSpeed for one trial: a process group, a stable extension cache, and the engine."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "build_engine",
+    "deepspeed_config",
+    "ensure_distributed",
+    "torch_extensions_dir",
+    "warm_up",
+]
+
+
+def torch_extensions_dir() -> Path:
+    """Where DeepSpeed's JIT-compiled ops live: one stable folder per machine and user."""
+    default = Path.home() / ".cache" / "mtlstudy" / "torch_extensions"
+    return Path(os.environ.get("TORCH_EXTENSIONS_DIR", default))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_distributed() -> None:
+    """Join a process group once per process: gloo on CPU, world size 1 unless launched.
+
+    DeepSpeed otherwise looks for MPI. A launcher (Ray Train) sets RANK and friends itself.
+    """
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return
+    if "RANK" not in os.environ:
+        os.environ.update(
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(_free_port()),
+            RANK="0",
+            WORLD_SIZE="1",
+            LOCAL_RANK="0",
+            LOCAL_SIZE="1",
+        )
+    import deepspeed
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    deepspeed.init_distributed(backend, verbose=False)
+
+
+def warm_up() -> None:
+    """Compile DeepSpeed's communication op once, in a child process, before trials start.
+
+    Trials then load it from the cache instead of compiling concurrently.
+    """
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(torch_extensions_dir())}
+    code = "from study.engine import ensure_distributed; ensure_distributed()"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+        raise RuntimeError(f"DeepSpeed warm-up failed: {' '.join(tail)}")
+
+
+def deepspeed_config(batch_size: int, zero_stage: int, precision: str) -> dict[str, Any]:
+    return {
+        "train_micro_batch_size_per_gpu": batch_size,
+        "gradient_accumulation_steps": 1,
+        "zero_optimization": {"stage": zero_stage},
+        "bf16": {"enabled": precision == "bf16"},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def build_engine(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    zero_stage: int = 0,
+    precision: str = "fp32",
+) -> Any:
+    """``deepspeed.initialize`` with a torch optimizer, so no fused-Adam op is compiled."""
+    ensure_distributed()
+    import deepspeed
+
+    engine, *_ = deepspeed.initialize(
+        model=model,
+        optimizer=optimizer,
+        config=deepspeed_config(batch_size, zero_stage, precision),
+    )
+    return engine

@@ -1,0 +1,43 @@
+"""The terminal leaderboard of a study's multi-task trials."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from models import get_task
+
+__all__ = ["leaderboard"]
+
+_PREFIXES = ("hp.optim.", "hp.model.", "hp.")
+
+
+def _short(column: str) -> str:
+    for prefix in _PREFIXES:
+        if column.startswith(prefix):
+            return column.removeprefix(prefix)
+    return column
+
+
+def leaderboard(trials: pd.DataFrame, tasks: Sequence[str], limit: int = 20) -> str:
+    """Best first by Δm (by validation loss when there are no references)."""
+    rows = trials[trials["kind"] == "multi_task"] if "kind" in trials else trials
+    if rows.empty:
+        return "no multi-task trials yet"
+    has_delta = "delta_m" in rows and rows["delta_m"].notna().any()
+    if has_delta:
+        rows = rows.sort_values("delta_m", ascending=False, na_position="last")
+    hp = [c for c in rows.columns if c.startswith("hp.") and c != "hp.method"]
+    headline = []
+    for task in tasks:
+        column = f"final.{task}.{get_task(task).headline}"
+        if column in rows:
+            headline.append(column)
+    columns = ["trial_id", "method", "status", "epochs", *hp, *headline]
+    columns += ["delta_m"] if has_delta else []
+    table = rows[[c for c in columns if c in rows]].head(limit).copy()
+    table.columns = [_short(c).removeprefix("final.") for c in table.columns]
+    if "delta_m" in table:
+        table = table.rename(columns={"delta_m": "Δm %"})
+    return table.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")

@@ -1,0 +1,157 @@
+"""A Tune callback, in the driver, that turns each trial's reports into Parquet rows."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+from models import Task, get_task
+from study.store import write_history, write_trial
+from study.trial import TrialSetup
+
+__all__ = ["StoreRecorder", "history_rows"]
+
+_PACKAGES = ("mtlstudy", "torch", "deepspeed", "ray", "optuna", "timm")
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in _PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "unknown"
+    return found
+
+
+def history_rows(result: Mapping[str, Any], tasks: Mapping[str, Task]) -> list[dict[str, Any]]:
+    """Tidy rows (epoch, split, task, metric, value) of one epoch's report."""
+    epoch = int(result["epoch"])
+    rows = [("val", "all", "loss", result["val_loss"])]
+    if "delta_m" in result:
+        rows.append(("val", "all", "delta_m", result["delta_m"]))
+    for name, task in tasks.items():
+        rows += [
+            ("train", name, "loss", result[f"train_loss/{name}"]),
+            ("train", name, "weight", result[f"weight/{name}"]),
+            ("val", name, "loss", result[f"val_loss/{name}"]),
+        ]
+        rows += [("val", name, m.name, result[f"{name}/{m.name}"]) for m in task.metrics]
+    return [
+        {"epoch": epoch, "split": s, "task": t, "metric": m, "value": float(v)}
+        for s, t, m, v in rows
+    ]
+
+
+class StoreRecorder(Callback):
+    """Writes ``trials/<id>.parquet`` and ``history/<id>.parquet`` as trials report and end.
+
+    Rows are written from the driver, so trials on any node land in one store.
+    """
+
+    def __init__(self, root: Path, setup: TrialSetup, epochs: int) -> None:
+        self.root = root
+        self.setup = setup
+        self.epochs = epochs
+        self.versions = _versions()
+        self._history: dict[str, dict[int, list[dict[str, Any]]]] = {}
+        self._results: dict[str, list[Mapping[str, Any]]] = {}
+
+    def _tasks(self, trial: Trial) -> dict[str, Task]:
+        names = self.setup.tasks_for(trial.config)
+        return {t: get_task(t, self.setup.spec.dataset.num_classes) for t in names}
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any
+    ) -> None:
+        tasks = self._tasks(trial)
+        epoch = int(result["epoch"])
+        # A retried trial reports its epochs again; the last report of an epoch wins.
+        self._history.setdefault(trial.trial_id, {})[epoch] = history_rows(result, tasks)
+        results = [r for r in self._results.get(trial.trial_id, []) if r["epoch"] < epoch]
+        self._results[trial.trial_id] = [*results, dict(result)]
+        rows = [
+            {"trial_id": trial.trial_id, **row}
+            for epoch_rows in self._history[trial.trial_id].values()
+            for row in epoch_rows
+        ]
+        write_history(self.root, self.setup.spec.name, trial.trial_id, rows)
+        self._write_row(trial, "running", None)
+
+    def on_trial_complete(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        done = self._results.get(trial.trial_id, [])
+        finished = bool(done) and int(done[-1]["epoch"]) >= self.epochs
+        self._write_row(trial, "completed" if finished else "stopped_early", None)
+
+    def on_trial_error(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        self._write_row(trial, "error", _error_line(trial))
+
+    def _write_row(self, trial: Trial, status: str, error: str | None) -> None:
+        spec = self.setup.spec
+        config = {k: v for k, v in trial.config.items() if k != "task"}
+        results = self._results.get(trial.trial_id, [])
+        tasks = self._tasks(trial)
+        row: dict[str, Any] = {
+            "trial_id": trial.trial_id,
+            "status": status,
+            "error": error,
+            "kind": self.setup.kind,
+            "architecture": spec.architecture,
+            "method": config.get("method", "ew"),
+            "dataset": spec.dataset.name,
+            "tasks": list(tasks),
+            "seed": spec.seed,
+            "hp": config,
+            "epochs": int(results[-1]["epoch"]) if results else 0,
+            "versions": self.versions,
+        }
+        if results:
+            last = results[-1]
+            row |= {
+                "final": _metrics(last, tasks),
+                "best": _best_metrics(results, tasks),
+                "gflops": last["gflops"],
+                "params": last["params"],
+                "wall_time_s": last.get("time_total_s"),
+                "node": last["node"],
+            }
+            if "delta_m" in last:
+                row["delta_m"] = last["delta_m"]
+                row["best_delta_m"] = max(r["delta_m"] for r in results)
+        write_trial(self.root, spec.name, row)
+
+
+def _metrics(result: Mapping[str, Any], tasks: Mapping[str, Task]) -> dict[str, dict[str, float]]:
+    return {
+        n: {m.name: float(result[f"{n}/{m.name}"]) for m in t.metrics} for n, t in tasks.items()
+    }
+
+
+def _best_metrics(
+    results: list[Mapping[str, Any]], tasks: Mapping[str, Task]
+) -> dict[str, dict[str, float]]:
+    best: dict[str, dict[str, float]] = {}
+    for name, task in tasks.items():
+        best[name] = {}
+        for metric in task.metrics:
+            values = [float(r[f"{name}/{metric.name}"]) for r in results]
+            best[name][metric.name] = max(values) if metric.higher_is_better else min(values)
+    return best
+
+
+def _error_line(trial: Trial) -> str:
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).is_file():
+        lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+        if lines:
+            return lines[-1][:500]
+    return "trial failed"

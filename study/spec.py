@@ -1,0 +1,133 @@
+"""The study spec: YAML validated as typed data, before Ray starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from models import list_models, list_tasks
+from search_spaces import SearchSpace, SearchSpaceError, load_space
+from study.errors import UserError
+
+__all__ = ["SpecError", "StudySpec", "load_spec"]
+
+
+class SpecError(UserError):
+    """A spec that cannot be run."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Strict):
+    name: Literal["synthetic"] = "synthetic"
+    image_size: int = Field(64, ge=16, le=1024)
+    num_classes: int = Field(5, ge=2, le=256)
+    train_samples: int = Field(256, ge=1)
+    val_samples: int = Field(64, ge=1)
+    max_objects: int = Field(4, ge=1, le=32)
+
+
+class SchedulerSpec(_Strict):
+    name: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class DeepSpeedSpec(_Strict):
+    zero_stage: int = Field(0, ge=0, le=3)
+    precision: Literal["fp32", "bf16"] = "fp32"
+
+    @model_validator(mode="after")
+    def _bf16_stage(self) -> DeepSpeedSpec:
+        if self.precision == "bf16" and self.zero_stage not in (0, 2):
+            raise ValueError("bf16 runs with zero_stage 0 or 2")
+        return self
+
+
+class StudySpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    seed: int = 0
+    dataset: DatasetSpec = DatasetSpec()
+    tasks: list[str] = Field(min_length=1)
+    architecture: str = "hard_sharing"
+    model: dict[str, str | int | float | bool] = {}
+    methods: list[str] | None = None
+    search_space: str = "default"
+    trials: int = Field(8, ge=1)
+    concurrency: int = Field(2, ge=1)
+    cpus_per_trial: float = Field(1.0, gt=0)
+    scheduler: SchedulerSpec = SchedulerSpec()
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(32, ge=1)
+    single_task_references: bool = True
+    deepspeed: DeepSpeedSpec = DeepSpeedSpec()
+    max_failures: int = Field(1, ge=0)
+    results: str = "results"
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, tasks: list[str]) -> list[str]:
+        unknown = [t for t in tasks if t not in list_tasks()]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; expected some of {list_tasks()}")
+        if len(set(tasks)) != len(tasks):
+            raise ValueError("a task is listed twice")
+        return tasks
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, name: str) -> str:
+        if name not in list_models():
+            raise ValueError(f"unknown architecture {name!r}; expected one of {list_models()}")
+        return name
+
+    @property
+    def objective(self) -> tuple[str, Literal["min", "max"]]:
+        """The metric Optuna and the scheduler optimise, with its mode."""
+        return ("delta_m", "max") if self.single_task_references else ("val_loss", "min")
+
+
+def load_spec(path: str | Path) -> tuple[StudySpec, SearchSpace]:
+    """Read and validate a spec and its search space; any problem is one :class:`SpecError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec {path} not found; expected a YAML study spec")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping of fields, got {type(data).__name__}")
+    try:
+        spec = StudySpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(f"{path}: {_describe(err)}") from None
+    space_path = Path(spec.search_space)
+    if space_path.suffix and not space_path.is_absolute():
+        space_path = path.parent / space_path
+    try:
+        space = load_space(space_path if space_path.suffix else spec.search_space)
+        if spec.methods is not None:
+            space = space.restricted_to(spec.methods)
+    except SearchSpaceError as err:
+        raise SpecError(f"{path}: field 'search_space': {err}") from None
+    return spec, space
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif first["type"] == "missing":
+        message = "required field is missing"
+    got = first.get("input")
+    quiet = first["type"] in ("missing", "extra_forbidden") or isinstance(got, dict)
+    shown = "" if quiet else f", got {got!r}"
+    return f"field '{field}': {message}{shown}"

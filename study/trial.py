@@ -1,0 +1,210 @@
+"""One trial: data, model, balancer and DeepSpeed engine, trained epoch by epoch.
+
+:class:`TrialRunner` holds the loop and its checkpoint; :func:`trial_function` is the
+Ray Tune function trainable that drives it, reporting once per epoch with a checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from models import Task, balancing, count_gflops, count_parameters, create_model, get_task
+from study.data import SyntheticScenes
+from study.engine import build_engine
+from study.metrics import MultiTaskMeter, delta_m
+from study.spec import DatasetSpec, StudySpec
+
+__all__ = ["TrialRunner", "TrialSetup", "trial_function"]
+
+TrialKind = Literal["multi_task", "single_task"]
+_STATE_FILE = "trial_state.pt"
+_ENGINE_TAG = "engine"
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial of one phase of a study shares; the sampled config comes apart."""
+
+    spec: StudySpec
+    tasks: tuple[str, ...]
+    kind: TrialKind = "multi_task"
+    references: Mapping[str, Mapping[str, float]] | None = field(default=None)
+
+    def tasks_for(self, config: Mapping[str, Any]) -> tuple[str, ...]:
+        """A single-task trial trains the one task its config names."""
+        return (config["task"],) if self.kind == "single_task" else self.tasks
+
+
+@dataclass(frozen=True)
+class _Split:
+    images: torch.Tensor
+    targets: dict[str, torch.Tensor]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+@functools.lru_cache(maxsize=4)
+def _rendered(dataset: DatasetSpec, split: str, seed: int, tasks: tuple[str, ...]) -> _Split:
+    # Cached per process, so trials in a reused actor do not render the scenes again.
+    samples = dataset.train_samples if split == "train" else dataset.val_samples
+    scenes = SyntheticScenes(
+        samples,
+        tasks,
+        split=split,
+        image_size=dataset.image_size,
+        num_classes=dataset.num_classes,
+        max_objects=dataset.max_objects,
+        seed=seed,
+    )
+    items = [scenes[i] for i in range(len(scenes))]
+    return _Split(
+        torch.stack([item["image"] for item in items]),
+        {t: torch.stack([item["targets"][t] for item in items]) for t in tasks},
+    )
+
+
+class TrialRunner:
+    """Trains one configuration; ``run_epoch`` returns the flat metrics Tune receives."""
+
+    def __init__(self, setup: TrialSetup, config: Mapping[str, Any]) -> None:
+        spec = setup.spec
+        self.setup = setup
+        self.config = dict(config)
+        names = setup.tasks_for(config)
+        self.tasks: dict[str, Task] = {t: get_task(t, spec.dataset.num_classes) for t in names}
+        self.train = _rendered(spec.dataset, "train", spec.seed, names)
+        self.val = _rendered(spec.dataset, "val", spec.seed, names)
+
+        torch.manual_seed(spec.seed)
+        model_kw = {**spec.model, **self.config.get("model", {})}
+        self.model = create_model(
+            spec.architecture, names, num_classes=spec.dataset.num_classes, **model_kw
+        )
+        self.gflops = count_gflops(self.model, spec.dataset.image_size)
+        self.params = count_parameters(self.model)
+        method = self.config.get("method", "ew")
+        self.balancer = balancing.create(method, names, **self.config.get(method, {}))
+        optim = self.config.get("optim", {})
+        optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=float(optim.get("lr", 1e-3)),
+            weight_decay=float(optim.get("weight_decay", 0.0)),
+        )
+        self.engine = build_engine(
+            self.model,
+            optimizer,
+            spec.batch_size,
+            spec.deepspeed.zero_stage,
+            spec.deepspeed.precision,
+        )
+        self.epoch = 0
+
+    def _losses(
+        self, preds: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        return torch.stack(
+            [task.loss(preds[name].float(), targets[name]) for name, task in self.tasks.items()]
+        )
+
+    def _batches(self, split: _Split, shuffle: bool) -> list[torch.Tensor]:
+        if shuffle:
+            # Seeded by epoch, so a resumed trial sees the order it would have seen.
+            generator = torch.Generator().manual_seed(self.setup.spec.seed * 100_003 + self.epoch)
+            order = torch.randperm(len(split), generator=generator)
+        else:
+            order = torch.arange(len(split))
+        return list(order.split(self.setup.spec.batch_size))
+
+    def _inputs(self, images: torch.Tensor) -> torch.Tensor:
+        return images.to(dtype=next(self.engine.module.parameters()).dtype)
+
+    def train_epoch(self) -> torch.Tensor:
+        """One pass over the training split; the mean task losses (T,)."""
+        self.engine.train()
+        total = torch.zeros(len(self.tasks), dtype=torch.float64)
+        for index in self._batches(self.train, shuffle=True):
+            preds = self.engine(self._inputs(self.train.images[index]))
+            losses = self._losses(preds, {t: v[index] for t, v in self.train.targets.items()})
+            self.engine.backward(self.balancer.combine(losses))
+            self.engine.step()
+            total += losses.detach().double() * len(index)
+        mean = total / len(self.train)
+        self.balancer.end_epoch(mean)
+        return mean
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[dict[str, dict[str, float]], torch.Tensor]:
+        """Validation metrics per task, and the mean validation task losses (T,)."""
+        self.engine.eval()
+        meter = MultiTaskMeter(self.tasks)
+        total = torch.zeros(len(self.tasks), dtype=torch.float64)
+        for index in self._batches(self.val, shuffle=False):
+            preds = {
+                k: v.float() for k, v in self.engine(self._inputs(self.val.images[index])).items()
+            }
+            targets = {t: v[index] for t, v in self.val.targets.items()}
+            meter.update(preds, targets)
+            total += self._losses(preds, targets).double() * len(index)
+        meter.all_reduce()
+        return meter.compute(), total / len(self.val)
+
+    def run_epoch(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        train_losses = self.train_epoch()
+        metrics, val_losses = self.evaluate()
+        self.epoch += 1
+        report: dict[str, Any] = {
+            "epoch": self.epoch,
+            "val_loss": float(val_losses.sum()),
+            "gflops": self.gflops,
+            "params": self.params,
+            "epoch_time_s": time.perf_counter() - started,
+            "node": platform.node(),
+        }
+        for i, name in enumerate(self.tasks):
+            report[f"train_loss/{name}"] = float(train_losses[i])
+            report[f"val_loss/{name}"] = float(val_losses[i])
+            report[f"weight/{name}"] = float(self.balancer.last_weights[i])
+            for metric, value in metrics[name].items():
+                report[f"{name}/{metric}"] = value
+        if self.setup.references is not None:
+            report["delta_m"] = delta_m(metrics, self.setup.references, self.tasks)
+        return report
+
+    def save(self, directory: str | Path) -> None:
+        self.engine.save_checkpoint(str(directory), tag=_ENGINE_TAG)
+        state = {"epoch": self.epoch, "balancer": self.balancer.state_dict()}
+        torch.save(state, Path(directory) / _STATE_FILE)
+
+    def restore(self, directory: str | Path) -> None:
+        self.engine.load_checkpoint(str(directory), tag=_ENGINE_TAG)
+        state = torch.load(Path(directory) / _STATE_FILE, weights_only=False)
+        self.epoch = int(state["epoch"])
+        self.balancer.load_state_dict(state["balancer"])
+
+
+def trial_function(config: dict[str, Any], setup: TrialSetup) -> None:
+    """The Ray Tune function trainable: resume if Tune holds a checkpoint, then train."""
+    from ray import tune
+
+    torch.set_num_threads(max(1, int(setup.spec.cpus_per_trial)))
+    runner = TrialRunner(setup, config)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            runner.restore(directory)
+    while runner.epoch < setup.spec.epochs:
+        report = runner.run_epoch()
+        with tempfile.TemporaryDirectory() as directory:
+            runner.save(directory)
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(directory))

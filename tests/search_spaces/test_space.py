@@ -1,0 +1,56 @@
+import optuna
+import pytest
+
+from search_spaces import SearchSpaceError, load_space
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_builtin_space_samples_conditional_method_parameters() -> None:
+    space = load_space("default")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    sample = space.define_by_run()
+    study.optimize(lambda t: sample(t) or 0.0, n_trials=20)
+    for trial in study.trials:
+        method = trial.params["method"]
+        assert "optim/lr" in trial.params
+        assert ("dwa/temperature" in trial.params) == (method == "dwa")
+        assert 3e-4 <= trial.params["optim/lr"] <= 1e-2
+    assert {t.params["method"] for t in study.trials} == {"ew", "dwa"}
+
+
+def test_default_config_and_restriction() -> None:
+    space = load_space("default")
+    assert space.default_config("dwa")["dwa"] == {"temperature": 2.0}
+    assert list(space.restricted_to(["dwa"]).methods) == ["dwa"]
+    with pytest.raises(SearchSpaceError, match="not in the search space"):
+        space.restricted_to(["uw"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("methods: {nope: {}}", "unknown balancing method 'nope'"),
+        ("methods: {dwa: {temp: {type: float, low: 1, high: 2, default: 1}}}", "no hyperparameter"),
+        ("methods: {ew: {}}\noptim: {lr: {type: float, low: 1, high: 2, default: 3}}", "outside"),
+        ("methods: {ew: {}}\noptim: {lr: {type: float, low: 0, high: 2, log: true, default: 1}}", "log"),
+        ("methods: {ew: {}}\nmodel: {w: {type: categorical, choices: [1, 2], default: 3}}", "not one of"),
+        ("methods: {}", "methods"),
+        ("methods: [", "not valid YAML"),
+    ],
+)
+def test_bad_space_is_one_line_naming_the_file(tmp_path, text: str, message: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(SearchSpaceError, match=message) as info:
+        load_space(path)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_space_file(tmp_path) -> None:
+    with pytest.raises(SearchSpaceError, match="not found"):
+        load_space(tmp_path / "none.yaml")

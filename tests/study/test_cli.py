@@ -1,0 +1,53 @@
+"""The command line as a user meets it: a real subprocess, its output and exit status."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _mtlstudy(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "study.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["run", "no-such-spec.yaml"], "spec no-such-spec.yaml not found"),
+        (["query", "no-such-results"], "no-such-results"),
+        (["frobnicate"], "invalid choice"),
+        (["query"], "the following arguments are required"),
+        (["bench", "overhead", "--trials", "x"], "invalid int value"),
+    ],
+)
+def test_user_errors_are_one_line_with_status_2(tmp_path: Path, args: list[str], expected: str) -> None:
+    done = _mtlstudy(*args, cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("mtlstudy: error:") and expected in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_spec_fails_before_ray_starts(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: x\ntasks: [depth]\ntrials: -1\n")
+    done = _mtlstudy("run", str(spec), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "field 'trials'" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "results").exists()
+
+
+def test_methods_lists_each_method_with_its_defaults() -> None:
+    done = _mtlstudy("methods")
+    assert done.returncode == 0
+    lines = {line.split()[0]: line for line in done.stdout.splitlines()}
+    assert '"temperature": 2.0' in lines["dwa"] and "Liu" in lines["dwa"]
+    assert "ew" in lines

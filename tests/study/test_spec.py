@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+
+from study.cli import _demo_spec
+from study.spec import SpecError, load_spec
+
+VALID = """
+name: s1
+tasks: [semseg, depth]
+trials: 4
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_demo_spec_is_valid() -> None:
+    spec, space = load_spec(_demo_spec())
+    assert spec.tasks == ["semseg", "depth", "normals", "edges"]
+    assert spec.trials >= 8
+    assert spec.objective == ("delta_m", "max")
+    assert sorted(space.methods) == ["dwa", "ew"]
+
+
+def test_defaults_fill_a_small_spec(tmp_path: Path) -> None:
+    spec, _ = load_spec(_write(tmp_path, VALID))
+    assert spec.architecture == "hard_sharing"
+    assert spec.deepspeed.zero_stage == 0 and spec.scheduler.name == "asha"
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "expected"),
+    [
+        ("trials: many", "trials", "integer"),
+        ("trials: 0", "trials", "greater than or equal to 1"),
+        ("tasks: [semseg, sonar]", "tasks", "unknown task(s) ['sonar']"),
+        ("architecture: vgg", "architecture", "unknown architecture 'vgg'"),
+        ("scheduler: {name: pbt}", "scheduler.name", "'asha' or 'fifo'"),
+        ("deepspeed: {zero_stage: 3, precision: bf16}", "deepspeed", "zero_stage 0 or 2"),
+        ("epochs: 3\nepoch: 3", "epoch", "unknown field"),
+        ("methods: [ew, uw]", "search_space", "not in the search space"),
+        ("search_space: missing.yaml", "search_space", "not found"),
+    ],
+)
+def test_bad_field_is_one_line_naming_it(tmp_path: Path, extra: str, field: str, expected: str) -> None:
+    path = _write(tmp_path, VALID.replace("trials: 4", "") + extra + "\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert f"field '{field}'" in message and expected in message
+    assert str(path) in message and "\n" not in message
+
+
+def test_missing_required_field(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="field 'tasks': required field is missing"):
+        load_spec(_write(tmp_path, "name: x\n"))
+
+
+def test_not_a_mapping_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="expected a mapping"):
+        load_spec(_write(tmp_path, "- a\n- b\n"))
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(_write(tmp_path, "name: [\n"))
+
+
+def test_search_space_relative_to_the_spec(tmp_path: Path) -> None:
+    (tmp_path / "mine.yaml").write_text("methods: {dwa: {}}\n")
+    spec, space = load_spec(_write(tmp_path, VALID + "search_space: mine.yaml\n"))
+    assert list(space.methods) == ["dwa"]
