@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -11,6 +12,21 @@ __all__ = ["ClusterError", "ray_session"]
 
 class ClusterError(ConnectionError):
     """The Ray cluster cannot be reached or used; the message is one line."""
+
+
+def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
+    """Fail fast on a dead ``host:port``; ``ray.init`` would retry for minutes."""
+    if address == "auto" or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ClusterError(f"cluster address {address!r} is not host:port (e.g. 10.0.0.5:6379)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {reason}") from None
 
 
 @contextmanager
@@ -33,6 +49,7 @@ def ray_session(
                 runtime_env=runtime_env,
             )
         else:
+            _check_reachable(address)
             ray.init(address=address, logging_level=logging.WARNING, runtime_env=runtime_env)
     except (ConnectionError, RuntimeError, ValueError) as err:
         where = address or "a new local Ray"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,12 +133,11 @@ def run_study(
 ) -> StudyOutcome:
     """Run the whole study and return where its results are."""
     root = Path(spec.results).resolve()
-    log("warming DeepSpeed's op cache (compiles once per machine)")
-    warm_up()
     env = {"TORCH_EXTENSIONS_DIR": str(torch_extensions_dir())}
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     errors = 0
-    with ray_session(address=address, num_cpus=None, env_vars=env):
+    with ray_session(address=address, env_vars=env):
+        log("warming DeepSpeed's op cache (compiles once per machine)")
+        warm_up()
         references = None
         if spec.single_task_references:
             references = reference_metrics(root, spec)

@@ -1,0 +1,100 @@
+"""A whole study on a real local Ray: references, Optuna search, ASHA, Parquet, query."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from study.store import load_history, load_trials
+
+from study.leaderboard import leaderboard
+from study.spec import load_spec
+from study.tuner import run_study
+
+SPEC = """
+name: small
+seed: 1
+dataset: {{image_size: 32, train_samples: 32, val_samples: 16}}
+tasks: [semseg, depth]
+model: {{backbone: regnetx_002}}
+trials: 4
+concurrency: 2
+epochs: 2
+batch_size: 16
+scheduler: {{name: asha, grace_period: 1, reduction_factor: 2}}
+results: {results}
+"""
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("study")
+    spec_path = tmp / "spec.yaml"
+    spec_path.write_text(SPEC.format(results=tmp / "results"))
+    spec, space = load_spec(spec_path)
+    outcome = run_study(spec, space, log=lambda line: None)
+    assert outcome.errors == 0
+    return outcome.results, spec_path
+
+
+def test_one_trials_row_per_trial_with_tidy_history(finished_study: tuple[Path, Path]) -> None:
+    results, _ = finished_study
+    trials = load_trials(results)
+    files = sorted(p.stem for p in (results / "trials").glob("*.parquet"))
+    assert sorted(trials["trial_id"]) == files
+    assert trials["trial_id"].is_unique
+    multi = trials[trials["kind"] == "multi_task"]
+    single = trials[trials["kind"] == "single_task"]
+    assert len(multi) == 4 and len(single) == 2
+    assert set(multi["status"]) <= {"completed", "stopped_early"}
+    assert (single["status"] == "completed").all()
+    assert multi["delta_m"].notna().all() and single["delta_m"].isna().all()
+    assert set(multi["method"]) <= {"ew", "dwa"}
+    assert (trials["schema_version"] == 1).all()
+
+    history = load_history(results)
+    for _, row in trials.iterrows():
+        rows = history[history["trial_id"] == row["trial_id"]]
+        assert sorted(rows["epoch"].unique()) == list(range(1, row["epochs"] + 1))
+        # Each epoch has one row per (split, task, metric).
+        assert not rows.duplicated(["epoch", "split", "task", "metric"]).any()
+        assert {"loss", "weight"} <= set(rows[rows["split"] == "train"]["metric"])
+
+
+def test_delta_m_matches_references_and_leaderboard(finished_study: tuple[Path, Path]) -> None:
+    results, spec_path = finished_study
+    trials = load_trials(results)
+    table = leaderboard(trials, ["semseg", "depth"])
+    assert "Δm %" in table and "semseg.miou" in table and "depth.rmse" in table
+    assert len(table.splitlines()) == 1 + 4
+
+
+def test_query_command_reads_the_store_back(finished_study: tuple[Path, Path]) -> None:
+    results, _ = finished_study
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "study.cli",
+            "query",
+            str(results.parent),
+            "--where",
+            "kind == 'multi_task'",
+            "--columns",
+            "trial_id",
+            "method",
+            "delta_m",
+            "kind",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = json.loads(done.stdout)
+    assert len(rows) == 4
+    assert {r["trial_id"] for r in rows} == set(
+        load_trials(results, where="kind == 'multi_task'")["trial_id"]
+    )

@@ -1,0 +1,81 @@
+"""A trial on the real DeepSpeed engine: it learns, checkpoints, and resumes exactly."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from search_spaces import load_space
+from study.spec import DatasetSpec, StudySpec
+from study.trial import TrialRunner, TrialSetup
+
+
+@pytest.fixture(scope="module")
+def setup() -> TrialSetup:
+    spec = StudySpec(
+        name="t",
+        tasks=["semseg", "depth"],
+        dataset=DatasetSpec(image_size=32, train_samples=32, val_samples=16),
+        model={"backbone": "regnetx_002"},
+        batch_size=16,
+        epochs=3,
+        single_task_references=False,
+    )
+    return TrialSetup(spec=spec, tasks=tuple(spec.tasks))
+
+
+def _config(method: str = "dwa") -> dict:
+    config = load_space("default").default_config(method)
+    config["model"]["head_channels"] = 8
+    return config
+
+
+def test_report_carries_every_task_metric_loss_and_weight(setup: TrialSetup) -> None:
+    report = TrialRunner(setup, _config("ew")).run_epoch()
+    assert report["epoch"] == 1 and report["gflops"] > 0 and report["params"] > 0
+    for key in ("semseg/miou", "semseg/pixel_acc", "depth/rmse", "depth/delta1"):
+        assert 0 <= report[key] < float("inf")
+    assert report["weight/semseg"] == report["weight/depth"] == 1.0
+    assert report["val_loss"] == pytest.approx(report["val_loss/semseg"] + report["val_loss/depth"])
+    assert "delta_m" not in report
+
+
+def test_delta_m_is_reported_against_references(setup: TrialSetup) -> None:
+    refs = {
+        "semseg": {"miou": 0.5, "pixel_acc": 0.5},
+        "depth": {"rmse": 1.0, "abs_rel": 1.0, "delta1": 0.5},
+    }
+    with_refs = TrialSetup(spec=setup.spec, tasks=setup.tasks, references=refs)
+    report = TrialRunner(with_refs, _config("ew")).run_epoch()
+    assert isinstance(report["delta_m"], float)
+
+
+def test_single_task_trial_trains_only_its_task(setup: TrialSetup) -> None:
+    single = TrialSetup(spec=setup.spec, tasks=setup.tasks, kind="single_task")
+    runner = TrialRunner(single, {**_config("ew"), "task": "depth"})
+    assert list(runner.tasks) == ["depth"]
+    assert "depth/rmse" in runner.run_epoch() and "semseg/miou" not in runner.run_epoch()
+
+
+def test_resume_from_checkpoint_continues_exactly(setup: TrialSetup, tmp_path: Path) -> None:
+    straight = TrialRunner(setup, _config())
+    for _ in range(3):
+        expected = straight.run_epoch()
+
+    first = TrialRunner(setup, _config())
+    first.run_epoch()
+    first.run_epoch()
+    first.save(tmp_path)
+
+    resumed = TrialRunner(setup, _config())
+    resumed.restore(tmp_path)
+    assert resumed.epoch == 2
+    assert torch.equal(
+        resumed.balancer.state_dict()["weights"], first.balancer.state_dict()["weights"]
+    )
+    got = resumed.run_epoch()
+    assert got["epoch"] == 3
+    for key in ("val_loss", "semseg/miou", "depth/rmse", "weight/semseg"):
+        assert got[key] == expected[key], key
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)
