@@ -37,8 +37,14 @@ def test_default_config_and_restriction() -> None:
         ("methods: {nope: {}}", "unknown balancing method 'nope'"),
         ("methods: {dwa: {temp: {type: float, low: 1, high: 2, default: 1}}}", "no hyperparameter"),
         ("methods: {ew: {}}\noptim: {lr: {type: float, low: 1, high: 2, default: 3}}", "outside"),
-        ("methods: {ew: {}}\noptim: {lr: {type: float, low: 0, high: 2, log: true, default: 1}}", "log"),
-        ("methods: {ew: {}}\nmodel: {w: {type: categorical, choices: [1, 2], default: 3}}", "not one of"),
+        (
+            "methods: {ew: {}}\noptim: {lr: {type: float, low: 0, high: 2, log: true, default: 1}}",
+            "log",
+        ),
+        (
+            "methods: {ew: {}}\nmodel: {w: {type: categorical, choices: [1, 2], default: 3}}",
+            "not one of",
+        ),
         ("methods: {}", "methods"),
         ("methods: [", "not valid YAML"),
     ],

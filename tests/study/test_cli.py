@@ -27,7 +27,9 @@ def _mtlstudy(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
         (["bench", "overhead", "--trials", "x"], "invalid int value"),
     ],
 )
-def test_user_errors_are_one_line_with_status_2(tmp_path: Path, args: list[str], expected: str) -> None:
+def test_user_errors_are_one_line_with_status_2(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
     done = _mtlstudy(*args, cwd=tmp_path)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()

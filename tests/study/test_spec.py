@@ -46,7 +46,9 @@ def test_defaults_fill_a_small_spec(tmp_path: Path) -> None:
         ("search_space: missing.yaml", "search_space", "not found"),
     ],
 )
-def test_bad_field_is_one_line_naming_it(tmp_path: Path, extra: str, field: str, expected: str) -> None:
+def test_bad_field_is_one_line_naming_it(
+    tmp_path: Path, extra: str, field: str, expected: str
+) -> None:
     path = _write(tmp_path, VALID.replace("trials: 4", "") + extra + "\n")
     with pytest.raises(SpecError) as info:
         load_spec(path)
