@@ -56,15 +56,15 @@ class StoreRecorder(Callback):
 
     def __init__(self, root: Path, setup: TrialSetup, epochs: int) -> None:
         self.root = root
-        self.setup = setup
+        self._setup = setup
         self.epochs = epochs
         self.versions = _versions()
         self._history: dict[str, dict[int, list[dict[str, Any]]]] = {}
         self._results: dict[str, list[Mapping[str, Any]]] = {}
 
     def _tasks(self, trial: Trial) -> dict[str, Task]:
-        names = self.setup.tasks_for(trial.config)
-        return {t: get_task(t, self.setup.spec.dataset.num_classes) for t in names}
+        names = self._setup.tasks_for(trial.config)
+        return {t: get_task(t, self._setup.spec.dataset.num_classes) for t in names}
 
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any
@@ -80,7 +80,7 @@ class StoreRecorder(Callback):
             for epoch_rows in self._history[trial.trial_id].values()
             for row in epoch_rows
         ]
-        write_history(self.root, self.setup.spec.name, trial.trial_id, rows)
+        write_history(self.root, self._setup.spec.name, trial.trial_id, rows)
         self._write_row(trial, "running", None)
 
     def on_trial_complete(
@@ -96,7 +96,7 @@ class StoreRecorder(Callback):
         self._write_row(trial, "error", _error_line(trial))
 
     def _write_row(self, trial: Trial, status: str, error: str | None) -> None:
-        spec = self.setup.spec
+        spec = self._setup.spec
         config = {k: v for k, v in trial.config.items() if k != "task"}
         results = self._results.get(trial.trial_id, [])
         tasks = self._tasks(trial)
@@ -104,7 +104,7 @@ class StoreRecorder(Callback):
             "trial_id": trial.trial_id,
             "status": status,
             "error": error,
-            "kind": self.setup.kind,
+            "kind": self._setup.kind,
             "architecture": spec.architecture,
             "method": config.get("method", "ew"),
             "dataset": spec.dataset.name,

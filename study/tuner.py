@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from cluster import ray_session
 from models import get_task
 from search_spaces import SearchSpace
 from study.engine import torch_extensions_dir, warm_up
+from study.errors import UserError
 from study.recorder import StoreRecorder
 from study.spec import StudySpec
 from study.store import load_trials
@@ -76,7 +78,14 @@ def reference_metrics(root: Path, spec: StudySpec) -> References | None:
             return None
         last = rows.iloc[-1]
         metrics = get_task(task, spec.dataset.num_classes).metrics
-        references[task] = {m.name: float(last[f"final.{task}.{m.name}"]) for m in metrics}
+        values = {m.name: float(last[f"final.{task}.{m.name}"]) for m in metrics}
+        # A relative change against 0 (an untrained reference's δ1, say) is undefined.
+        references[task] = {m: v for m, v in values.items() if math.isfinite(v) and v != 0}
+        if not references[task]:
+            raise UserError(
+                f"the single-task reference for {task!r} has no non-zero metric {values}; "
+                "train it longer (epochs, train_samples)"
+            )
     return references
 
 
@@ -146,7 +155,9 @@ def run_study(
                 errors += _run_references(spec, space, root)
                 references = reference_metrics(root, spec)
             if references is None:
-                raise RuntimeError("a single-task reference trial failed; see the trials table")
+                raise UserError(
+                    f"a single-task reference trial failed; see: mtlstudy query {root / spec.name}"
+                )
         log(f"searching: {spec.trials} multi-task trials, {spec.concurrency} at a time")
         errors += _run_search(spec, space, root, references)
     return StudyOutcome(results=root / spec.name, trials=spec.trials, errors=errors)

@@ -60,3 +60,12 @@ def test_bad_space_is_one_line_naming_the_file(tmp_path, text: str, message: str
 def test_missing_space_file(tmp_path) -> None:
     with pytest.raises(SearchSpaceError, match="not found"):
         load_space(tmp_path / "none.yaml")
+
+
+def test_define_by_run_pickles() -> None:
+    import pickle
+
+    sample = pickle.loads(pickle.dumps(load_space("default").define_by_run()))
+    study = optuna.create_study()
+    study.optimize(lambda t: sample(t) or 0.0, n_trials=2)
+    assert all("method" in t.params for t in study.trials)

@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from study.store import load_history, load_trials
 
 from study.leaderboard import leaderboard
 from study.spec import load_spec
+from study.store import load_history, load_trials
 from study.tuner import run_study
 
 SPEC = """
