@@ -122,17 +122,8 @@ class SearchSpace(_Strict):
         return self.model_copy(update={"methods": {m: self.methods[m] for m in methods}})
 
     def define_by_run(self) -> Callable[[optuna.Trial], None]:
-        """The Optuna define-by-run function that samples one configuration."""
-
-        def sample(trial: optuna.Trial) -> None:
-            for group in ("optim", "model"):
-                for name, param in getattr(self, group).items():
-                    param.suggest(trial, f"{group}/{name}")
-            method = trial.suggest_categorical("method", list(self.methods))
-            for name, param in self.methods[method].items():
-                param.suggest(trial, f"{method}/{name}")
-
-        return sample
+        """The Optuna define-by-run function that samples one configuration (picklable)."""
+        return _DefineByRun(self)
 
     def default_config(self, method: str) -> dict[str, Any]:
         """The nested configuration of every default value, for ``method``."""
@@ -144,6 +135,21 @@ class SearchSpace(_Strict):
             "method": method,
             method: {k: p.default for k, p in self.methods[method].items()},
         }
+
+
+class _DefineByRun:
+    # A class, not a closure: Ray Tune pickles its search algorithm into experiment state.
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+
+    def __call__(self, trial: optuna.Trial) -> None:
+        space = self.space
+        for group in ("optim", "model"):
+            for name, param in getattr(space, group).items():
+                param.suggest(trial, f"{group}/{name}")
+        method = trial.suggest_categorical("method", list(space.methods))
+        for name, param in space.methods[method].items():
+            param.suggest(trial, f"{method}/{name}")
 
 
 def builtin_space_path(name: str) -> Path:
