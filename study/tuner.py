@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,14 @@ def _run_search(
     return sum(1 for result in tuner.fit() if result.error is not None)
 
 
+def _quiet_ray_tune() -> None:
+    # The leaderboard is the output; Tune's status boxes and its warning about forced
+    # snapshots (num_to_keep=1 keeps disk use flat) would bury it.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def run_study(
     spec: StudySpec,
     space: SearchSpace,
@@ -143,6 +152,7 @@ def run_study(
     """Run the whole study and return where its results are."""
     root = Path(spec.results).resolve()
     env = {"TORCH_EXTENSIONS_DIR": str(torch_extensions_dir())}
+    _quiet_ray_tune()
     errors = 0
     with ray_session(address=address, env_vars=env):
         log("warming DeepSpeed's op cache (compiles once per machine)")
