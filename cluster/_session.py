@@ -39,6 +39,8 @@ def ray_session(
     import ray
 
     runtime_env = {"env_vars": dict(env_vars)} if env_vars else None
+    if address is not None:
+        _check_reachable(address)
     try:
         if address is None:
             ray.init(
@@ -49,7 +51,6 @@ def ray_session(
                 runtime_env=runtime_env,
             )
         else:
-            _check_reachable(address)
             ray.init(address=address, logging_level=logging.WARNING, runtime_env=runtime_env)
     except (ConnectionError, RuntimeError, ValueError) as err:
         where = address or "a new local Ray"

@@ -15,7 +15,7 @@ def _closed_port() -> int:
 
 def test_unreachable_cluster_is_one_clear_error() -> None:
     address = f"127.0.0.1:{_closed_port()}"
-    with pytest.raises(ClusterError, match=f"cannot reach the Ray cluster at {address}"):
+    with pytest.raises(ClusterError, match=f"^cannot reach the Ray cluster at {address}: "):
         with ray_session(address=address):
             pass
 
