@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import optuna
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models import balancing
+from search_spaces._yaml import read_model
 
 __all__ = ["SearchSpace", "SearchSpaceError", "builtin_space_path", "load_space"]
 
@@ -161,24 +161,4 @@ def load_space(path_or_name: str | Path) -> SearchSpace:
     path = Path(path_or_name)
     if not path.suffix and not path.exists():
         path = builtin_space_path(str(path_or_name))
-    if not path.is_file():
-        raise SearchSpaceError(f"search space {path} not found; expected a YAML file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SearchSpaceError(f"{path}: not valid YAML ({_first_line(err)})") from None
-    try:
-        return SearchSpace.model_validate(data or {})
-    except ValidationError as err:
-        raise SearchSpaceError(f"{path}: {_describe(err)}") from None
-
-
-def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0]
-
-
-def _describe(err: ValidationError) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
-    message = first["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
+    return read_model(path, SearchSpace, SearchSpaceError, "search space")

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models import list_models, list_tasks
-from search_spaces import SearchSpace, SearchSpaceError, load_space
+from search_spaces import SearchSpace, SearchSpaceError, load_space, read_model
 from study.errors import UserError
 
 __all__ = ["SpecError", "StudySpec", "load_spec"]
@@ -95,18 +94,7 @@ class StudySpec(_Strict):
 def load_spec(path: str | Path) -> tuple[StudySpec, SearchSpace]:
     """Read and validate a spec and its search space; any problem is one :class:`SpecError`."""
     path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"spec {path} not found; expected a YAML study spec")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}: expected a mapping of fields, got {type(data).__name__}")
-    try:
-        spec = StudySpec.model_validate(data)
-    except ValidationError as err:
-        raise SpecError(f"{path}: {_describe(err)}") from None
+    spec = read_model(path, StudySpec, SpecError, "spec")
     space_path = Path(spec.search_space)
     if space_path.suffix and not space_path.is_absolute():
         space_path = path.parent / space_path
@@ -117,17 +105,3 @@ def load_spec(path: str | Path) -> tuple[StudySpec, SearchSpace]:
     except SearchSpaceError as err:
         raise SpecError(f"{path}: field 'search_space': {err}") from None
     return spec, space
-
-
-def _describe(err: ValidationError) -> str:
-    first = err.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        message = "unknown field"
-    elif first["type"] == "missing":
-        message = "required field is missing"
-    got = first.get("input")
-    quiet = first["type"] in ("missing", "extra_forbidden") or isinstance(got, dict)
-    shown = "" if quiet else f", got {got!r}"
-    return f"field '{field}': {message}{shown}"
