@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import NoReturn
@@ -92,9 +93,24 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 def _cmd_bench_overhead(args: argparse.Namespace) -> int:
     from study.bench.overhead import measure_overhead
 
-    figures = measure_overhead(trials=args.trials, epochs=args.epochs)
+    with _stdout_to_stderr():
+        figures = measure_overhead(trials=args.trials, epochs=args.epochs)
     print(json.dumps(figures, indent=2))
     return 0
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    # DeepSpeed and Ray print to stdout from loggers bound at import; keep stdout pure JSON.
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _parser() -> argparse.ArgumentParser:
