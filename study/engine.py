@@ -98,4 +98,9 @@ def build_engine(
         optimizer=optimizer,
         config=deepspeed_config(batch_size, zero_stage, precision),
     )
+    if precision == "bf16":
+        # DeepSpeed casts parameters only; BatchNorm's running statistics must match them.
+        for buffer in engine.module.buffers():
+            if buffer.is_floating_point():
+                buffer.data = buffer.data.to(torch.bfloat16)
     return engine

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from search_spaces import load_space
-from study.spec import DatasetSpec, StudySpec
+from study.spec import DatasetSpec, DeepSpeedSpec, StudySpec
 from study.trial import TrialRunner, TrialSetup
 
 
@@ -79,3 +79,14 @@ def test_resume_from_checkpoint_continues_exactly(setup: TrialSetup, tmp_path: P
         assert got[key] == expected[key], key
     for a, b in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("zero_stage", [0, 2])
+def test_bf16_trial_trains(setup: TrialSetup, zero_stage: int) -> None:
+    deepspeed = DeepSpeedSpec(zero_stage=zero_stage, precision="bf16")
+    spec = setup.spec.model_copy(update={"deepspeed": deepspeed})
+    runner = TrialRunner(TrialSetup(spec=spec, tasks=setup.tasks), _config("ew"))
+    assert {p.dtype for p in runner.engine.module.parameters()} == {torch.bfloat16}
+    first, second = runner.run_epoch(), runner.run_epoch()
+    assert torch.isfinite(torch.tensor([first["val_loss"], second["val_loss"]])).all()
+    assert second["train_loss/semseg"] < first["train_loss/semseg"]
