@@ -85,8 +85,7 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     from models import balancing
 
     for name in balancing.list_methods():
-        cls = type(balancing.create(name, ["a", "b"]))
-        print(f"{name:10s} {json.dumps(balancing.defaults(name))}  {cls.paper}")
+        print(f"{name:10s} {json.dumps(balancing.defaults(name))}  {balancing.paper(name)}")
     return 0
 
 

@@ -2,6 +2,6 @@
 
 from models.balancing import _loss_weighting  # noqa: F401  (registers the methods)
 from models.balancing._base import Balancer
-from models.balancing._registry import create, defaults, list_methods, register_balancer
+from models.balancing._registry import create, defaults, list_methods, paper, register_balancer
 
-__all__ = ["Balancer", "create", "defaults", "list_methods", "register_balancer"]
+__all__ = ["Balancer", "create", "defaults", "list_methods", "paper", "register_balancer"]

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from models.balancing._base import Balancer
 
-__all__ = ["create", "defaults", "list_methods", "register_balancer"]
+__all__ = ["create", "defaults", "list_methods", "paper", "register_balancer"]
 
 _METHODS: dict[str, type[Balancer]] = {}
 
@@ -43,6 +43,11 @@ def defaults(name: str) -> dict[str, Any]:
         for key, p in params.items()
         if key not in ("self", "tasks") and p.default is not inspect.Parameter.empty
     }
+
+
+def paper(name: str) -> str:
+    """The reference the method comes from."""
+    return _method(name).paper
 
 
 def create(name: str, tasks: Sequence[str], **hp: Any) -> Balancer:
