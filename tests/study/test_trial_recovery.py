@@ -1,0 +1,68 @@
+"""A trial whose process dies resumes from its last Tune checkpoint, not from scratch."""
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from cluster import ray_session
+from search_spaces import load_space
+from study.spec import DatasetSpec, StudySpec
+from study.store import load_history, load_trials
+from study.trial import TrialSetup
+from study.tuner import _run_config, _trainable
+
+
+class _KillAfterFirstCheckpoint(tune.Callback):
+    """Kills the trial's worker process once, as soon as Tune holds its first checkpoint."""
+
+    def __init__(self) -> None:
+        self.epochs: list[int] = []
+        self.pid = 0
+        self.killed_after: int | None = None
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        self.epochs.append(int(result["epoch"]))
+        self.pid = int(result["pid"])
+
+    def on_checkpoint(
+        self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any
+    ) -> None:
+        if self.killed_after is None:
+            self.killed_after = len(self.epochs)
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def test_killed_trial_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    spec = StudySpec(
+        name="recover",
+        tasks=["depth"],
+        dataset=DatasetSpec(image_size=32, train_samples=32, val_samples=16),
+        model={"backbone": "regnetx_002"},
+        batch_size=16,
+        epochs=3,
+        max_failures=1,
+        single_task_references=False,
+        results=str(tmp_path),
+    )
+    setup = TrialSetup(spec=spec, tasks=tuple(spec.tasks))
+    killer = _KillAfterFirstCheckpoint()
+    run_config = _run_config(spec, tmp_path, "multi_task", setup)
+    run_config.callbacks.append(killer)
+    config = load_space("default").default_config("ew")
+    with ray_session():
+        results = tune.Tuner(_trainable(setup), param_space=config, run_config=run_config).fit()
+    assert results.errors == []
+    # The next report continues from the checkpointed epoch; a restart would report 1 again.
+    assert killer.killed_after is not None
+    checkpointed = killer.epochs[killer.killed_after - 1]
+    assert killer.epochs[killer.killed_after] == checkpointed + 1
+    assert killer.epochs[-1] == 3
+    trials = load_trials(tmp_path / spec.name)
+    assert list(trials["status"]) == ["completed"] and list(trials["epochs"]) == [3]
+    history = load_history(tmp_path / spec.name, where="metric == 'rmse'")
+    assert sorted(history["epoch"]) == [1, 2, 3]
