@@ -36,33 +36,35 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class FloatParam(_Strict):
-    type: Literal["float"]
+class _RangeParam(_Strict):
+    """A numeric range; subclasses fix the number type and the Optuna call."""
+
     low: float
     high: float
     log: bool = False
     default: float
 
     @model_validator(mode="after")
-    def _check(self) -> FloatParam:
-        _check_range(self.low, self.high, self.default, self.log)
+    def _check(self) -> _RangeParam:
+        if not self.low <= self.default <= self.high:
+            raise ValueError(f"default {self.default} is outside [{self.low}, {self.high}]")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scale range needs low > 0, got {self.low}")
         return self
+
+
+class FloatParam(_RangeParam):
+    type: Literal["float"]
 
     def suggest(self, trial: optuna.Trial, name: str) -> float:
         return trial.suggest_float(name, self.low, self.high, log=self.log)
 
 
-class IntParam(_Strict):
+class IntParam(_RangeParam):
     type: Literal["int"]
     low: int
     high: int
-    log: bool = False
     default: int
-
-    @model_validator(mode="after")
-    def _check(self) -> IntParam:
-        _check_range(self.low, self.high, self.default, self.log)
-        return self
 
     def suggest(self, trial: optuna.Trial, name: str) -> int:
         return trial.suggest_int(name, self.low, self.high, log=self.log)
@@ -81,13 +83,6 @@ class CategoricalParam(_Strict):
 
     def suggest(self, trial: optuna.Trial, name: str) -> Any:
         return trial.suggest_categorical(name, self.choices)
-
-
-def _check_range(low: float, high: float, default: float, log: bool) -> None:
-    if not low <= default <= high:
-        raise ValueError(f"default {default} is outside [{low}, {high}]")
-    if log and low <= 0:
-        raise ValueError(f"a log-scale range needs low > 0, got {low}")
 
 
 Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
