@@ -33,15 +33,17 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def ensure_distributed() -> None:
-    """Join a process group once per process: gloo on CPU, world size 1 unless launched.
+def ensure_distributed(launched: bool = False) -> None:
+    """Join a process group once per process (gloo on CPU); DeepSpeed otherwise wants MPI.
 
-    DeepSpeed otherwise looks for MPI. A launcher (Ray Train) sets RANK and friends itself.
+    A single-process trial makes its own rendezvous on a free port: variables inherited
+    from the driver (Ray workers inherit its environment) could name a port in use.
+    ``launched`` keeps the variables a multi-worker launcher (Ray Train) has set.
     """
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return
-    if "RANK" not in os.environ:
+    if not launched:
         os.environ.update(
             MASTER_ADDR="127.0.0.1",
             MASTER_PORT=str(_free_port()),

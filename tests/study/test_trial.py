@@ -90,3 +90,21 @@ def test_bf16_trial_trains(setup: TrialSetup, zero_stage: int) -> None:
     first, second = runner.run_epoch(), runner.run_epoch()
     assert torch.isfinite(torch.tensor([first["val_loss"], second["val_loss"]])).all()
     assert second["train_loss/semseg"] < first["train_loss/semseg"]
+
+
+def test_single_process_rendezvous_ignores_inherited_variables() -> None:
+    import subprocess
+    import sys
+
+    # A Ray worker inherits the driver's environment, which may name a port in use.
+    code = (
+        "import os; from study.engine import ensure_distributed; ensure_distributed(); "
+        "import torch.distributed as d; print(d.get_world_size(), os.environ['MASTER_PORT'])"
+    )
+    env = {**__import__("os").environ, "RANK": "3", "WORLD_SIZE": "8", "MASTER_PORT": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    world, port = done.stdout.split()[-2:]
+    assert world == "1" and port != "1"
