@@ -10,7 +10,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from models import Task, get_task
+from models import Task
 from study.store import write_history, write_trial
 from study.trial import TrialSetup
 
@@ -63,8 +63,7 @@ class StoreRecorder(Callback):
         self._results: dict[str, list[Mapping[str, Any]]] = {}
 
     def _tasks(self, trial: Trial) -> dict[str, Task]:
-        names = self._setup.tasks_for(trial.config)
-        return {t: get_task(t, self._setup.spec.dataset.num_classes) for t in names}
+        return self._setup.task_records(trial.config)
 
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any

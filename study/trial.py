@@ -43,6 +43,11 @@ class TrialSetup:
         """A single-task trial trains the one task its config names."""
         return (config["task"],) if self.kind == "single_task" else self.tasks
 
+    def task_records(self, config: Mapping[str, Any]) -> dict[str, Task]:
+        """The task records of the tasks this config trains, in order."""
+        classes = self.spec.dataset.num_classes
+        return {name: get_task(name, classes) for name in self.tasks_for(config)}
+
 
 @dataclass(frozen=True)
 class _Split:
@@ -80,8 +85,8 @@ class TrialRunner:
         spec = setup.spec
         self.setup = setup
         self.config = dict(config)
-        names = setup.tasks_for(config)
-        self.tasks: dict[str, Task] = {t: get_task(t, spec.dataset.num_classes) for t in names}
+        self.tasks = setup.task_records(config)
+        names = tuple(self.tasks)
         self.train = _rendered(spec.dataset, "train", spec.seed, names)
         self.val = _rendered(spec.dataset, "val", spec.seed, names)
 
