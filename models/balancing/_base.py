@@ -1,53 +1,131 @@
-"""The balancer interface: task losses in, one scalar to backpropagate out."""
+"""The balancer interface: task losses (and what else a method asks for) in, one scalar out."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 import torch
+from torch import nn
 
-__all__ = ["Balancer"]
+__all__ = ["Balancer", "GradientSource"]
+
+#: Which task-gradient Gramian a method reads: none, the shared parameters (or shared
+#: features, as the trial's ``gradient_space`` says), or the last shared layer only.
+GradientSource = Literal["none", "shared", "last_shared"]
 
 
 class Balancer:
-    """Weighs the vector of task losses into one loss.
+    """Weighs the vector of task losses into one loss to backpropagate.
 
-    Weights are detached, so the update is ``backward(Σ_t w_t L_t)`` and whatever
-    engine owns the gradients (DeepSpeed, ZeRO, data parallelism) keeps owning them.
+    :meth:`weights` returns effective weights ``w`` (T,) such that the network's update
+    direction is ``Σ_t w_t ∇L_t``: they never carry gradient to the network, so the
+    update is ``backward(Σ_t w_t L_t)`` and whatever engine owns the gradients
+    (DeepSpeed, ZeRO, data parallelism) keeps owning them. A method with parameters of
+    its own (UW's log-variances, IMTL-L's scales) returns weights that depend on them and
+    trains them with its own small optimiser in :meth:`step`.
     """
 
     paper: ClassVar[str] = ""
+    gradients: ClassVar[GradientSource] = "none"
+    uses_kpis: ClassVar[bool] = False
 
     def __init__(self, tasks: Sequence[str]) -> None:
         if not tasks:
             raise ValueError("a balancer needs at least one task")
         self.tasks = tuple(tasks)
         self.last_weights = torch.ones(len(self.tasks))
+        self._params: list[nn.Parameter] = []
+        self._optimizer: torch.optim.Optimizer | None = None
+        # Random methods (RLW, PCGrad's order) draw from here; saved with the state.
+        self.generator = torch.Generator().manual_seed(0)
 
     @property
     def num_tasks(self) -> int:
         return len(self.tasks)
 
-    def weights(self, losses: torch.Tensor) -> torch.Tensor:
-        """Detached task weights (T,) for this step's losses."""
+    def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
+        """Effective task weights (T,) for this step's detached losses (and Gramian)."""
         raise NotImplementedError
 
-    def combine(self, losses: torch.Tensor) -> torch.Tensor:
-        """The scalar to backpropagate; ``losses`` is the (T,) vector of task losses."""
-        if not torch.isfinite(losses).all():
-            finite = torch.isfinite(losses.detach()).tolist()
-            bad = [t for t, ok in zip(self.tasks, finite, strict=True) if not ok]
-            raise FloatingPointError(f"non-finite loss for task(s) {bad}")
-        weights = self.weights(losses.detach()).to(losses.dtype)
-        self.last_weights = weights.detach().cpu()
-        return (weights * losses).sum()
+    def penalty(self) -> torch.Tensor | float:
+        """A term on the method's own parameters only (UW's Σ log σ), added to the loss."""
+        return 0.0
+
+    def combine(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
+        """The scalar to backpropagate; ``losses`` is the (T,) vector of task losses.
+
+        ``gramian`` is the T×T matrix ``J Jᵀ`` of the task gradients, given when the
+        method's :attr:`gradients` is not ``"none"``.
+        """
+        _check_finite(self.tasks, losses.detach(), "loss")
+        if self.gradients != "none":
+            if gramian is None:
+                raise ValueError(f"{type(self).__name__} needs the Gramian of the task gradients")
+            gramian = gramian.detach().double()
+            _check_finite(self.tasks, gramian.diagonal(), "gradient")
+        weights = self.weights(losses.detach(), gramian)
+        _check_finite(self.tasks, weights.detach(), "weight")
+        self.last_weights = weights.detach().float().cpu()
+        return (weights.to(losses.dtype) * losses).sum() + self.penalty()
+
+    def step(self) -> None:
+        """After the network's optimiser step: train the method's own parameters, if any."""
+        if self._optimizer is None:
+            return
+        _average_gradients(self._params)
+        self._optimizer.step()
+        self._optimizer.zero_grad(set_to_none=True)
+
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self._params)
 
     def end_epoch(self, mean_losses: torch.Tensor) -> None:
         """Called after every training epoch with the epoch's mean task losses (T,)."""
 
+    def update_kpis(self, kpis: Mapping[str, float]) -> None:
+        """Called after every evaluation with each task's validation KPI, in (0, 1]."""
+
+    def _learn(self, *params: nn.Parameter, lr: float, weight_decay: float = 0.0) -> None:
+        """Give the method parameters that its own Adam trains in :meth:`step`."""
+        if lr <= 0:
+            raise ValueError(f"{type(self).__name__} lr must be > 0, got {lr}")
+        self._params = list(params)
+        self._optimizer = torch.optim.Adam(self._params, lr=lr, weight_decay=weight_decay)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"last_weights": self.last_weights}
+        state: dict[str, Any] = {
+            "last_weights": self.last_weights,
+            "generator": self.generator.get_state(),
+        }
+        if self._optimizer is not None:
+            state["params"] = [p.detach().clone() for p in self._params]
+            state["optimizer"] = self._optimizer.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.last_weights = state["last_weights"]
+        self.generator.set_state(state["generator"])
+        if self._optimizer is not None:
+            with torch.no_grad():
+                for param, saved in zip(self._params, state["params"], strict=True):
+                    param.copy_(saved)
+            self._optimizer.load_state_dict(state["optimizer"])
+
+
+def _check_finite(tasks: Sequence[str], values: torch.Tensor, what: str) -> None:
+    finite = torch.isfinite(values)
+    if not finite.all():
+        bad = [t for t, ok in zip(tasks, finite.tolist(), strict=True) if not ok]
+        raise FloatingPointError(f"non-finite {what} for task(s) {bad}")
+
+
+def _average_gradients(params: Sequence[nn.Parameter]) -> None:
+    # Each rank saw its own batch; identical method parameters need identical updates.
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for param in params:
+        if param.grad is not None:
+            dist.all_reduce(param.grad)
+            param.grad /= dist.get_world_size()

@@ -19,7 +19,7 @@ class EqualWeights(Balancer):
 
     paper = "equal weighting (sum of task losses)"
 
-    def weights(self, losses: torch.Tensor) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
         return torch.ones_like(losses)
 
 
@@ -37,7 +37,7 @@ class DynamicWeightAverage(Balancer):
         self.epoch_losses: list[torch.Tensor] = []
         self._weights = torch.ones(self.num_tasks)
 
-    def weights(self, losses: torch.Tensor) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
         return self._weights.to(losses.device)
 
     def end_epoch(self, mean_losses: torch.Tensor) -> None:
