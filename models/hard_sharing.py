@@ -86,6 +86,10 @@ class HardSharing(nn.Module):
     def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
         return self.heads[task].parameters()
 
+    def representation_module(self) -> nn.Module:
+        """The module whose outputs are the shared features every head reads."""
+        return self.encoder
+
     def last_shared_module(self) -> nn.Module:
         """The module whose output every head reads (GradNorm's last shared layer)."""
         return list(self.encoder.children())[-1]

@@ -56,6 +56,8 @@ class StudySpec(_Strict):
     architecture: str = "hard_sharing"
     model: dict[str, str | int | float | bool] = {}
     methods: list[str] | None = None
+    gradient_space: Literal["params", "representation"] = "params"
+    potentials: dict[str, float] | None = None
     search_space: str = "default"
     trials: int = Field(8, ge=1)
     concurrency: int = Field(2, ge=1)
@@ -77,6 +79,15 @@ class StudySpec(_Strict):
         if len(set(tasks)) != len(tasks):
             raise ValueError("a task is listed twice")
         return tasks
+
+    @model_validator(mode="after")
+    def _potentials_of_tasks(self) -> StudySpec:
+        for task, value in (self.potentials or {}).items():
+            if task not in self.tasks:
+                raise ValueError(f"potentials: {task!r} is not one of the study's tasks")
+            if not 0 < value <= 1:
+                raise ValueError(f"potentials: {task!r} is {value}; expected a KPI in (0, 1]")
+        return self
 
     @field_validator("architecture")
     @classmethod

@@ -38,6 +38,7 @@ class TrialSetup:
     tasks: tuple[str, ...]
     kind: TrialKind = "multi_task"
     references: Mapping[str, Mapping[str, float]] | None = field(default=None)
+    potentials: Mapping[str, float] | None = field(default=None)
 
     def tasks_for(self, config: Mapping[str, Any]) -> tuple[str, ...]:
         """A single-task trial trains the one task its config names."""
@@ -97,8 +98,7 @@ class TrialRunner:
         )
         self.gflops = count_gflops(self.model, spec.dataset.image_size)
         self.params = count_parameters(self.model)
-        method = self.config.get("method", "ew")
-        self.balancer = balancing.create(method, names, **self.config.get(method, {}))
+        self.balancer = _create_balancer(setup, self.config, names)
         optim = self.config.get("optim", {})
         optimizer = torch.optim.AdamW(
             self.model.parameters(),
@@ -112,6 +112,11 @@ class TrialRunner:
             spec.deepspeed.zero_stage,
             spec.deepspeed.precision,
         )
+        self.task_gramian = None
+        if self.balancer.gradients != "none":
+            self.task_gramian = balancing.TaskGramian(
+                self.engine.module, self.balancer.gradients, spec.gradient_space
+            )
         self.epoch = 0
 
     def _losses(
@@ -140,8 +145,10 @@ class TrialRunner:
         for index in self._batches(self.train, shuffle=True):
             preds = self.engine(self._inputs(self.train.images[index]))
             losses = self._losses(preds, {t: v[index] for t, v in self.train.targets.items()})
-            self.engine.backward(self.balancer.combine(losses))
+            gramian = None if self.task_gramian is None else _all_reduced(self.task_gramian(losses))
+            self.engine.backward(self.balancer.combine(losses, gramian))
             self.engine.step()
+            self.balancer.step()
             total += losses.detach().double() * len(index)
         mean = total / len(self.train)
         self.balancer.end_epoch(mean)
@@ -167,6 +174,8 @@ class TrialRunner:
         started = time.perf_counter()
         train_losses = self.train_epoch()
         metrics, val_losses = self.evaluate()
+        if self.balancer.uses_kpis:
+            self.balancer.update_kpis({n: metrics[n][t.kpi] for n, t in self.tasks.items()})
         self.epoch += 1
         report: dict[str, Any] = {
             "epoch": self.epoch,
@@ -196,6 +205,27 @@ class TrialRunner:
         state = torch.load(Path(directory) / _STATE_FILE, weights_only=False)
         self.epoch = int(state["epoch"])
         self.balancer.load_state_dict(state["balancer"])
+
+
+def _create_balancer(
+    setup: TrialSetup, config: Mapping[str, Any], tasks: tuple[str, ...]
+) -> balancing.Balancer:
+    method = config.get("method", "ew")
+    hp = dict(config.get(method, {}))
+    if "potentials" in balancing.defaults(method):
+        hp["potentials"] = setup.potentials
+    balancer = balancing.create(method, tasks, **hp)
+    balancer.generator.manual_seed(setup.spec.seed)
+    return balancer
+
+
+def _all_reduced(gramian: torch.Tensor) -> torch.Tensor:
+    # Every rank must weigh the tasks alike: the mean of the per-rank Gramians.
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(gramian)
+        gramian /= dist.get_world_size()
+    return gramian
 
 
 def trial_function(config: dict[str, Any], setup: TrialSetup) -> None:

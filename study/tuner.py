@@ -19,6 +19,7 @@ from models import get_task
 from search_spaces import SearchSpace
 from study.engine import torch_extensions_dir, warm_up
 from study.errors import UserError
+from study.potentials import resolve_potentials
 from study.recorder import StoreRecorder
 from study.spec import StudySpec
 from study.store import load_trials
@@ -107,9 +108,15 @@ def _run_references(spec: StudySpec, space: SearchSpace, root: Path) -> int:
 
 
 def _run_search(
-    spec: StudySpec, space: SearchSpace, root: Path, references: Mapping[str, Any] | None
+    spec: StudySpec,
+    space: SearchSpace,
+    root: Path,
+    references: Mapping[str, Any] | None,
+    potentials: Mapping[str, float] | None,
 ) -> int:
-    setup = TrialSetup(spec=spec, tasks=tuple(spec.tasks), references=references)
+    setup = TrialSetup(
+        spec=spec, tasks=tuple(spec.tasks), references=references, potentials=potentials
+    )
     metric, mode = spec.objective
     # TPE models the results after a few random trials, even in a small study.
     startup = max(2, min(10, spec.trials // 2))
@@ -153,6 +160,8 @@ def run_study(
     root = Path(spec.results).resolve()
     env = {"TORCH_EXTENSIONS_DIR": str(torch_extensions_dir())}
     _quiet_ray_tune()
+    if not spec.single_task_references:
+        resolve_potentials(root, spec, space)  # fail before Ray starts
     errors = 0
     with ray_session(address=address, env_vars=env):
         log("warming DeepSpeed's op cache (compiles once per machine)")
@@ -168,6 +177,7 @@ def run_study(
                 raise UserError(
                     f"a single-task reference trial failed; see: mtlstudy query {root / spec.name}"
                 )
+        potentials = resolve_potentials(root, spec, space)
         log(f"searching: {spec.trials} multi-task trials, {spec.concurrency} at a time")
-        errors += _run_search(spec, space, root, references)
+        errors += _run_search(spec, space, root, references, potentials)
     return StudyOutcome(results=root / spec.name, trials=spec.trials, errors=errors)
