@@ -84,8 +84,11 @@ def _cmd_query(args: argparse.Namespace) -> int:
 def _cmd_methods(args: argparse.Namespace) -> int:
     from models import balancing
 
+    print(f"{'method':13s} {'reads':22s} hyperparameters (defaults)")
     for name in balancing.list_methods():
-        print(f"{name:10s} {json.dumps(balancing.defaults(name))}  {balancing.paper(name)}")
+        hp = {k: v for k, v in balancing.defaults(name).items() if k != "potentials"}
+        print(f"{name:13s} {balancing.reads(name):22s} {json.dumps(hp)}")
+        print(f"{'':13s} {balancing.paper(name)}")
     return 0
 
 
@@ -95,6 +98,21 @@ def _cmd_bench_overhead(args: argparse.Namespace) -> int:
     with _stdout_to_stderr():
         figures = measure_overhead(trials=args.trials, epochs=args.epochs)
     print(json.dumps(figures, indent=2))
+    return 0
+
+
+def _cmd_bench_balancers(args: argparse.Namespace) -> int:
+    from study.bench.balancers import format_table, measure_balancers
+
+    with _stdout_to_stderr():
+        figures = measure_balancers(
+            num_tasks=tuple(args.tasks),
+            methods=args.methods,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            rounds=args.rounds,
+        )
+    print(json.dumps(figures, indent=2) if args.json else format_table(figures))
     return 0
 
 
@@ -110,6 +128,16 @@ def _stdout_to_stderr() -> Iterator[None]:
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
+
+
+def _method_name(name: str) -> str:
+    from models import balancing
+
+    if name not in balancing.list_methods():
+        raise argparse.ArgumentTypeError(
+            f"unknown method {name!r}; expected one of {balancing.list_methods()}"
+        )
+    return name
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -145,6 +173,14 @@ def _parser() -> argparse.ArgumentParser:
     overhead.add_argument("--trials", type=int, default=8)
     overhead.add_argument("--epochs", type=int, default=2)
     overhead.set_defaults(func=_cmd_bench_overhead)
+    balancers = benches.add_parser("balancers", help="step time of every method against ew")
+    balancers.add_argument("--tasks", type=int, nargs="+", default=[3, 5], choices=range(1, 6))
+    balancers.add_argument("--methods", nargs="+", type=_method_name, default=None)
+    balancers.add_argument("--image-size", type=int, default=64)
+    balancers.add_argument("--batch-size", type=int, default=16)
+    balancers.add_argument("--rounds", type=int, default=5)
+    balancers.add_argument("--json", action="store_true", help="print JSON, not a table")
+    balancers.set_defaults(func=_cmd_bench_balancers)
     return parser
 
 

@@ -138,18 +138,23 @@ class TrialRunner:
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
         return images.to(dtype=next(self.engine.module.parameters()).dtype)
 
+    def train_step(self, images: torch.Tensor, targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """One optimiser step on one batch; the detached task losses (T,)."""
+        losses = self._losses(self.engine(self._inputs(images)), targets)
+        gramian = None if self.task_gramian is None else _all_reduced(self.task_gramian(losses))
+        self.engine.backward(self.balancer.combine(losses, gramian))
+        self.engine.step()
+        self.balancer.step()
+        return losses.detach()
+
     def train_epoch(self) -> torch.Tensor:
         """One pass over the training split; the mean task losses (T,)."""
         self.engine.train()
         total = torch.zeros(len(self.tasks), dtype=torch.float64)
         for index in self._batches(self.train, shuffle=True):
-            preds = self.engine(self._inputs(self.train.images[index]))
-            losses = self._losses(preds, {t: v[index] for t, v in self.train.targets.items()})
-            gramian = None if self.task_gramian is None else _all_reduced(self.task_gramian(losses))
-            self.engine.backward(self.balancer.combine(losses, gramian))
-            self.engine.step()
-            self.balancer.step()
-            total += losses.detach().double() * len(index)
+            targets = {t: v[index] for t, v in self.train.targets.items()}
+            losses = self.train_step(self.train.images[index], targets)
+            total += losses.double() * len(index)
         mean = total / len(self.train)
         self.balancer.end_epoch(mean)
         return mean

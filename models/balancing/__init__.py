@@ -2,7 +2,14 @@
 
 from models.balancing import _loss_weighting  # noqa: F401  (registers the methods)
 from models.balancing._base import Balancer, GradientSource
-from models.balancing._registry import create, defaults, list_methods, paper, register_balancer
+from models.balancing._registry import (
+    create,
+    defaults,
+    list_methods,
+    paper,
+    reads,
+    register_balancer,
+)
 from models.balancing.task_gradients import GradientSpace, TaskGramian
 
 __all__ = [
@@ -14,5 +21,6 @@ __all__ = [
     "defaults",
     "list_methods",
     "paper",
+    "reads",
     "register_balancer",
 ]

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from models.balancing._base import Balancer
 
-__all__ = ["create", "defaults", "list_methods", "paper", "register_balancer"]
+__all__ = ["create", "defaults", "list_methods", "paper", "reads", "register_balancer"]
 
 _METHODS: dict[str, type[Balancer]] = {}
 
@@ -48,6 +48,13 @@ def defaults(name: str) -> dict[str, Any]:
 def paper(name: str) -> str:
     """The reference the method comes from."""
     return _method(name).paper
+
+
+def reads(name: str) -> str:
+    """What the method reads besides the losses, in words."""
+    cls = _method(name)
+    needs = {"none": "losses", "shared": "losses, Gramian", "last_shared": "losses, last-layer G"}
+    return needs[cls.gradients] + (", KPIs" if cls.uses_kpis else "")
 
 
 def create(name: str, tasks: Sequence[str], **hp: Any) -> Balancer:
