@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ __all__ = [
     "build_engine",
     "deepspeed_config",
     "ensure_distributed",
+    "side_backward",
     "torch_extensions_dir",
     "warm_up",
 ]
@@ -106,3 +109,24 @@ def build_engine(
             if buffer.is_floating_point():
                 buffer.data = buffer.data.to(torch.bfloat16)
     return engine
+
+
+@contextlib.contextmanager
+def side_backward(outputs: object) -> Iterator[None]:
+    """Backward passes through an engine's outputs that are not the engine's backward.
+
+    DeepSpeed hooks the outputs of every forward to open its backward (timers, ZeRO's
+    gradient bookkeeping) once; a balancer's task-gradient pass would open it instead
+    of ``engine.backward``. Inside this context those hooks stay closed.
+    """
+    tensors = outputs.values() if isinstance(outputs, dict) else outputs
+    tensors = [tensors] if isinstance(tensors, torch.Tensor) else list(tensors)  # type: ignore[arg-type]
+    managers = [m for t in tensors for m in getattr(t, "_backward_hook_managers", [])]
+    opened = [m.preprocess_done for m in managers]
+    for manager in managers:
+        manager.preprocess_done = True
+    try:
+        yield
+    finally:
+        for manager, was in zip(managers, opened, strict=True):
+            manager.preprocess_done = was

@@ -19,7 +19,7 @@ import torch
 
 from models import Task, balancing, count_gflops, count_parameters, create_model, get_task
 from study.data import SyntheticScenes
-from study.engine import build_engine
+from study.engine import build_engine, side_backward
 from study.metrics import MultiTaskMeter, delta_m
 from study.spec import DatasetSpec, StudySpec
 
@@ -140,8 +140,12 @@ class TrialRunner:
 
     def train_step(self, images: torch.Tensor, targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """One optimiser step on one batch; the detached task losses (T,)."""
-        losses = self._losses(self.engine(self._inputs(images)), targets)
-        gramian = None if self.task_gramian is None else _all_reduced(self.task_gramian(losses))
+        preds = self.engine(self._inputs(images))
+        losses = self._losses(preds, targets)
+        gramian = None
+        if self.task_gramian is not None:
+            with side_backward(preds):
+                gramian = _all_reduced(self.task_gramian(losses))
         self.engine.backward(self.balancer.combine(losses, gramian))
         self.engine.step()
         self.balancer.step()

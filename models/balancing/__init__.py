@@ -1,6 +1,10 @@
 """Loss-balancing methods: ``create(name, tasks, **hp)`` returns a :class:`Balancer`."""
 
-from models.balancing import _loss_weighting  # noqa: F401  (registers the methods)
+from models.balancing import (  # noqa: F401  (registers the methods)
+    _gradient_weighting,
+    _kpi_weighting,
+    _loss_weighting,
+)
 from models.balancing._base import Balancer, GradientSource
 from models.balancing._registry import (
     create,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -110,7 +111,8 @@ class Balancer:
             with torch.no_grad():
                 for param, saved in zip(self._params, state["params"], strict=True):
                     param.copy_(saved)
-            self._optimizer.load_state_dict(state["optimizer"])
+            # A copy: an optimiser must not share moment tensors with the one saved.
+            self._optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
 
 
 def _check_finite(tasks: Sequence[str], values: torch.Tensor, what: str) -> None:

@@ -6,7 +6,7 @@ the method keeps between steps (warm starts, EMAs, learned scales).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -14,11 +14,13 @@ from torch import nn
 
 from models.balancing import gramian as solve
 from models.balancing._base import Balancer
+from models.balancing._kpi_weighting import AchievementWeighting
 from models.balancing._registry import register_balancer
 
 __all__ = [
     "AlignedMTL",
     "CAGrad",
+    "CAGradAMTL",
     "DualBalancing",
     "GradNorm",
     "IMTL",
@@ -26,6 +28,7 @@ __all__ = [
     "MGDA",
     "NashMTL",
     "PCGrad",
+    "PCGradAMTL",
     "UPGrad",
 ]
 
@@ -281,3 +284,61 @@ class GradNorm(Balancer):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self._initial = state["initial"]
+
+
+class _AchievementSurgery(AchievementWeighting):
+    """AMTL's weights on the losses, then gradient surgery on the weighted gradients.
+
+    With AMTL's effective loss weights s, the weighted gradients' Gramian is
+    ``diag(s) G diag(s)``; surgery weights c on it make the update ``Σ_t c_t s_t g_t``.
+    """
+
+    gradients = "shared"
+
+    def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
+        assert gramian is not None
+        scales = super().weights(losses).double()
+        surgery = self.surgery(scales[:, None] * gramian * scales[None, :])
+        return (surgery * scales).float()
+
+    def surgery(self, gramian: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@register_balancer("pcgrad_amtl")
+class PCGradAMTL(_AchievementSurgery):
+    """AMTL then PCGrad, as the AMTL paper combines them."""
+
+    method = "pcgrad_amtl"
+
+    def surgery(self, gramian: torch.Tensor) -> torch.Tensor:
+        return solve.pcgrad_weights(gramian, self.generator)
+
+
+@register_balancer("cagrad_amtl")
+class CAGradAMTL(_AchievementSurgery):
+    """AMTL then CAGrad, as the AMTL paper combines them."""
+
+    method = "cagrad_amtl"
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        potentials: Mapping[str, float] | None = None,
+        margin: float = 0.05,
+        gamma: float = 2.0,
+        ema: float = 0.1,
+        c: float = 0.5,
+    ) -> None:
+        super().__init__(tasks, potentials, margin, gamma, ema)
+        self._cagrad = CAGrad(tasks, c=c)
+
+    def surgery(self, gramian: torch.Tensor) -> torch.Tensor:
+        return self._cagrad.solve(gramian)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "cagrad": self._cagrad.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._cagrad.load_state_dict(state["cagrad"])

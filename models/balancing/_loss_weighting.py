@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
-from models.balancing._base import Balancer
+from models.balancing._base import Balancer, _average_gradients
 from models.balancing._registry import register_balancer
 
-__all__ = ["DynamicWeightAverage", "EqualWeights"]
+__all__ = [
+    "FAMO",
+    "DynamicWeightAverage",
+    "EqualWeights",
+    "FixedWeights",
+    "GeometricLossStrategy",
+    "RandomLossWeighting",
+    "UncertaintyWeighting",
+    "geometric_mean_weights",
+    "labelled_tasks",
+]
+
+#: FAMO's ε in D_t = L_t − min L_t + ε (the official code's value; min L_t is taken as 0).
+_FAMO_EPS = 1e-8
 
 
 @register_balancer("ew")
@@ -55,3 +70,199 @@ class DynamicWeightAverage(Balancer):
         super().load_state_dict(state)
         self.epoch_losses = list(state["epoch_losses"])
         self._weights = state["weights"]
+
+
+def labelled_tasks(method: str, tasks: Sequence[str], losses: torch.Tensor) -> torch.Tensor:
+    """Mask (T,) of the tasks with a loss > 0; a task with loss 0 was not labelled this batch.
+
+    Methods that take the logarithm of the losses call this; a negative loss has no logarithm
+    and is refused with a ValueError naming the task(s).
+    """
+    negative = losses < 0
+    if negative.any():
+        bad = [t for t, neg in zip(tasks, negative.tolist(), strict=True) if neg]
+        raise ValueError(f"{method} needs losses >= 0 (it takes their log); negative for {bad}")
+    return losses > 0
+
+
+def geometric_mean_weights(
+    losses: torch.Tensor, exponents: torch.Tensor, method: str, tasks: Sequence[str]
+) -> torch.Tensor:
+    """Effective weights of the weighted geometric mean ``G = Π_t L_t^{a_t}``.
+
+    ``∇G = G · Σ_t a_t ∇L_t / L_t``, so ``w_t = G·a_t/L_t`` (G detached). A task with loss 0
+    (unlabelled in this batch) is left out: its exponent becomes 0 and the others are
+    renormalised to sum 1, so it gets weight 0 and never a NaN or inf. All tasks unlabelled:
+    all weights 0. Computed in float64, returned in the dtype of ``losses``.
+    """
+    labelled = labelled_tasks(method, tasks, losses)
+    loss = losses.detach().double()
+    a = torch.where(labelled, exponents.to(loss), 0.0)
+    a = a / a.sum().clamp_min(torch.finfo(torch.float64).tiny)
+    safe = torch.where(labelled, loss, 1.0)
+    product = torch.exp((a * safe.log()).sum())
+    return (product * a / safe).to(losses.dtype)
+
+
+def _parse_fixed(weights: str | Sequence[float], tasks: Sequence[str]) -> torch.Tensor:
+    expected = f"fixed weights must be {len(tasks)} numbers >= 0, not all 0, in task order {tasks}"
+    if isinstance(weights, str):
+        if not weights.strip():
+            return torch.ones(len(tasks))
+        try:
+            values = [float(part) for part in weights.split(",")]
+        except ValueError:
+            raise ValueError(f"{expected}, comma-separated; got {weights!r}") from None
+    else:
+        values = [float(v) for v in weights]
+    if (
+        len(values) != len(tasks)
+        or not all(math.isfinite(v) and v >= 0 for v in values)
+        or not any(v > 0 for v in values)
+    ):
+        raise ValueError(f"{expected}; got {weights!r}")
+    return torch.tensor(values)
+
+
+@register_balancer("fixed")
+class FixedWeights(Balancer):
+    """Hand-set weights ``w_t``, constant through training: the loss is ``Σ_t w_t L_t``.
+
+    ``weights`` is a comma-separated list in task order (``"1.0,0.5,2"``), or a sequence of
+    numbers; empty means all 1 (equal weighting).
+    """
+
+    paper = "fixed, hand-set task weights (weighted sum of task losses)"
+
+    def __init__(self, tasks: Sequence[str], weights: str | Sequence[float] = "") -> None:
+        super().__init__(tasks)
+        self.fixed_weights = _parse_fixed(weights, self.tasks)
+
+    def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fixed_weights.to(losses.device, losses.dtype)
+
+
+@register_balancer("rlw")
+class RandomLossWeighting(Balancer):
+    """``w = softmax(ε)``, ``ε ~ N(0, I)`` drawn afresh every step from :attr:`generator`.
+
+    The weights sum to 1 (as in the paper; not rescaled to sum T).
+    """
+
+    paper = (
+        "Lin, Ye, Zhang, Tsang. Reasonable Effectiveness of Random Weighting: "
+        "A Litmus Test for Multi-Task Learning. TMLR 2022"
+    )
+
+    def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
+        draw = torch.randn(self.num_tasks, generator=self.generator, dtype=torch.float64)
+        return torch.softmax(draw, 0).to(losses.device, losses.dtype)
+
+
+@register_balancer("gls")
+class GeometricLossStrategy(Balancer):
+    """The loss is the geometric mean ``G = (Π_t L_t)^{1/T}``: effective ``w_t = G/(T·L_t)``.
+
+    A task with loss 0 (unlabelled in this batch) gets weight 0 and is left out of the
+    product, T then counting only the labelled tasks.
+    """
+
+    paper = (
+        "Chennupati, Sistu, Yogamani, Rawashdeh. MultiNet++: Multi-Stream Feature Aggregation "
+        "and Geometric Loss Strategy for Multi-Task Learning. CVPR Workshops 2019"
+    )
+
+    def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
+        return geometric_mean_weights(losses, torch.ones_like(losses), "gls", self.tasks)
+
+
+@register_balancer("uw")
+class UncertaintyWeighting(Balancer):
+    """Learned log-variances ``s_t`` (init 0): the loss is ``Σ_t ½e^{−s_t} L_t + ½ s_t``.
+
+    Weights ``½e^{−s_t}`` stay attached to ``s`` and :meth:`penalty` is ``½ Σ_t s_t``; the
+    method's Adam (``lr``) trains ``s`` in :meth:`step`, whose optimum is ``s_t = log L_t``.
+    A task with loss 0 (unlabelled in this batch) is left out of that step's penalty, so
+    ``½ s_t`` alone cannot drive its ``s_t`` down and its weight up while it sees no labels.
+    """
+
+    paper = (
+        "Kendall, Gal, Cipolla. Multi-Task Learning Using Uncertainty to Weigh Losses "
+        "for Scene Geometry and Semantics. CVPR 2018"
+    )
+
+    def __init__(self, tasks: Sequence[str], lr: float = 1e-2) -> None:
+        super().__init__(tasks)
+        if not lr > 0:
+            raise ValueError(f"uw lr must be > 0, got {lr}")
+        self.log_variances = nn.Parameter(torch.zeros(self.num_tasks))
+        self._learn(self.log_variances, lr=lr)
+        self._labelled = torch.ones(self.num_tasks, dtype=torch.bool)
+
+    def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
+        self._labelled = (losses != 0).cpu()
+        return (0.5 * torch.exp(-self.log_variances)).to(losses.device)
+
+    def penalty(self) -> torch.Tensor:
+        return 0.5 * self.log_variances[self._labelled].sum()
+
+
+@register_balancer("famo")
+class FAMO(Balancer):
+    """Fast Adaptive Multitask Optimization: logits ``ξ`` (init 0), ``z = softmax(ξ)``.
+
+    With ``D_t = L_t + ε`` (minimum losses taken as 0, ε = 1e-8) the loss is
+    ``Σ_t z_t log D_t / c`` with ``c = Σ_t z_t/D_t`` detached, so the effective weights are
+    ``w_t = z_t/(c·D_t)`` (they sum to 1 and are returned detached).
+
+    ``ξ`` is updated at the start of each :meth:`weights` call from the previous call's losses:
+    ``δ_t = log D_t^prev − log D_t^now``, ``∇_ξ = (diag(z) − z zᵀ) δ``, one Adam step
+    (``lr``, ``weight_decay = gamma``, as the official code). The official code re-evaluates
+    the same batch after the network's step; here the next step's losses (another batch)
+    stand in, which saves a forward pass. :meth:`weights` must therefore be called once per
+    training step. Under data parallelism ``∇_ξ`` is averaged over the ranks.
+
+    A task with loss 0 (unlabelled in this batch) gets weight 0 and is left out of ``c``; its
+    ``δ_t`` is 0 whenever it is unlabelled in either of the two steps.
+    """
+
+    paper = "Liu, Feng, Stone, Liu. FAMO: Fast Adaptive Multitask Optimization. NeurIPS 2023"
+
+    def __init__(self, tasks: Sequence[str], lr: float = 0.025, gamma: float = 0.001) -> None:
+        super().__init__(tasks)
+        if not lr > 0:
+            raise ValueError(f"famo lr must be > 0, got {lr}")
+        if not (gamma >= 0 and math.isfinite(gamma)):
+            raise ValueError(f"famo gamma (weight decay) must be >= 0, got {gamma}")
+        self.logits = nn.Parameter(torch.zeros(self.num_tasks, dtype=torch.float64))
+        self._learn(self.logits, lr=lr, weight_decay=gamma)
+        self.previous_losses: torch.Tensor | None = None
+
+    def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
+        now = losses.detach().double().cpu()
+        labelled = labelled_tasks("famo", self.tasks, now)
+        if self.previous_losses is not None:
+            self._update_logits(self.previous_losses, now)
+        self.previous_losses = now.clone()
+        z = torch.softmax(self.logits.detach(), 0)
+        w = torch.where(labelled, z / (now + _FAMO_EPS), 0.0)
+        w = w / w.sum().clamp_min(torch.finfo(torch.float64).tiny)
+        return w.to(losses.device, losses.dtype)
+
+    def _update_logits(self, before: torch.Tensor, now: torch.Tensor) -> None:
+        both = (before > 0) & (now > 0)
+        delta = torch.where(both, (before + _FAMO_EPS).log() - (now + _FAMO_EPS).log(), 0.0)
+        z = torch.softmax(self.logits.detach(), 0)
+        self.logits.grad = z * delta - z * (z @ delta)  # (diag(z) − z zᵀ) δ
+        _average_gradients(self._params)
+        assert self._optimizer is not None
+        self._optimizer.step()
+        self._optimizer.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "previous_losses": self.previous_losses}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        previous = state["previous_losses"]
+        self.previous_losses = None if previous is None else previous.clone()

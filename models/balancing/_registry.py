@@ -53,7 +53,11 @@ def paper(name: str) -> str:
 def reads(name: str) -> str:
     """What the method reads besides the losses, in words."""
     cls = _method(name)
-    needs = {"none": "losses", "shared": "losses, Gramian", "last_shared": "losses, last-layer G"}
+    needs = {
+        "none": "losses",
+        "shared": "losses, Gramian",
+        "last_shared": "losses, last-layer Gramian",
+    }
     return needs[cls.gradients] + (", KPIs" if cls.uses_kpis else "")
 
 

@@ -14,13 +14,21 @@ def test_builtin_space_samples_conditional_method_parameters() -> None:
     space = load_space("default")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     sample = space.define_by_run()
-    study.optimize(lambda t: sample(t) or 0.0, n_trials=20)
+    study.optimize(lambda t: sample(t) or 0.0, n_trials=120)
     for trial in study.trials:
         method = trial.params["method"]
         assert "optim/lr" in trial.params
         assert ("dwa/temperature" in trial.params) == (method == "dwa")
+        assert ("cagrad/c" in trial.params) == (method == "cagrad")
         assert 3e-4 <= trial.params["optim/lr"] <= 1e-2
-    assert {t.params["method"] for t in study.trials} == {"ew", "dwa"}
+    assert {"ew", "dwa", "mgda", "amtl"} <= {t.params["method"] for t in study.trials}
+
+
+def test_builtin_space_offers_every_method_but_fixed() -> None:
+    from models import balancing
+
+    offered = set(load_space("default").methods)
+    assert offered == set(balancing.list_methods()) - {"fixed"}
 
 
 def test_default_config_and_restriction() -> None:
@@ -28,7 +36,7 @@ def test_default_config_and_restriction() -> None:
     assert space.default_config("dwa")["dwa"] == {"temperature": 2.0}
     assert list(space.restricted_to(["dwa"]).methods) == ["dwa"]
     with pytest.raises(SearchSpaceError, match="not in the search space"):
-        space.restricted_to(["uw"])
+        space.restricted_to(["fixed"])
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,7 @@ def test_defaults_fill_a_small_spec(tmp_path: Path) -> None:
         ("scheduler: {name: pbt}", "scheduler.name", "'asha' or 'fifo'"),
         ("deepspeed: {zero_stage: 3, precision: bf16}", "deepspeed", "zero_stage 0 or 2"),
         ("epochs: 3\nepoch: 3", "epoch", "unknown field"),
-        ("methods: [ew, uw]", "search_space", "not in the search space"),
+        ("methods: [ew, fixed]", "search_space", "not in the search space"),
         ("search_space: missing.yaml", "search_space", "not found"),
     ],
 )
