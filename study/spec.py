@@ -5,9 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from models import list_models, list_tasks
+from models import balancing, list_models, list_tasks
 from search_spaces import SearchSpace, SearchSpaceError, load_space, read_model
 from study.errors import UserError
 
@@ -80,14 +87,17 @@ class StudySpec(_Strict):
             raise ValueError("a task is listed twice")
         return tasks
 
-    @model_validator(mode="after")
-    def _potentials_of_tasks(self) -> StudySpec:
-        for task, value in (self.potentials or {}).items():
-            if task not in self.tasks:
-                raise ValueError(f"potentials: {task!r} is not one of the study's tasks")
+    @field_validator("potentials")
+    @classmethod
+    def _potentials_of_tasks(
+        cls, potentials: dict[str, float] | None, info: ValidationInfo
+    ) -> dict[str, float] | None:
+        for task, value in (potentials or {}).items():
+            if task not in info.data.get("tasks", []):
+                raise ValueError(f"{task!r} is not one of the study's tasks")
             if not 0 < value <= 1:
-                raise ValueError(f"potentials: {task!r} is {value}; expected a KPI in (0, 1]")
-        return self
+                raise ValueError(f"{task!r} is {value}; expected a KPI in (0, 1]")
+        return potentials
 
     @field_validator("architecture")
     @classmethod
@@ -115,4 +125,11 @@ def load_spec(path: str | Path) -> tuple[StudySpec, SearchSpace]:
             space = space.restricted_to(spec.methods)
     except SearchSpaceError as err:
         raise SpecError(f"{path}: field 'search_space': {err}") from None
+    gradient_methods = [m for m in space.methods if balancing.needs_gradients(m)]
+    if gradient_methods and spec.deepspeed.zero_stage == 3:
+        # ZeRO-3 frees each layer's weights after use; a task-gradient pass cannot see them.
+        raise SpecError(
+            f"{path}: field 'deepspeed': zero_stage 3 cannot serve gradient-level methods "
+            f"{gradient_methods}; use zero_stage 0-2 or restrict 'methods'"
+        )
     return spec, space

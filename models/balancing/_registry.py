@@ -8,7 +8,15 @@ from typing import Any, TypeVar
 
 from models.balancing._base import Balancer
 
-__all__ = ["create", "defaults", "list_methods", "paper", "reads", "register_balancer"]
+__all__ = [
+    "create",
+    "defaults",
+    "list_methods",
+    "needs_gradients",
+    "paper",
+    "reads",
+    "register_balancer",
+]
 
 _METHODS: dict[str, type[Balancer]] = {}
 
@@ -48,6 +56,11 @@ def defaults(name: str) -> dict[str, Any]:
 def paper(name: str) -> str:
     """The reference the method comes from."""
     return _method(name).paper
+
+
+def needs_gradients(name: str) -> bool:
+    """Whether the method reads the Gramian of task gradients."""
+    return _method(name).gradients != "none"
 
 
 def reads(name: str) -> str:

@@ -44,6 +44,8 @@ def test_defaults_fill_a_small_spec(tmp_path: Path) -> None:
         ("epochs: 3\nepoch: 3", "epoch", "unknown field"),
         ("methods: [ew, fixed]", "search_space", "not in the search space"),
         ("search_space: missing.yaml", "search_space", "not found"),
+        ("deepspeed: {zero_stage: 3}\nmethods: [ew, mgda]", "deepspeed", "['mgda']"),
+        ("potentials: {depth: 1.5}", "potentials", "expected a KPI in (0, 1]"),
     ],
 )
 def test_bad_field_is_one_line_naming_it(
