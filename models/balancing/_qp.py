@@ -12,10 +12,10 @@ import numpy as np
 
 __all__ = ["nonneg_qp"]
 
-#: Ridge added to G after scaling it to unit mean diagonal. Makes G positive definite, so
-#: singular Gramians (collinear or zero gradients) have a unique, finite solution: the one
-#: of least norm among the minimisers, up to a relative change of about this size.
-RIDGE = 1e-10
+#: Ridge added to G after scaling it to unit mean diagonal: it makes every KKT solve
+#: non-singular for singular Gramians (collinear or zero gradients) while moving a
+#: solution by about this much relative to its scale.
+RIDGE = 1e-12
 #: A working-set multiplier below ``-TOL·scale`` releases its constraint; the scale is that
 #: of the gradient ``Gx + c`` after normalising.
 TOL = 1e-9
@@ -32,10 +32,12 @@ def nonneg_qp(G: np.ndarray, c: np.ndarray, simplex: bool) -> np.ndarray:
     definite it terminates in finitely many steps; iterations are capped all the same, and
     the returned point is always feasible and finite.
 
-    Singular G is made definite by a ridge of ``RIDGE`` times its mean diagonal, so e.g.
-    collinear gradients split the weight evenly (least norm) instead of arbitrarily. An
-    all-zero G with a ``c`` that makes the problem unbounded (a negative ``c_i`` without
-    ``simplex``) returns the ridge-regularised minimiser, huge but finite.
+    Singular G is made definite by a ridge of ``RIDGE`` times its mean diagonal, so every
+    sub-problem has one finite solution. Where the minimiser is not unique the one returned
+    is an exact minimiser (to ``TOL``) that depends on the path: the simplex case starts from
+    the barycentre, so e.g. equal gradients split evenly. An all-zero G with a ``c`` that
+    makes the problem unbounded (a negative ``c_i`` without ``simplex``) returns the
+    ridge-regularised minimiser, huge but finite.
     """
     G = np.asarray(G, dtype=np.float64)
     c = np.asarray(c, dtype=np.float64)
@@ -58,12 +60,10 @@ def nonneg_qp(G: np.ndarray, c: np.ndarray, simplex: bool) -> np.ndarray:
     tol = TOL * (1.0 + float(np.abs(c).max()))
 
     if simplex:
-        # Start at the best vertex of the simplex: feasible, all but one bound active.
-        k = int(np.argmin(0.5 * np.diag(G) + c))
-        x = np.zeros(T)
-        x[k] = 1.0
-        active = np.ones(T, dtype=bool)
-        active[k] = False
+        # Start at the barycentre with no bound in the working set: an interior optimum (the
+        # common case) is then one solve away, and ties are broken symmetrically.
+        x = np.full(T, 1.0 / T)
+        active = np.zeros(T, dtype=bool)
     else:
         x = np.zeros(T)
         active = np.ones(T, dtype=bool)
