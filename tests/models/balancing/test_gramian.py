@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from models.balancing import gramian as gm
-from models.balancing._qp import nonneg_qp
+from models.balancing.gramian._qp import nonneg_qp
 
 SIZES_AND_SEEDS = [(T, seed) for T in range(2, 7) for seed in range(3)]
 
