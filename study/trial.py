@@ -119,12 +119,15 @@ class TrialRunner:
             )
         self.epoch = 0
 
+    def _task_losses(
+        self, preds: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
+    ) -> list[torch.Tensor]:
+        return [task.loss(preds[name].float(), targets[name]) for name, task in self.tasks.items()]
+
     def _losses(
         self, preds: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
     ) -> torch.Tensor:
-        return torch.stack(
-            [task.loss(preds[name].float(), targets[name]) for name, task in self.tasks.items()]
-        )
+        return torch.stack(self._task_losses(preds, targets))
 
     def _batches(self, split: _Split, shuffle: bool) -> list[torch.Tensor]:
         if shuffle:
@@ -141,11 +144,12 @@ class TrialRunner:
     def train_step(self, images: torch.Tensor, targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """One optimiser step on one batch; the detached task losses (T,)."""
         preds = self.engine(self._inputs(images))
-        losses = self._losses(preds, targets)
+        task_losses = self._task_losses(preds, targets)
         gramian = None
         if self.task_gramian is not None:
             with side_backward(preds):
-                gramian = _all_reduced(self.task_gramian(losses))
+                gramian = _all_reduced(self.task_gramian(task_losses))
+        losses = torch.stack(task_losses)
         self.engine.backward(self.balancer.combine(losses, gramian))
         self.engine.step()
         self.balancer.step()

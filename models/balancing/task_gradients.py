@@ -76,12 +76,16 @@ class TaskGramian:
     def close(self) -> None:
         self._hook.remove()
 
-    def __call__(self, losses: torch.Tensor) -> torch.Tensor:
-        """The T×T float64 Gramian of the task losses' gradients (the graph is kept)."""
+    def __call__(self, losses: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The T×T float64 Gramian of the task losses' gradients (the graph is kept).
+
+        ``losses`` are the T scalar task losses as computed, not indexed out of a stacked
+        vector: a backward from ``stack(losses)[t]`` would also traverse every other head.
+        """
         if not self._features:
             raise RuntimeError("no forward pass with gradients was recorded")
         features, aliases = self._features, self._aliases
-        num_tasks = losses.shape[0]
+        num_tasks = len(losses)
         # Stage 1: one backward per task through its own head only.
         per_task = [
             torch.autograd.grad(losses[t], aliases, retain_graph=True, allow_unused=True)
