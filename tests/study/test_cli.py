@@ -50,6 +50,9 @@ def test_bad_spec_fails_before_ray_starts(tmp_path: Path) -> None:
 def test_methods_lists_each_method_with_its_defaults() -> None:
     done = _mtlstudy("methods")
     assert done.returncode == 0
-    lines = {line.split()[0]: line for line in done.stdout.splitlines()}
-    assert '"temperature": 2.0' in lines["dwa"] and "Liu" in lines["dwa"]
-    assert "ew" in lines
+    lines = done.stdout.splitlines()
+    rows = {line.split()[0]: i for i, line in enumerate(lines) if not line.startswith(" ")}
+    dwa = rows["dwa"]
+    assert '"temperature": 2.0' in lines[dwa] and "Liu" in lines[dwa + 1]
+    assert "Gramian" in lines[rows["mgda"]] and "KPIs" in lines[rows["amtl"]]
+    assert "last-layer" in lines[rows["gradnorm"]] and "potentials" not in lines[rows["amtl"]]

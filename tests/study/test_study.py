@@ -18,6 +18,8 @@ seed: 1
 dataset: {{image_size: 32, train_samples: 32, val_samples: 16}}
 tasks: [semseg, depth]
 model: {{backbone: regnetx_002}}
+methods: [ew, dwa, mgda, pcgrad_amtl]
+potentials: {{depth: 0.5}}
 trials: 4
 concurrency: 2
 epochs: 2
@@ -50,7 +52,7 @@ def test_one_trials_row_per_trial_with_tidy_history(finished_study: tuple[Path, 
     assert set(multi["status"]) <= {"completed", "stopped_early"}
     assert (single["status"] == "completed").all()
     assert multi["delta_m"].notna().all() and single["delta_m"].isna().all()
-    assert set(multi["method"]) <= {"ew", "dwa"}
+    assert set(multi["method"]) <= {"ew", "dwa", "mgda", "pcgrad_amtl"}
     assert (trials["schema_version"] == 1).all()
 
     history = load_history(results)
