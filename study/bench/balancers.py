@@ -80,10 +80,26 @@ def measure_balancers(
                     times[key].append((time.perf_counter() - started) / steps)
         base = statistics.median(times["ew"])
         figures["tasks"][count] = {
-            key: {"step_ms": 1e3 * statistics.median(t), "vs_ew": statistics.median(t) / base}
+            key: {
+                "step_ms": 1e3 * statistics.median(t),
+                "vs_ew": statistics.median(t) / base,
+                "weights_ms": 1e3 * _weights_time(runners[key].balancer, count),
+            }
             for key, t in times.items()
         }
     return figures
+
+
+def _weights_time(balancer: balancing.Balancer, count: int, calls: int = 20) -> float:
+    """Mean time of the method's own work on a step's losses (and a Gramian): its solver."""
+    generator = torch.Generator().manual_seed(0)
+    jacobian = torch.randn(count, 256, generator=generator, dtype=torch.float64)
+    gramian = jacobian @ jacobian.T
+    losses = torch.rand(count, generator=generator) + 0.1
+    started = time.perf_counter()
+    for _ in range(calls):
+        balancer.weights(losses, gramian)
+    return (time.perf_counter() - started) / calls
 
 
 def _kpi_args(method: str, potentials: dict[str, float]) -> dict[str, Any]:
@@ -94,12 +110,14 @@ def format_table(figures: dict[str, Any]) -> str:
     """One row per method, one column pair per task count."""
     counts = list(figures["tasks"])
     keys = list(figures["tasks"][counts[0]])
-    header = f"{'method':28s}" + "".join(f"{f'T={c} ms':>11s}{'× ew':>7s}" for c in counts)
+    header = f"{'method':28s}" + "".join(
+        f"{f'T={c} ms':>11s}{'× ew':>7s}{'solver ms':>11s}" for c in counts
+    )
     lines = [figures["machine"], header]
     for key in keys:
         row = f"{key:28s}"
         for count in counts:
             cell = figures["tasks"][count].get(key)
-            row += f"{cell['step_ms']:11.1f}{cell['vs_ew']:7.2f}" if cell else " " * 18
+            row += f"{cell['step_ms']:11.1f}{cell['vs_ew']:7.2f}{cell['weights_ms']:11.3f}"
         lines.append(row)
     return "\n".join(lines)
