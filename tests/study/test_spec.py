@@ -23,7 +23,7 @@ def test_demo_spec_is_valid() -> None:
     assert spec.tasks == ["semseg", "depth", "normals", "edges"]
     assert spec.trials >= 8
     assert spec.objective == ("delta_m", "max")
-    assert sorted(space.methods) == ["dwa", "ew"]
+    assert sorted(space.methods) == ["amtl", "dwa", "ew", "mgda", "uw"]
 
 
 def test_defaults_fill_a_small_spec(tmp_path: Path) -> None:
