@@ -1,0 +1,60 @@
+"""What every dataset loader shares: the sample layout, its errors and small readers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypedDict
+
+import numpy as np
+import torch
+from PIL import Image
+
+from study.errors import UserError
+
+__all__ = ["DatasetError", "Sample", "read_rgb", "read_split", "require_dir"]
+
+
+class DatasetError(UserError):
+    """A dataset folder or file that cannot be read; the message names the path."""
+
+
+class Sample(TypedDict):
+    """One item of any loader.
+
+    ``image`` is float32 (3, H, W) in [0, 1], not normalised; ``targets`` follow the
+    conventions of :mod:`models.tasks` (ignored pixels 255, invalid depth 0, invalid
+    normals all-zero); ``labelled`` says which tasks this image has labels for.
+    """
+
+    name: str
+    image: torch.Tensor
+    targets: dict[str, torch.Tensor]
+    labelled: dict[str, bool]
+
+
+def require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise DatasetError(f"{what}: folder {path} not found")
+    return path
+
+
+def read_split(path: Path) -> list[str]:
+    """Sample ids, one per line (blank lines skipped)."""
+    if not path.is_file():
+        raise DatasetError(f"split file {path} not found")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not names:
+        raise DatasetError(f"split file {path} lists no samples")
+    return names
+
+
+def read_rgb(path: Path) -> torch.Tensor:
+    """An image file as float32 (3, H, W) in [0, 1]."""
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    except FileNotFoundError:
+        raise DatasetError(f"image {path} not found") from None
+    except OSError as err:
+        raise DatasetError(f"image {path} cannot be read: {err}") from None
+    return torch.from_numpy(array.transpose(2, 0, 1).copy())
