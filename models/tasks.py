@@ -2,13 +2,29 @@
 
 Tensor conventions (B = batch, H×W = image size):
 
-| task     | prediction           | target                          | invalid / ignored  |
-|----------|----------------------|---------------------------------|--------------------|
-| semseg   | logits (B, K, H, W)  | class ids, int64 (B, H, W)      | 255                |
-| depth    | metres (B, 1, H, W)  | metres, float (B, 1, H, W)      | 0                  |
-| normals  | unit (B, 3, H, W)    | unit vectors, float (B, 3, H, W)| all-zero vector    |
-| edges    | logits (B, 1, H, W)  | {0, 1}, float (B, 1, H, W)      | 255                |
-| saliency | logits (B, 1, H, W)  | {0, 1}, float (B, 1, H, W)      | 255                |
+| task        | prediction           | target                          | invalid / ignored |
+|-------------|----------------------|---------------------------------|-------------------|
+| semseg      | logits (B, K, H, W)  | class ids, int64 (B, H, W)      | 255               |
+| human_parts | logits (B, 7, H, W)  | part ids 0-6, int64 (B, H, W)   | 255               |
+| depth       | metres (B, 1, H, W)  | metres, float (B, 1, H, W)      | 0                 |
+| normals     | unit (B, 3, H, W)    | unit vectors, float (B, 3, H, W)| all-zero vector   |
+| edges       | logits (B, 1, H, W)  | {0, 1}, float (B, 1, H, W)      | 255               |
+| saliency    | logits (B, 1, H, W)  | {0, 1}, float (B, 1, H, W)      | 255               |
+
+Metrics follow the multi-task dense-prediction literature (PASCAL-Context / NYUD-v2, e.g.
+Maninis et al. 2019, Vandenhende et al. 2021); :mod:`study.metrics` computes them:
+
+| task        | metrics, headline first (+ higher / − lower is better)              | KPI          |
+|-------------|---------------------------------------------------------------------|--------------|
+| semseg      | miou+, pixel_acc+                                                   | miou         |
+| human_parts | miou+                                                               | miou         |
+| depth       | rmse−, abs_rel−, log_rmse−, delta1+, delta2+, delta3+               | delta1       |
+| normals     | mean_angle−, median_angle−, within_11_25+, within_22_5+, within_30+ | within_11_25 |
+| edges       | odsf+                                                               | odsf         |
+| saliency    | max_f+, iou+                                                        | max_f        |
+
+Fractions (miou, pixel_acc, delta*, within_*, odsf, max_f, iou) are in [0, 1], not percent;
+angles are in degrees.
 """
 
 from __future__ import annotations
@@ -19,9 +35,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["IGNORE_INDEX", "Metric", "Task", "get_task", "list_tasks"]
+__all__ = ["HUMAN_PARTS_CLASSES", "IGNORE_INDEX", "Metric", "Task", "get_task", "list_tasks"]
 
 IGNORE_INDEX = 255
+# PASCAL-Context human parts (Chen et al. 2014, as used by ASTMT): background and
+# head, torso, upper arms, lower arms, upper legs, lower legs.
+HUMAN_PARTS_CLASSES = 7
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -100,7 +119,14 @@ def _make_tasks(num_classes: int) -> dict[str, Task]:
             "depth",
             1,
             _depth_loss,
-            (Metric("rmse", False), Metric("abs_rel", False), Metric("delta1", True)),
+            (
+                Metric("rmse", False),
+                Metric("abs_rel", False),
+                Metric("log_rmse", False),
+                Metric("delta1", True),
+                Metric("delta2", True),
+                Metric("delta3", True),
+            ),
             headline="rmse",
             kpi="delta1",
         ),
@@ -108,21 +134,35 @@ def _make_tasks(num_classes: int) -> dict[str, Task]:
             "normals",
             3,
             _normals_loss,
-            (Metric("mean_angle", False), Metric("within_11_25", True)),
+            (
+                Metric("mean_angle", False),
+                Metric("median_angle", False),
+                Metric("within_11_25", True),
+                Metric("within_22_5", True),
+                Metric("within_30", True),
+            ),
             headline="mean_angle",
             kpi="within_11_25",
         ),
         # Edge pixels are rare; the positive weight follows the usual MTL practice (0.95/0.05).
         "edges": Task(
-            "edges", 1, _binary_loss(19.0), (Metric("f1", True),), headline="f1", kpi="f1"
+            "edges", 1, _binary_loss(19.0), (Metric("odsf", True),), headline="odsf", kpi="odsf"
         ),
         "saliency": Task(
             "saliency",
             1,
             _binary_loss(1.0),
-            (Metric("iou", True), Metric("max_f", True)),
-            headline="iou",
-            kpi="iou",
+            (Metric("max_f", True), Metric("iou", True)),
+            headline="max_f",
+            kpi="max_f",
+        ),
+        "human_parts": Task(
+            "human_parts",
+            HUMAN_PARTS_CLASSES,
+            _semseg_loss,
+            (Metric("miou", True),),
+            headline="miou",
+            kpi="miou",
         ),
     }
 
@@ -132,7 +172,12 @@ def list_tasks() -> list[str]:
 
 
 def get_task(name: str, num_classes: int = 1) -> Task:
-    """The task record ``name``; ``num_classes`` sets the output channels of ``semseg``."""
+    """The task record ``name``.
+
+    ``num_classes`` sets the output channels of ``semseg`` only; ``human_parts`` always has
+    :data:`HUMAN_PARTS_CLASSES` (7) channels, whatever ``num_classes`` says, since its label
+    set is fixed and a study's ``num_classes`` describes the semantic classes.
+    """
     tasks = _make_tasks(num_classes)
     if name not in tasks:
         raise KeyError(f"unknown task {name!r}; expected one of {sorted(tasks)}")

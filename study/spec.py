@@ -16,6 +16,7 @@ from pydantic import (
 
 from models import balancing, list_models, list_tasks
 from search_spaces import SearchSpace, SearchSpaceError, load_space, read_model
+from study.data import SYNTHETIC_TASKS
 from study.errors import UserError
 
 __all__ = ["SpecError", "StudySpec", "load_spec"]
@@ -85,6 +86,12 @@ class StudySpec(_Strict):
             raise ValueError(f"unknown task(s) {unknown}; expected some of {list_tasks()}")
         if len(set(tasks)) != len(tasks):
             raise ValueError("a task is listed twice")
+        unrendered = [t for t in tasks if t not in SYNTHETIC_TASKS]
+        if unrendered:
+            raise ValueError(
+                f"synthetic scenes do not label {unrendered}; "
+                f"expected some of {list(SYNTHETIC_TASKS)}"
+            )
         return tasks
 
     @field_validator("potentials")

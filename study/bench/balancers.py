@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from models import balancing, list_tasks
+from models import balancing
+from study.data import SYNTHETIC_TASKS
 from study.spec import DatasetSpec, StudySpec
 from study.trial import TrialRunner, TrialSetup
 
@@ -50,9 +51,11 @@ def measure_balancers(
         "tasks": {},
     }
     for count in num_tasks:
-        tasks = list_tasks()[:count]
+        tasks = list(SYNTHETIC_TASKS[:count])
         if len(tasks) < count:
-            raise ValueError(f"only {len(list_tasks())} tasks exist, asked for {count}")
+            raise ValueError(
+                f"synthetic scenes have {len(SYNTHETIC_TASKS)} tasks, asked for {count}"
+            )
         spec = StudySpec(
             name="bench",
             tasks=tasks,

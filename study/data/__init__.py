@@ -1,5 +1,6 @@
-"""Datasets for trials: synthetic multi-task scenes rendered from a seed."""
+"""Datasets for trials: synthetic scenes rendered from a seed, and the real benchmark layouts."""
 
-from study.data._synthetic import Scene, SyntheticScenes, render_scene
+from study.data._common import DatasetError, Sample
+from study.data._synthetic import SYNTHETIC_TASKS, Scene, SyntheticScenes, render_scene
 
-__all__ = ["Scene", "SyntheticScenes", "render_scene"]
+__all__ = ["SYNTHETIC_TASKS", "DatasetError", "Sample", "Scene", "SyntheticScenes", "render_scene"]

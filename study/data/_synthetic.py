@@ -24,10 +24,11 @@ from torch.utils.data import Dataset
 
 from models.tasks import list_tasks
 
-__all__ = ["Scene", "SyntheticScenes", "render_scene"]
+__all__ = ["SYNTHETIC_TASKS", "Scene", "SyntheticScenes", "render_scene"]
 
 # The tasks this generator renders labels for; detection is not a dense task here.
-_RENDERED_TASKS = ("semseg", "depth", "normals", "edges", "saliency")
+#: The tasks a rendered scene labels, in the order benchmarks take them.
+SYNTHETIC_TASKS = ("semseg", "depth", "normals", "edges", "saliency")
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
 # Towards the light: up, left and behind the camera, so surfaces facing the camera are lit.
@@ -285,7 +286,7 @@ class SyntheticScenes(Dataset):
     ) -> None:
         if isinstance(tasks, str):
             raise ValueError(f"tasks must be a sequence of task names, got the string {tasks!r}")
-        allowed = [t for t in list_tasks() if t in _RENDERED_TASKS]
+        allowed = [t for t in list_tasks() if t in SYNTHETIC_TASKS]
         for task in tasks:
             if task not in allowed:
                 raise ValueError(

@@ -10,14 +10,22 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from models.tasks import IGNORE_INDEX, get_task
-from study.metrics import MultiTaskMeter, TaskMeter, create_meter, delta_m
+from models.tasks import HUMAN_PARTS_CLASSES, IGNORE_INDEX, get_task
+from study.metrics import (
+    EdgesMeter,
+    MultiTaskMeter,
+    TaskMeter,
+    create_meter,
+    delta_m,
+    edge_tolerance,
+)
 
-TASKS = ("semseg", "depth", "normals", "edges", "saliency")
+TASKS = ("semseg", "human_parts", "depth", "normals", "edges", "saliency")
 NUM_CLASSES = 4
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,6 +54,18 @@ def test_semseg_by_hand() -> None:
     assert got == pytest.approx({"miou": 5 / 9, "pixel_acc": 0.6})
 
 
+def test_human_parts_by_hand_has_seven_classes_whatever_num_classes() -> None:
+    assert _task("human_parts").channels == HUMAN_PARTS_CLASSES == 7
+    target = torch.tensor([[[0, 6, 6], [3, IGNORE_INDEX, 5]]])
+    labels = torch.tensor([[[0, 6, 5], [3, 6, 5]]])
+    logits = F.one_hot(labels, 7).permute(0, 3, 1, 2).float()
+    # Class 0: 1/1, class 3: 1/1, class 5: 1/2 (one false positive), class 6: 1/2 (one
+    # miss); the ignored pixel's prediction 6 counts for nothing; classes 1, 2, 4 absent.
+    assert _meter("human_parts", logits, target) == pytest.approx({"miou": 3 / 4})
+    with pytest.raises(ValueError, match="human_parts: target has class ids"):
+        create_meter(_task("human_parts")).update(torch.zeros(1, 7, 1, 1), torch.full((1, 1, 1), 7))
+
+
 def test_semseg_rejects_out_of_range_ids() -> None:
     meter = create_meter(_task("semseg"))
     with pytest.raises(ValueError, match="class ids"):
@@ -57,7 +77,27 @@ def test_depth_by_hand() -> None:
     pred = torch.tensor([1.0, 5.0, 4.0, 2.0, 0.0]).view(1, 1, 1, 5)
     got = _meter("depth", pred, target)
     # Valid errors −1, 0, 1, −3; the 0 prediction is clamped, so its ratio is huge.
-    assert got == pytest.approx({"rmse": math.sqrt(11 / 4), "abs_rel": 0.625, "delta1": 0.25})
+    expected = {"rmse": math.sqrt(11 / 4), "abs_rel": 0.625, "delta1": 0.25}
+    assert {k: got[k] for k in expected} == pytest.approx(expected)
+    assert list(got) == ["rmse", "abs_rel", "log_rmse", "delta1", "delta2", "delta3"]
+
+
+def test_depth_log_rmse_and_deltas_by_hand() -> None:
+    target = torch.tensor([1.0, 2.0, 0.0, 1.0, 1.0]).view(1, 1, 1, 5)
+    pred = torch.tensor([1.0, 3.0, 7.0, 1.8, 0.5]).view(1, 1, 1, 5)
+    got = _meter("depth", pred, target)
+    # Valid ratios max(p/t, t/p): 1, 1.5, 1.8, 2 against 1.25, 1.5625, 1.953125.
+    log_rmse = math.sqrt((math.log(1.5) ** 2 + math.log(1.8) ** 2 + math.log(2) ** 2) / 4)
+    assert got == pytest.approx(
+        {
+            "rmse": math.sqrt((1 + 0.64 + 0.25) / 4),
+            "abs_rel": (0.5 + 0.8 + 0.5) / 4,
+            "log_rmse": log_rmse,
+            "delta1": 0.25,
+            "delta2": 0.5,
+            "delta3": 0.75,
+        }
+    )
 
 
 def test_normals_by_hand() -> None:
@@ -69,16 +109,131 @@ def test_normals_by_hand() -> None:
     )
     as_map = lambda v: v.T.reshape(1, 3, 2, 2)  # noqa: E731
     got = _meter("normals", as_map(pred), as_map(target))
-    # Angles 0°, 10°, 45° over the three non-zero targets.
-    assert got == pytest.approx({"mean_angle": 55 / 3, "within_11_25": 2 / 3}, abs=1e-4)
+    # Angles 0°, 10°, 45° over the three non-zero targets; the median is read off 0.01° bins.
+    expected = {
+        "mean_angle": 55 / 3,
+        "median_angle": 10.0,
+        "within_11_25": 2 / 3,
+        "within_22_5": 2 / 3,
+        "within_30": 2 / 3,
+    }
+    assert got == pytest.approx(expected, abs=0.006)
+    assert got["mean_angle"] == pytest.approx(55 / 3, abs=1e-4)
 
 
-def test_edges_by_hand() -> None:
-    logits = torch.tensor([2.0, -1.0, 0.5, -3.0, 4.0]).view(1, 1, 1, 5)
-    target = torch.tensor([1.0, 1.0, 0.0, 0.0, IGNORE_INDEX]).view(1, 1, 1, 5)
-    # TP 1, FN 1, FP 1; the confident ignored pixel counts for nothing.
-    assert _meter("edges", logits, target) == pytest.approx({"f1": 0.5})
-    assert _meter("edges", -logits.abs(), torch.zeros_like(target)) == {"f1": 0.0}
+def _tilted(degrees: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predictions tilted from the +z target by each angle, as (1, 3, 1, N) maps."""
+    rad = torch.tensor(degrees, dtype=torch.float64).deg2rad()
+    pred = torch.stack([rad.sin(), torch.zeros_like(rad), rad.cos()]).view(1, 3, 1, -1)
+    target = torch.zeros_like(pred)
+    target[:, 2] = 1.0
+    return pred.float(), target.float()
+
+
+def test_normals_median_and_thresholds_by_hand() -> None:
+    pred, target = _tilted([20.0, 5.0, 40.0, 25.0])
+    got = _meter("normals", pred, target)
+    # Even count: the median is the mean of the middle angles 20° and 25°.
+    assert got == pytest.approx(
+        {
+            "mean_angle": 22.5,
+            "median_angle": 22.5,
+            "within_11_25": 0.25,
+            "within_22_5": 0.5,
+            "within_30": 0.75,
+        },
+        abs=0.006,
+    )
+
+
+def test_normals_median_streams_within_half_a_bin() -> None:
+    gen = torch.Generator().manual_seed(7)
+    angles = (torch.rand(101, generator=gen, dtype=torch.float64) * 90).tolist()
+    meter = create_meter(_task("normals"))
+    for chunk in range(0, 101, 30):  # four batches of a streamed median
+        pred, target = _tilted(angles[chunk : chunk + 30])
+        meter.update(pred, target)
+    assert meter.compute()["median_angle"] == pytest.approx(float(np.median(angles)), abs=0.006)
+
+
+_EDGE_TARGET = [[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, IGNORE_INDEX]]
+_EDGE_PROBS = [[0.0, 0.8, 0.7, 0.6, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.3, 0.95]]
+
+
+def _edge_example() -> tuple[torch.Tensor, torch.Tensor]:
+    """Ground-truth edges A = (0, 0) and B = (1, 4); (1, 5) is ignored but confident."""
+    target = torch.tensor(_EDGE_TARGET, dtype=torch.float32).view(1, 1, 2, 6)
+    probs = torch.tensor(_EDGE_PROBS, dtype=torch.float64)
+    logits = torch.where(probs > 0, torch.log(probs / (1 - probs)), torch.tensor(-10.0))
+    return logits.float().view(1, 1, 2, 6), target
+
+
+def test_edges_odsf_with_tolerance_by_hand() -> None:
+    logits, target = _edge_example()
+    # Tolerance 1 px (a 3 × 3 window). (0, 1) lies next to A, (0, 3) diagonally next to B,
+    # (0, 2) is 2 px from both. Threshold bands (P, R, F):
+    #   0.70-0.80: {(0,1)}                 P 1,   R 1/2, F 2/3
+    #   0.60-0.70: + (0,2)                 P 1/2, R 1/2, F 1/2
+    #   0.30-0.60: + (0,3), matches B      P 2/3, R 1,   F 4/5
+    #   0.01-0.30: + (1,4)                 P 3/4, R 1,   F 6/7  ← ODS
+    # The ignored 0.95 pixel would otherwise be a correct match of B at 0.80-0.95.
+    assert _meter("edges", logits, target) == pytest.approx({"odsf": 6 / 7})
+    meter = EdgesMeter(_task("edges"), tolerance=1)
+    meter.update(logits, target)
+    assert meter.compute() == pytest.approx({"odsf": 6 / 7})
+    # No tolerance: only (1, 4) ever hits; best at 0.01-0.30 with P 1/4, R 1/2 → F 1/3.
+    exact = EdgesMeter(_task("edges"), tolerance=0)
+    exact.update(logits, target)
+    assert exact.compute() == pytest.approx({"odsf": 1 / 3})
+    # Nothing to find and nothing found is 0, not NaN.
+    assert _meter("edges", -10 * torch.ones_like(logits), torch.zeros_like(target)) == {"odsf": 0.0}
+
+
+def test_edge_tolerance_default() -> None:
+    assert edge_tolerance(2, 6) == 1 and edge_tolerance(64, 64) == 1  # at least 1 px
+    assert edge_tolerance(512, 512) == 5  # 0.0075 × 724 px
+    assert edge_tolerance(425, 560) == 5
+    with pytest.raises(ValueError, match="tolerance"):
+        EdgesMeter(_task("edges"), tolerance=-1)
+
+
+def _reference_odsf(logits: torch.Tensor, target: torch.Tensor, r: int) -> float:
+    """A per-threshold loop with explicit neighbourhoods, for the vectorised meter."""
+    prob = torch.sigmoid(logits.double())
+    valid = target != IGNORE_INDEX
+    truth = (target > 0.5) & valid
+    prob = torch.where(valid, prob, torch.zeros_like(prob))
+    padded = lambda m: F.pad(m.double(), (r, r, r, r))  # noqa: E731
+    h, w = target.shape[-2:]
+
+    def dilate(m: torch.Tensor) -> torch.Tensor:
+        shifts = [
+            padded(m)[..., dy : dy + h, dx : dx + w]
+            for dy in range(2 * r + 1)
+            for dx in range(2 * r + 1)
+        ]
+        return torch.stack(shifts).amax(0) > 0
+
+    near_truth, best = dilate(truth), 0.0
+    for k in range(1, 100):
+        positive = (prob > k / 100) & valid
+        predicted, correct = float(positive.sum()), float((positive & near_truth).sum())
+        matched = float((truth & dilate(positive)).sum())
+        p = correct / predicted if predicted else 0.0
+        rec = matched / float(truth.sum()) if truth.any() else 0.0
+        best = max(best, 2 * p * rec / (p + rec) if p + rec else 0.0)
+    return best
+
+
+@pytest.mark.parametrize("tolerance", [0, 1, 2])
+def test_edges_match_a_per_threshold_loop(tolerance: int) -> None:
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 1, 9, 11, generator=gen) * 3
+    target = (torch.rand(2, 1, 9, 11, generator=gen) > 0.85).float()
+    target[0, 0, :2] = IGNORE_INDEX
+    meter = EdgesMeter(_task("edges"), tolerance=tolerance)
+    meter.update(logits, target)
+    assert meter.compute()["odsf"] == pytest.approx(_reference_odsf(logits, target, tolerance))
 
 
 def test_saliency_by_hand() -> None:
@@ -88,6 +243,11 @@ def test_saliency_by_hand() -> None:
     got = _meter("saliency", logits, target)
     # At 0.5: TP 2, FP 1, FN 1. Best F_0.3 at 0.65..0.70: TP 2, FP 0, FN 1 → 2.6 / 2.9.
     assert got == pytest.approx({"iou": 0.5, "max_f": 2.6 / 2.9})
+    # Only thresholds 0.20..0.90 count: here the best F would be at 0.95 (TP 1, FP 0).
+    low = _logit([0.96, 0.91, 0.91, 0.91, 0.1, 0.1]).view(1, 1, 2, 3)
+    target = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 0.0]).view(1, 1, 2, 3)
+    # At 0.20..0.90 all four confident pixels are positive: P 1/4, R 1 → 1.3/4 / (0.3/4 + 1).
+    assert _meter("saliency", low, target)["max_f"] == pytest.approx(1.3 * 0.25 / (0.075 + 1))
 
 
 def _reference_saliency(logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
@@ -100,7 +260,8 @@ def _reference_saliency(logits: torch.Tensor, target: torch.Tensor) -> dict[str,
         fp = float((pos & ~truth).sum())
         fn = float((~pos & truth).sum())
         den = 1.3 * tp + 0.3 * fn + fp
-        scores.append(1.3 * tp / den if den else 0.0)
+        if 4 <= k <= 18:  # thresholds 0.20..0.90
+            scores.append(1.3 * tp / den if den else 0.0)
         if k == 10:
             iou = tp / (tp + fp + fn)
     return {"iou": iou, "max_f": max(scores)}
@@ -121,6 +282,8 @@ def _batch(seed: int, batch: int = 6, size: int = 8) -> tuple[dict, dict]:
     shape = (batch, 1, size, size)
     semseg = torch.randint(0, NUM_CLASSES, (batch, size, size), generator=gen)
     semseg[rand(batch, size, size) < 0.1] = IGNORE_INDEX
+    parts = torch.randint(0, HUMAN_PARTS_CLASSES, (batch, size, size), generator=gen)
+    parts[rand(batch, size, size) < 0.1] = IGNORE_INDEX
     depth = rand(*shape) * 5 * (rand(*shape) > 0.2)
     normals = F.normalize(torch.randn(batch, 3, size, size, generator=gen), dim=1)
     normals = normals * (rand(*shape) > 0.2)
@@ -130,6 +293,7 @@ def _batch(seed: int, batch: int = 6, size: int = 8) -> tuple[dict, dict]:
     saliency[rand(*shape) < 0.1] = IGNORE_INDEX
     targets = {
         "semseg": semseg,
+        "human_parts": parts,
         "depth": depth,
         "normals": normals,
         "edges": edges,
@@ -137,6 +301,7 @@ def _batch(seed: int, batch: int = 6, size: int = 8) -> tuple[dict, dict]:
     }
     preds = {
         "semseg": torch.randn(batch, NUM_CLASSES, size, size, generator=gen),
+        "human_parts": torch.randn(batch, HUMAN_PARTS_CLASSES, size, size, generator=gen),
         "depth": rand(*shape) * 5,
         "normals": torch.randn(batch, 3, size, size, generator=gen),
         "edges": torch.randn(*shape, generator=gen),
@@ -162,6 +327,8 @@ def test_compute_returns_exactly_the_task_metric_names() -> None:
     for name, values in meter.compute().items():
         assert list(values) == [m.name for m in _task(name).metrics]
         assert all(math.isfinite(v) for v in values.values())
+        kpi = values[_task(name).kpi]
+        assert 0 < kpi <= 1, (name, kpi)
 
 
 def test_three_chunks_equal_one_update() -> None:
@@ -201,7 +368,7 @@ def test_state_round_trip_and_sum_of_halves(name: str) -> None:
 
 
 def test_load_state_rejects_a_wrong_length() -> None:
-    with pytest.raises(ValueError, match="3 values"):
+    with pytest.raises(ValueError, match="300 values"):
         create_meter(_task("edges")).load_state(torch.zeros(4, dtype=torch.float64))
 
 
@@ -308,3 +475,12 @@ def test_delta_m_rejects_a_zero_reference_and_no_overlap() -> None:
         delta_m({"depth": {"rmse": 1.0}}, {"depth": {"rmse": 0.0}}, tasks)
     with pytest.raises(ValueError, match="no task"):
         delta_m({"depth": {"rmse": 1.0}}, {"semseg": {"miou": 0.5}}, tasks)
+
+
+def test_delta_m_worked_example_one_metric_per_task() -> None:
+    # Δm = 100/T Σ_t (−1)^{l_t} (M_t − M_b,t) / M_b,t over the headline metrics.
+    tasks = {name: _task(name) for name in ("semseg", "depth", "edges")}
+    single = {"semseg": {"miou": 0.40}, "depth": {"rmse": 0.50}, "edges": {"odsf": 0.50}}
+    mtl = {"semseg": {"miou": 0.44}, "depth": {"rmse": 0.45}, "edges": {"odsf": 0.45}}
+    # semseg +10 %, depth rmse −10 % (lower is better, so +10), edges −10 % → (10 + 10 − 10) / 3.
+    assert delta_m(mtl, single, tasks) == pytest.approx(10 / 3)
