@@ -101,6 +101,36 @@ def _cmd_bench_overhead(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_counts(counts: dict[str, dict[str, int]]) -> None:
+    columns = sorted({task for tasks in counts.values() for task in tasks})
+    print(f"{'split':8s}" + "".join(f"{c:>12s}" for c in columns))
+    for split, tasks in counts.items():
+        print(f"{split:8s}" + "".join(f"{tasks.get(c, 0):12d}" for c in columns))
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from study.data.formats import describe_dataset
+
+    _print_counts(describe_dataset(args.root, args.format))
+    return 0
+
+
+def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from study.data.formats import synthesize
+
+    counts = synthesize(
+        args.out,
+        args.format,
+        train=args.train,
+        val=args.val,
+        image_size=args.image_size,
+        seed=args.seed,
+    )
+    print(f"wrote a synthetic {args.format} dataset to {args.out}")
+    _print_counts(counts)
+    return 0
+
+
 def _cmd_bench_balancers(args: argparse.Namespace) -> int:
     from study.bench.balancers import format_table, measure_balancers
 
@@ -128,6 +158,16 @@ def _stdout_to_stderr() -> Iterator[None]:
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def _method_name(name: str) -> str:
@@ -167,6 +207,21 @@ def _parser() -> argparse.ArgumentParser:
     methods = commands.add_parser("methods", help="list balancing methods and defaults")
     methods.set_defaults(func=_cmd_methods)
 
+    data = commands.add_parser("data", help="check a dataset folder, or write a synthetic one")
+    datas = data.add_subparsers(dest="data", required=True, parser_class=_Parser)
+    check = datas.add_parser("check", help="validate a dataset; print counts per split and task")
+    check.add_argument("root", type=Path)
+    synth = datas.add_parser("synth", help="write synthetic scenes in a real dataset layout")
+    synth.add_argument("out", type=Path)
+    synth.add_argument("--train", type=_positive_int, default=32)
+    synth.add_argument("--val", type=_positive_int, default=8)
+    synth.add_argument("--image-size", type=_positive_int, default=64)
+    synth.add_argument("--seed", type=int, default=0)
+    for sub in (check, synth):
+        sub.add_argument("--format", choices=("nyud", "pascal"), required=True)
+    check.set_defaults(func=_cmd_data_check)
+    synth.set_defaults(func=_cmd_data_synth)
+
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     benches = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
     overhead = benches.add_parser("overhead", help="study wall time against a plain loop")
@@ -176,9 +231,9 @@ def _parser() -> argparse.ArgumentParser:
     balancers = benches.add_parser("balancers", help="step time of every method against ew")
     balancers.add_argument("--tasks", type=int, nargs="+", default=[3, 5], choices=range(1, 6))
     balancers.add_argument("--methods", nargs="+", type=_method_name, default=None)
-    balancers.add_argument("--image-size", type=int, default=64)
-    balancers.add_argument("--batch-size", type=int, default=16)
-    balancers.add_argument("--rounds", type=int, default=5)
+    balancers.add_argument("--image-size", type=_positive_int, default=64)
+    balancers.add_argument("--batch-size", type=_positive_int, default=16)
+    balancers.add_argument("--rounds", type=_positive_int, default=5)
     balancers.add_argument("--json", action="store_true", help="print JSON, not a table")
     balancers.set_defaults(func=_cmd_bench_balancers)
     return parser

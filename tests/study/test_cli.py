@@ -25,6 +25,9 @@ def _mtlstudy(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
         (["frobnicate"], "invalid choice"),
         (["query"], "the following arguments are required"),
         (["bench", "overhead", "--trials", "x"], "invalid int value"),
+        (["data", "check", "no-such-root", "--format", "nyud"], "no-such-root not found"),
+        (["data", "synth", "out", "--format", "pascal", "--val", "0"], "positive integer"),
+        (["data", "check", ".", "--format", "coco"], "invalid choice"),
     ],
 )
 def test_user_errors_are_one_line_with_status_2(
@@ -56,3 +59,32 @@ def test_methods_lists_each_method_with_its_defaults() -> None:
     assert '"temperature": 2.0' in lines[dwa] and "Liu" in lines[dwa + 1]
     assert "Gramian" in lines[rows["mgda"]] and "KPIs" in lines[rows["amtl"]]
     assert "last-layer" in lines[rows["gradnorm"]] and "potentials" not in lines[rows["amtl"]]
+
+
+@pytest.mark.parametrize("fmt", ["nyud", "pascal"])
+def test_data_synth_writes_a_dataset_that_data_check_reads(tmp_path: Path, fmt: str) -> None:
+    out = tmp_path / fmt
+    done = _mtlstudy(
+        "data",
+        "synth",
+        str(out),
+        "--format",
+        fmt,
+        "--train",
+        "3",
+        "--val",
+        "2",
+        "--image-size",
+        "16",
+    )
+    assert done.returncode == 0, done.stderr
+    done = _mtlstudy("data", "check", str(out), "--format", fmt)
+    assert done.returncode == 0, done.stderr
+    header, *rows = done.stdout.strip().splitlines()
+    counts = {row.split()[0]: row.split()[1:] for row in rows}
+    assert set(counts) == {"train", "val"}
+    assert "images" in header.split()
+    assert counts["train"][header.split()[1:].index("images")] == "3"
+    assert counts["val"][header.split()[1:].index("semseg")] == "2"
+    again = _mtlstudy("data", "synth", str(out), "--format", fmt)
+    assert again.returncode == 2 and "not empty" in again.stderr

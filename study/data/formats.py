@@ -1,0 +1,75 @@
+"""The on-disk dataset formats by name: check a folder, or write synthetic scenes into one."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+from study.data._common import DatasetError
+from study.data._synthetic import Scene, SyntheticScenes
+
+__all__ = ["FORMATS", "DatasetFormat", "describe_dataset", "synthesize"]
+
+DatasetFormat = Literal["nyud", "pascal"]
+FORMATS: tuple[DatasetFormat, ...] = ("nyud", "pascal")
+
+# The synthetic scenes' tasks that each format stores.
+_TASKS: dict[DatasetFormat, tuple[str, ...]] = {
+    "nyud": ("semseg", "depth", "normals", "edges"),
+    "pascal": ("semseg", "normals", "edges", "saliency"),
+}
+
+
+def describe_dataset(root: Path, fmt: DatasetFormat) -> dict[str, dict[str, int]]:
+    """Per split, how many samples have an image and each task's file."""
+    if not root.is_dir():
+        raise DatasetError(f"dataset root {root} not found")
+    if fmt == "nyud":
+        from study.data.nyud import describe
+
+        return describe(root)
+    from study.data.pascal import describe as describe_pascal
+
+    return describe_pascal(root)
+
+
+def synthesize(
+    out: Path,
+    fmt: DatasetFormat,
+    train: int = 32,
+    val: int = 8,
+    image_size: int = 64,
+    num_classes: int = 5,
+    seed: int = 0,
+) -> dict[str, dict[str, int]]:
+    """Render synthetic scenes into ``out`` in the real layout of ``fmt``; its description."""
+    if out.exists() and any(out.iterdir()):
+        raise DatasetError(f"output folder {out} is not empty; expected a new or empty folder")
+    splits: dict[str, Sequence[tuple[str, Scene]]] = {}
+    for split, count in (("train", train), ("val", val)):
+        scenes = SyntheticScenes(
+            count,
+            _TASKS[fmt],
+            split=split,
+            image_size=image_size,
+            num_classes=num_classes,
+            seed=seed,
+        )
+        splits[split] = [(f"{split}_{i:05d}", scenes.scene(i)) for i in range(count)]
+    _write(out, fmt, splits)
+    return describe_dataset(out, fmt)
+
+
+def _write(
+    out: Path, fmt: DatasetFormat, splits: Mapping[str, Sequence[tuple[str, Scene]]]
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if fmt == "nyud":
+        from study.data.nyud import write_nyud
+
+        write_nyud(out, splits)
+    else:
+        from study.data.pascal import write_pascal
+
+        write_pascal(out, splits)

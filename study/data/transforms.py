@@ -1,0 +1,241 @@
+"""Joint augmentations of a :class:`~study.data._common.Sample`: callables ``Sample -> Sample``.
+
+Geometric transforms move the image and every target together:
+
+- the image is resampled bilinearly;
+- normals bilinearly, then renormalised; a pixel whose nearest source pixel is invalid
+  (all-zero), or whose interpolated vector vanishes, stays the zero vector;
+- everything else (semseg, human_parts, edges, saliency, depth, unknown keys) by nearest
+  neighbour, so label values stay in their original set. Depth values are kept as they
+  are (metres are not rescaled with the image).
+
+Padding fills the image with 0, normals and depth with 0 (invalid) and label maps with
+255 (ignore). Random transforms draw from the ``torch.Generator`` they are given (or
+torch's global one), so a seeded generator reproduces the same augmentations. Inputs are
+not modified; each transform returns a new sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+
+from study.data._common import Sample
+
+__all__ = [
+    "Compose",
+    "Normalize",
+    "PhotometricJitter",
+    "RandomCropPad",
+    "RandomHorizontalFlip",
+    "RandomScale",
+    "Resize",
+    "Transform",
+]
+
+Transform = Callable[[Sample], Sample]
+
+IGNORE = 255
+# Pad values of targets that are not label maps; every other target pads with IGNORE.
+_PAD_VALUES = {"normals": 0.0, "depth": 0.0}
+
+
+def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator))
+
+
+def _with(sample: Sample, image: torch.Tensor, targets: dict[str, torch.Tensor]) -> Sample:
+    return Sample(
+        name=sample["name"], image=image, targets=targets, labelled=dict(sample["labelled"])
+    )
+
+
+def _resize_nearest(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    batch = target.reshape(1, -1, *target.shape[-2:])
+    out = F.interpolate(batch.float(), size=size, mode="nearest-exact").to(target.dtype)
+    return out.reshape(*target.shape[:-2], *size)
+
+
+def _resize_normals(normals: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    valid = (normals != 0).any(dim=0, keepdim=True)
+    valid = _resize_nearest(valid, size)
+    out = F.interpolate(normals[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+    norm = out.norm(dim=0, keepdim=True)
+    valid = valid & (norm > 1e-6)
+    return torch.where(valid, out / norm.clamp_min(1e-6), torch.zeros_like(out)).to(normals.dtype)
+
+
+def _resize(sample: Sample, size: tuple[int, int]) -> Sample:
+    image = sample["image"]
+    if tuple(image.shape[-2:]) == size:
+        return _with(sample, image, dict(sample["targets"]))
+    image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+    targets = {
+        task: _resize_normals(t, size) if task == "normals" else _resize_nearest(t, size)
+        for task, t in sample["targets"].items()
+    }
+    return _with(sample, image, targets)
+
+
+class Compose:
+    """Apply ``transforms`` in order."""
+
+    def __init__(self, transforms: Sequence[Transform]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, sample: Sample) -> Sample:
+        for transform in self.transforms:
+            sample = transform(sample)
+        return sample
+
+    def __repr__(self) -> str:
+        return f"Compose({self.transforms!r})"
+
+
+class Resize:
+    """Resize to ``size`` = (height, width) (evaluation); interpolation as the module says."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"size must be (height, width) of positive ints, got {size}")
+        self.size = (int(size[0]), int(size[1]))
+
+    def __call__(self, sample: Sample) -> Sample:
+        return _resize(sample, self.size)
+
+
+class RandomScale:
+    """Rescale by a factor drawn uniformly from [``low``, ``high``]."""
+
+    def __init__(
+        self, low: float = 0.5, high: float = 2.0, generator: torch.Generator | None = None
+    ) -> None:
+        if not 0 < low <= high:
+            raise ValueError(f"need 0 < low <= high, got low={low}, high={high}")
+        self.low, self.high, self.generator = low, high, generator
+
+    def __call__(self, sample: Sample) -> Sample:
+        factor = _uniform(self.low, self.high, self.generator)
+        h, w = sample["image"].shape[-2:]
+        size = (max(1, round(h * factor)), max(1, round(w * factor)))
+        return _resize(sample, size)
+
+
+class RandomCropPad:
+    """Pad (bottom/right) up to ``size`` = (height, width) if smaller, then crop randomly.
+
+    The image and normals/depth pad with 0, label maps with 255.
+    """
+
+    def __init__(self, size: tuple[int, int], generator: torch.Generator | None = None) -> None:
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"size must be (height, width) of positive ints, got {size}")
+        self.size = (int(size[0]), int(size[1]))
+        self.generator = generator
+
+    def __call__(self, sample: Sample) -> Sample:
+        th, tw = self.size
+        h, w = sample["image"].shape[-2:]
+        pad = (0, max(tw - w, 0), 0, max(th - h, 0))  # left, right, top, bottom
+        ph, pw = h + pad[3], w + pad[1]
+        top = int(torch.randint(ph - th + 1, (), generator=self.generator))
+        left = int(torch.randint(pw - tw + 1, (), generator=self.generator))
+
+        def fit(x: torch.Tensor, value: float) -> torch.Tensor:
+            if pad[1] or pad[3]:
+                x = F.pad(x, pad, value=value)
+            return x[..., top : top + th, left : left + tw]
+
+        image = fit(sample["image"], 0.0)
+        targets = {
+            task: fit(t, _PAD_VALUES.get(task, IGNORE)) for task, t in sample["targets"].items()
+        }
+        return _with(sample, image, targets)
+
+
+class RandomHorizontalFlip:
+    """Mirror left-right with probability ``p``; the normals' x component changes sign."""
+
+    def __init__(self, p: float = 0.5, generator: torch.Generator | None = None) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must lie in [0, 1], got {p}")
+        self.p, self.generator = p, generator
+
+    def __call__(self, sample: Sample) -> Sample:
+        if float(torch.rand((), generator=self.generator)) >= self.p:
+            return _with(sample, sample["image"], dict(sample["targets"]))
+        targets = {}
+        for task, t in sample["targets"].items():
+            t = t.flip(-1)
+            if task == "normals":
+                t = t.clone()
+                t[0] = -t[0]
+            targets[task] = t
+        return _with(sample, sample["image"].flip(-1), targets)
+
+
+class PhotometricJitter:
+    """Random brightness, contrast, saturation and hue of the image (in [0, 1]) only.
+
+    Factors are drawn uniformly from [1 - x, 1 + x] for brightness, contrast and
+    saturation and the hue shift from [-hue, hue] (a fraction of the colour circle, at
+    most 0.5); they apply in that order and the result is clipped to [0, 1].
+    """
+
+    def __init__(
+        self,
+        brightness: float = 0.2,
+        contrast: float = 0.2,
+        saturation: float = 0.2,
+        hue: float = 0.02,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        for name, value in (
+            ("brightness", brightness),
+            ("contrast", contrast),
+            ("saturation", saturation),
+        ):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {value}")
+        if not 0.0 <= hue <= 0.5:
+            raise ValueError(f"hue must lie in [0, 0.5], got {hue}")
+        self.brightness, self.contrast, self.saturation, self.hue = (
+            brightness,
+            contrast,
+            saturation,
+            hue,
+        )
+        self.generator = generator
+
+    def __call__(self, sample: Sample) -> Sample:
+        g = self.generator
+        b = _uniform(1 - self.brightness, 1 + self.brightness, g)
+        c = _uniform(1 - self.contrast, 1 + self.contrast, g)
+        s = _uniform(1 - self.saturation, 1 + self.saturation, g)
+        h = _uniform(-self.hue, self.hue, g)
+        image = sample["image"].clamp(0.0, 1.0)
+        image = TF.adjust_brightness(image, b)
+        image = TF.adjust_contrast(image, c)
+        image = TF.adjust_saturation(image, s)
+        if not math.isclose(h, 0.0):
+            image = TF.adjust_hue(image, h)
+        return _with(sample, image.clamp(0.0, 1.0), dict(sample["targets"]))
+
+
+class Normalize:
+    """``(image - mean) / std`` per channel; targets untouched."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"need 3 means and 3 positive stds, got {mean}, {std}")
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+
+    def __call__(self, sample: Sample) -> Sample:
+        image = sample["image"]
+        image = (image - self.mean.to(image)) / self.std.to(image)
+        return _with(sample, image, dict(sample["targets"]))
