@@ -1,0 +1,31 @@
+"""Streaming, all-reducible metrics for the dense tasks of :mod:`models.tasks`, and Δm.
+
+A meter never holds predictions: each ``update`` folds a batch into a fixed-size float64
+vector of sums and counts (:meth:`TaskMeter.state`). Summing those vectors across
+data-parallel ranks gives exactly what one process would get over all the data, so
+:meth:`MultiTaskMeter.all_reduce` is one ``all_reduce(SUM)`` of one tensor.
+
+Conventions when there is nothing to score: semseg, human_parts, depth and normals report
+NaN when no pixel was valid; the binary scores (edges ``odsf``, saliency ``max_f`` and
+``iou``) are 0 when undefined. Definitions and tolerances are in each meter's docstring.
+"""
+
+from study.metrics._binary import EDGE_MAX_DIST, EdgesMeter, SaliencyMeter, edge_tolerance
+from study.metrics._dense import ANGLE_BIN_DEGREES, DepthMeter, NormalsMeter, SemsegMeter
+from study.metrics._meter import TaskMeter
+from study.metrics._multi_task import MultiTaskMeter, create_meter, delta_m
+
+__all__ = [
+    "ANGLE_BIN_DEGREES",
+    "EDGE_MAX_DIST",
+    "DepthMeter",
+    "EdgesMeter",
+    "MultiTaskMeter",
+    "NormalsMeter",
+    "SaliencyMeter",
+    "SemsegMeter",
+    "TaskMeter",
+    "create_meter",
+    "delta_m",
+    "edge_tolerance",
+]
