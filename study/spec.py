@@ -17,6 +17,7 @@ from pydantic import (
 from models import balancing, list_models, list_tasks
 from search_spaces import SearchSpace, SearchSpaceError, load_space, read_model
 from study.data import SYNTHETIC_TASKS
+from study.data.formats import format_tasks
 from study.errors import UserError
 
 __all__ = ["SpecError", "StudySpec", "load_spec"]
@@ -31,12 +32,32 @@ class _Strict(BaseModel):
 
 
 class DatasetSpec(_Strict):
-    name: Literal["synthetic"] = "synthetic"
+    name: Literal["synthetic", "nyud", "pascal"] = "synthetic"
+    #: The dataset's folder (``nyud`` and ``pascal``), relative to the spec's folder.
+    root: str | None = None
     image_size: int = Field(64, ge=16, le=1024)
     num_classes: int = Field(5, ge=2, le=256)
     train_samples: int = Field(256, ge=1)
     val_samples: int = Field(64, ge=1)
     max_objects: int = Field(4, ge=1, le=32)
+
+
+    @model_validator(mode="after")
+    def _real_dataset(self) -> DatasetSpec:
+        if self.name == "synthetic":
+            if self.root is not None:
+                raise ValueError("a synthetic dataset has no root")
+            return self
+        if self.root is None:
+            raise ValueError(f"{self.name} needs 'root', the dataset's folder")
+        _, classes = format_tasks(self.name)
+        if self.num_classes != classes:
+            raise ValueError(f"{self.name} has {classes} classes; set num_classes: {classes}")
+        return self
+
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks this dataset labels."""
+        return SYNTHETIC_TASKS if self.name == "synthetic" else format_tasks(self.name)[0]
 
 
 class SchedulerSpec(_Strict):
@@ -86,13 +107,17 @@ class StudySpec(_Strict):
             raise ValueError(f"unknown task(s) {unknown}; expected some of {list_tasks()}")
         if len(set(tasks)) != len(tasks):
             raise ValueError("a task is listed twice")
-        unrendered = [t for t in tasks if t not in SYNTHETIC_TASKS]
-        if unrendered:
-            raise ValueError(
-                f"synthetic scenes do not label {unrendered}; "
-                f"expected some of {list(SYNTHETIC_TASKS)}"
-            )
         return tasks
+
+    @model_validator(mode="after")
+    def _dataset_labels_tasks(self) -> StudySpec:
+        unlabelled = [t for t in self.tasks if t not in self.dataset.tasks()]
+        if unlabelled:
+            raise ValueError(
+                f"dataset {self.dataset.name!r} does not label {unlabelled}; "
+                f"expected some of {list(self.dataset.tasks())}"
+            )
+        return self
 
     @field_validator("potentials")
     @classmethod
@@ -123,6 +148,12 @@ def load_spec(path: str | Path) -> tuple[StudySpec, SearchSpace]:
     """Read and validate a spec and its search space; any problem is one :class:`SpecError`."""
     path = Path(path)
     spec = read_model(path, StudySpec, SpecError, "spec")
+    if spec.dataset.root is not None:
+        root = path.parent / spec.dataset.root
+        if not root.is_dir():
+            raise SpecError(f"{path}: field 'dataset.root': folder {root} not found")
+        dataset = spec.dataset.model_copy(update={"root": str(root.resolve())})
+        spec = spec.model_copy(update={"dataset": dataset})
     space_path = Path(spec.search_space)
     if space_path.suffix and not space_path.is_absolute():
         space_path = path.parent / space_path

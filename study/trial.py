@@ -6,7 +6,6 @@ Ray Tune function trainable that drives it, reporting once per epoch with a chec
 
 from __future__ import annotations
 
-import functools
 import platform
 import tempfile
 import time
@@ -18,10 +17,10 @@ from typing import Any, Literal
 import torch
 
 from models import Task, balancing, count_gflops, count_parameters, create_model, get_task
-from study.data import SyntheticScenes
 from study.engine import build_engine, side_backward
 from study.metrics import MultiTaskMeter, delta_m
-from study.spec import DatasetSpec, StudySpec
+from study.spec import StudySpec
+from study.splits import trial_splits
 
 __all__ = ["TrialRunner", "TrialSetup", "trial_function"]
 
@@ -50,35 +49,6 @@ class TrialSetup:
         return {name: get_task(name, classes) for name in self.tasks_for(config)}
 
 
-@dataclass(frozen=True)
-class _Split:
-    images: torch.Tensor
-    targets: dict[str, torch.Tensor]
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-
-@functools.lru_cache(maxsize=4)
-def _rendered(dataset: DatasetSpec, split: str, seed: int, tasks: tuple[str, ...]) -> _Split:
-    # Cached per process, so trials in a reused actor do not render the scenes again.
-    samples = dataset.train_samples if split == "train" else dataset.val_samples
-    scenes = SyntheticScenes(
-        samples,
-        tasks,
-        split=split,
-        image_size=dataset.image_size,
-        num_classes=dataset.num_classes,
-        max_objects=dataset.max_objects,
-        seed=seed,
-    )
-    items = [scenes[i] for i in range(len(scenes))]
-    return _Split(
-        torch.stack([item["image"] for item in items]),
-        {t: torch.stack([item["targets"][t] for item in items]) for t in tasks},
-    )
-
-
 class TrialRunner:
     """Trains one configuration; ``run_epoch`` returns the flat metrics Tune receives."""
 
@@ -88,8 +58,7 @@ class TrialRunner:
         self.config = dict(config)
         self.tasks = setup.task_records(config)
         names = tuple(self.tasks)
-        self.train = _rendered(spec.dataset, "train", spec.seed, names)
-        self.val = _rendered(spec.dataset, "val", spec.seed, names)
+        self.train, self.val = trial_splits(spec.dataset, spec.seed, names)
 
         torch.manual_seed(spec.seed)
         model_kw = {**spec.model, **self.config.get("model", {})}
@@ -129,15 +98,6 @@ class TrialRunner:
     ) -> torch.Tensor:
         return torch.stack(self._task_losses(preds, targets))
 
-    def _batches(self, split: _Split, shuffle: bool) -> list[torch.Tensor]:
-        if shuffle:
-            # Seeded by epoch, so a resumed trial sees the order it would have seen.
-            generator = torch.Generator().manual_seed(self.setup.spec.seed * 100_003 + self.epoch)
-            order = torch.randperm(len(split), generator=generator)
-        else:
-            order = torch.arange(len(split))
-        return list(order.split(self.setup.spec.batch_size))
-
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
         return images.to(dtype=next(self.engine.module.parameters()).dtype)
 
@@ -159,10 +119,11 @@ class TrialRunner:
         """One pass over the training split; the mean task losses (T,)."""
         self.engine.train()
         total = torch.zeros(len(self.tasks), dtype=torch.float64)
-        for index in self._batches(self.train, shuffle=True):
-            targets = {t: v[index] for t, v in self.train.targets.items()}
-            losses = self.train_step(self.train.images[index], targets)
-            total += losses.double() * len(index)
+        # Seeded by epoch, so a resumed trial sees the order it would have seen.
+        seed = self.setup.spec.seed * 100_003 + self.epoch
+        for images, targets in self.train.batches(self.setup.spec.batch_size, seed):
+            losses = self.train_step(images, targets)
+            total += losses.double() * len(images)
         mean = total / len(self.train)
         self.balancer.end_epoch(mean)
         return mean
@@ -173,13 +134,10 @@ class TrialRunner:
         self.engine.eval()
         meter = MultiTaskMeter(self.tasks)
         total = torch.zeros(len(self.tasks), dtype=torch.float64)
-        for index in self._batches(self.val, shuffle=False):
-            preds = {
-                k: v.float() for k, v in self.engine(self._inputs(self.val.images[index])).items()
-            }
-            targets = {t: v[index] for t, v in self.val.targets.items()}
+        for images, targets in self.val.batches(self.setup.spec.batch_size, None):
+            preds = {k: v.float() for k, v in self.engine(self._inputs(images)).items()}
             meter.update(preds, targets)
-            total += self._losses(preds, targets).double() * len(index)
+            total += self._losses(preds, targets).double() * len(images)
         meter.all_reduce()
         return meter.compute(), total / len(self.val)
 

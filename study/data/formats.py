@@ -6,10 +6,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
+import torch
+from torch.utils.data import Dataset
+
 from study.data._common import DatasetError
 from study.data._synthetic import Scene, SyntheticScenes
 
-__all__ = ["FORMATS", "DatasetFormat", "describe_dataset", "synthesize"]
+__all__ = [
+    "FORMATS",
+    "DatasetFormat",
+    "describe_dataset",
+    "format_tasks",
+    "open_dataset",
+    "synthesize",
+]
+
+#: ImageNet statistics: real images are normalised as pretrained encoders expect.
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
 
 DatasetFormat = Literal["nyud", "pascal"]
 FORMATS: tuple[DatasetFormat, ...] = ("nyud", "pascal")
@@ -19,6 +33,54 @@ _TASKS: dict[DatasetFormat, tuple[str, ...]] = {
     "nyud": ("semseg", "depth", "normals", "edges"),
     "pascal": ("semseg", "normals", "edges", "saliency"),
 }
+
+
+def format_tasks(fmt: DatasetFormat) -> tuple[tuple[str, ...], int]:
+    """The tasks a format labels and its number of semantic classes."""
+    if fmt == "nyud":
+        from study.data import nyud
+
+        return nyud.TASKS, nyud.NUM_CLASSES
+    from study.data import pascal
+
+    return pascal.TASKS, pascal.NUM_CLASSES
+
+
+def open_dataset(
+    fmt: DatasetFormat,
+    root: Path,
+    split: str,
+    tasks: Sequence[str],
+    image_size: int,
+    generator: torch.Generator | None = None,
+) -> Dataset:
+    """A split of a dataset on disk, at ``image_size`` squared.
+
+    With a ``generator`` the papers' training augmentation applies (scale 0.5-2, crop or
+    pad, flip, photometric jitter), drawn from it; without, images are resized for
+    evaluation.
+    """
+    from study.data import transforms as T
+
+    size = (image_size, image_size)
+    steps: list[T.Transform]
+    if generator is None:
+        steps = [T.Resize(size)]
+    else:
+        steps = [
+            T.RandomScale(0.5, 2.0, generator=generator),
+            T.RandomCropPad(size, generator=generator),
+            T.RandomHorizontalFlip(generator=generator),
+            T.PhotometricJitter(generator=generator),
+        ]
+    transform = T.Compose([*steps, T.Normalize(IMAGE_MEAN, IMAGE_STD)])
+    if fmt == "nyud":
+        from study.data.nyud import NYUD
+
+        return NYUD(root, split, tasks, transform=transform)
+    from study.data.pascal import PASCALContext
+
+    return PASCALContext(root, split, tasks, transform=transform)
 
 
 def describe_dataset(root: Path, fmt: DatasetFormat) -> dict[str, dict[str, int]]:
