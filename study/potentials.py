@@ -7,9 +7,9 @@ from pathlib import Path
 
 from models import balancing, get_task
 from search_spaces import SearchSpace
+from study.baselines import single_task_trials
 from study.errors import UserError
 from study.spec import StudySpec
-from study.store import load_trials
 
 __all__ = ["needs_potentials", "resolve_potentials", "stored_potentials"]
 
@@ -20,22 +20,15 @@ def needs_potentials(space: SearchSpace) -> list[str]:
 
 
 def stored_potentials(root: Path, spec: StudySpec) -> dict[str, float]:
-    """Each task's best single-task KPI in the results store, for this dataset and
+    """Each task's best single-task KPI in the results store, for this data and
     architecture, over every study there; tasks without one are left out."""
-    try:
-        trials = load_trials(root, where="kind == 'single_task' and status == 'completed'")
-    except FileNotFoundError:
-        return {}
-    trials = trials[
-        (trials["dataset"] == spec.dataset.name) & (trials["architecture"] == spec.architecture)
-    ]
     found: dict[str, float] = {}
     for task in spec.tasks:
         column = f"final.{task}.{get_task(task, spec.dataset.num_classes).kpi}"
-        if column not in trials:
+        rows = single_task_trials(root, spec, task)
+        if rows.empty or column not in rows:
             continue
-        alone = trials["tasks"].map(lambda names, t=task: list(names) == [t])
-        values = [v for v in trials.loc[alone, column] if math.isfinite(v) and 0 < v <= 1]
+        values = [v for v in rows[column] if math.isfinite(v) and 0 < v <= 1]
         if values:
             found[task] = max(values)
     return found

@@ -107,6 +107,7 @@ class StoreRecorder(Callback):
             "architecture": spec.architecture,
             "method": config.get("method", "ew"),
             "dataset": spec.dataset.name,
+            "dataset_key": spec.dataset_key,
             "tasks": list(tasks),
             "seed": spec.seed,
             "hp": config,
@@ -125,6 +126,7 @@ class StoreRecorder(Callback):
             }
             if "delta_m" in last:
                 row["delta_m"] = last["delta_m"]
+                row["baseline_trials"] = dict(self._setup.baseline_trials or {})
                 row["best_delta_m"] = max(r["delta_m"] for r in results)
         write_trial(self.root, spec.name, row)
 

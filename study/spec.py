@@ -94,7 +94,9 @@ class StudySpec(_Strict):
     scheduler: SchedulerSpec = SchedulerSpec()
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(32, ge=1)
-    single_task_references: bool = True
+    #: Δm's single-task baselines: ``auto`` takes them from the results store and trains
+    #: the missing ones first; ``store`` requires them there; ``none`` optimises val_loss.
+    baselines: Literal["auto", "store", "none"] = "auto"
     deepspeed: DeepSpeedSpec = DeepSpeedSpec()
     max_failures: int = Field(1, ge=0)
     results: str = "results"
@@ -141,7 +143,18 @@ class StudySpec(_Strict):
     @property
     def objective(self) -> tuple[str, Literal["min", "max"]]:
         """The metric Optuna and the scheduler optimise, with its mode."""
-        return ("delta_m", "max") if self.single_task_references else ("val_loss", "min")
+        return ("val_loss", "min") if self.baselines == "none" else ("delta_m", "max")
+
+    @property
+    def dataset_key(self) -> str:
+        """Names the data itself: trials with equal keys saw the same images and labels."""
+        d = self.dataset
+        if d.name != "synthetic":
+            return f"{d.name}:{d.root}:{d.image_size}px"
+        return (
+            f"synthetic:{d.image_size}px:{d.num_classes}c:{d.train_samples}+{d.val_samples}:"
+            f"{d.max_objects}obj:seed{self.seed}"
+        )
 
 
 def load_spec(path: str | Path) -> tuple[StudySpec, SearchSpace]:

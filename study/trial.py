@@ -37,6 +37,7 @@ class TrialSetup:
     tasks: tuple[str, ...]
     kind: TrialKind = "multi_task"
     references: Mapping[str, Mapping[str, float]] | None = field(default=None)
+    baseline_trials: Mapping[str, str] | None = field(default=None)
     potentials: Mapping[str, float] | None = field(default=None)
 
     def tasks_for(self, config: Mapping[str, Any]) -> tuple[str, ...]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,17 +14,16 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from cluster import ray_session
-from models import get_task
 from search_spaces import SearchSpace
+from study.baselines import Baselines, find_baselines
 from study.engine import torch_extensions_dir, warm_up
 from study.errors import UserError
 from study.potentials import resolve_potentials
 from study.recorder import StoreRecorder
 from study.spec import StudySpec
-from study.store import load_trials
 from study.trial import TrialSetup, trial_function
 
-__all__ = ["StudyOutcome", "reference_metrics", "run_study"]
+__all__ = ["StudyOutcome", "run_study"]
 
 References = dict[str, dict[str, float]]
 
@@ -65,37 +63,11 @@ def _run_config(spec: StudySpec, root: Path, phase: str, setup: TrialSetup) -> t
     )
 
 
-def reference_metrics(root: Path, spec: StudySpec) -> References | None:
-    """Final metrics of this study's completed single-task trials, if every task has one."""
-    try:
-        trials = load_trials(
-            root / spec.name, where="kind == 'single_task' and status == 'completed'"
-        )
-    except FileNotFoundError:
-        return None
-    references: References = {}
-    for task in spec.tasks:
-        rows = trials[trials["tasks"].map(lambda names, t=task: list(names) == [t])]
-        if rows.empty:
-            return None
-        last = rows.iloc[-1]
-        metrics = get_task(task, spec.dataset.num_classes).metrics
-        values = {m.name: float(last[f"final.{task}.{m.name}"]) for m in metrics}
-        # A relative change against 0 (an untrained reference's δ1, say) is undefined.
-        references[task] = {m: v for m, v in values.items() if math.isfinite(v) and v != 0}
-        if not references[task]:
-            raise UserError(
-                f"the single-task reference for {task!r} has no non-zero metric {values}; "
-                "train it longer (epochs, train_samples)"
-            )
-    return references
-
-
-def _run_references(spec: StudySpec, space: SearchSpace, root: Path) -> int:
+def _run_baselines(spec: StudySpec, space: SearchSpace, root: Path, tasks: list[str]) -> int:
     """One single-task trial per task, at the search space's defaults with equal weights."""
     setup = TrialSetup(spec=spec, tasks=tuple(spec.tasks), kind="single_task")
     method = "ew" if "ew" in space.methods else next(iter(space.methods))
-    param_space = {**space.default_config(method), "task": tune.grid_search(list(spec.tasks))}
+    param_space = {**space.default_config(method), "task": tune.grid_search(tasks)}
     tuner = tune.Tuner(
         _trainable(setup),
         param_space=param_space,
@@ -111,11 +83,15 @@ def _run_search(
     spec: StudySpec,
     space: SearchSpace,
     root: Path,
-    references: Mapping[str, Any] | None,
+    baselines: Baselines | None,
     potentials: Mapping[str, float] | None,
 ) -> int:
     setup = TrialSetup(
-        spec=spec, tasks=tuple(spec.tasks), references=references, potentials=potentials
+        spec=spec,
+        tasks=tuple(spec.tasks),
+        references=None if baselines is None else baselines.metrics,
+        baseline_trials=None if baselines is None else baselines.trials,
+        potentials=potentials,
     )
     metric, mode = spec.objective
     # TPE models the results after a few random trials, even in a small study.
@@ -160,24 +136,29 @@ def run_study(
     root = Path(spec.results).resolve()
     env = {"TORCH_EXTENSIONS_DIR": str(torch_extensions_dir())}
     _quiet_ray_tune()
-    if not spec.single_task_references:
+    baselines = None if spec.baselines == "none" else find_baselines(root, spec)
+    if spec.baselines == "store" and baselines is not None and baselines.missing(spec.tasks):
+        raise UserError(
+            f"no single-task baseline of {baselines.missing(spec.tasks)} in {root} for "
+            f"{spec.dataset_key}, {spec.architecture}; use baselines: auto to train them"
+        )
+    if spec.baselines != "auto":
         resolve_potentials(root, spec, space)  # fail before Ray starts
     errors = 0
     with ray_session(address=address, env_vars=env):
         log("warming DeepSpeed's op cache (compiles once per machine)")
         warm_up()
-        references = None
-        if spec.single_task_references:
-            references = reference_metrics(root, spec)
-            if references is None:
-                log(f"training {len(spec.tasks)} single-task references")
-                errors += _run_references(spec, space, root)
-                references = reference_metrics(root, spec)
-            if references is None:
+        if baselines is not None and baselines.missing(spec.tasks):
+            missing = baselines.missing(spec.tasks)
+            log(f"training single-task baselines of {missing}")
+            errors += _run_baselines(spec, space, root, missing)
+            baselines = find_baselines(root, spec)
+            if baselines.missing(spec.tasks):
                 raise UserError(
-                    f"a single-task reference trial failed; see: mtlstudy query {root / spec.name}"
+                    "a single-task baseline trial failed; see: "
+                    f"mtlstudy query {root / spec.name}"
                 )
         potentials = resolve_potentials(root, spec, space)
         log(f"searching: {spec.trials} multi-task trials, {spec.concurrency} at a time")
-        errors += _run_search(spec, space, root, references, potentials)
+        errors += _run_search(spec, space, root, baselines, potentials)
     return StudyOutcome(results=root / spec.name, trials=spec.trials, errors=errors)

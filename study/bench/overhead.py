@@ -47,7 +47,7 @@ def measure_overhead(trials: int = 8, epochs: int = 2) -> dict[str, Any]:
             concurrency=1,
             cpus_per_trial=1,
             scheduler=SchedulerSpec(name="fifo"),
-            single_task_references=False,
+            baselines="none",
             results=results,
         )
         space = load_space("default")

@@ -19,6 +19,7 @@ def _single_task_row(trial_id: str, task: str, kpi: float, **overrides: object) 
         "kind": "single_task",
         "architecture": "hard_sharing",
         "dataset": "synthetic",
+        "dataset_key": KEY,
         "tasks": [task],
         "final": {task: {kpi_name: kpi}},
     }
@@ -27,7 +28,10 @@ def _single_task_row(trial_id: str, task: str, kpi: float, **overrides: object) 
 
 @pytest.fixture
 def spec() -> StudySpec:
-    return StudySpec(name="mine", tasks=["semseg", "depth"], single_task_references=False)
+    return StudySpec(name="mine", tasks=["semseg", "depth"], baselines="none")
+
+
+KEY = StudySpec(name="mine", tasks=["semseg"]).dataset_key
 
 
 def test_best_single_task_trial_of_same_dataset_and_architecture(
@@ -38,6 +42,8 @@ def test_best_single_task_trial_of_same_dataset_and_architecture(
     write_trial(tmp_path, "other", _single_task_row("c", "semseg", 0.9, architecture="vmm"))
     write_trial(tmp_path, "other", _single_task_row("d", "depth", 0.95, status="error"))
     write_trial(tmp_path, "other", _single_task_row("e", "depth", 0.7))
+    other_data = StudySpec(name="x", tasks=["depth"], seed=5).dataset_key
+    write_trial(tmp_path, "other", _single_task_row("f", "depth", 0.9, dataset_key=other_data))
     assert stored_potentials(tmp_path, spec) == {"semseg": 0.6, "depth": 0.7}
 
 

@@ -16,7 +16,7 @@ dataset: {{name: {fmt}, root: data, image_size: 32, num_classes: {classes}}}
 tasks: {tasks}
 batch_size: 4
 epochs: 1
-single_task_references: false
+baselines: none
 """
 CASES = {
     "nyud": (40, ["semseg", "depth", "normals", "edges"]),

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from models import get_task
+from study.baselines import find_baselines
 from study.leaderboard import leaderboard
+from study.metrics import delta_m
 from study.spec import load_spec
 from study.store import load_history, load_trials
 from study.tuner import run_study
@@ -67,6 +70,28 @@ def test_one_trials_row_per_trial_with_tidy_history(finished_study: tuple[Path, 
 def test_delta_m_matches_references_and_leaderboard(finished_study: tuple[Path, Path]) -> None:
     results, spec_path = finished_study
     trials = load_trials(results)
+    single = trials[trials["kind"] == "single_task"].set_index("trial_id")
+    spec, _ = load_spec(spec_path)
+    assert find_baselines(results.parent, spec).missing(spec.tasks) == []  # a rerun trains none
+    records = {t: get_task(t, spec.dataset.num_classes) for t in spec.tasks}
+    for _, row in trials[trials["status"] == "completed"].iterrows():
+        if row["kind"] != "multi_task":
+            continue
+        # The row names its baselines, and its Δm is recomputed from theirs.
+        ids = {t: row[f"baseline_trials.{t}"] for t in spec.tasks}
+        assert all(list(single.loc[ids[t], "tasks"]) == [t] for t in spec.tasks)
+        final = {
+            t: {m.name: row[f"final.{t}.{m.name}"] for m in r.metrics} for t, r in records.items()
+        }
+        base = {
+            t: {
+                m.name: single.loc[ids[t], f"final.{t}.{m.name}"]
+                for m in r.metrics
+                if single.loc[ids[t], f"final.{t}.{m.name}"] != 0
+            }
+            for t, r in records.items()
+        }
+        assert row["delta_m"] == pytest.approx(delta_m(final, base, records))
     table = leaderboard(trials, ["semseg", "depth"])
     assert "Δm %" in table and "semseg.miou" in table and "depth.rmse" in table
     assert len(table.splitlines()) == 1 + 4

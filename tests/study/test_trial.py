@@ -19,7 +19,7 @@ def setup() -> TrialSetup:
         model={"backbone": "regnetx_002"},
         batch_size=16,
         epochs=3,
-        single_task_references=False,
+        baselines="none",
     )
     return TrialSetup(spec=spec, tasks=tuple(spec.tasks))
 

@@ -19,7 +19,7 @@ def _setup(**update: object) -> TrialSetup:
         dataset=DatasetSpec(image_size=32, train_samples=32, val_samples=16),
         batch_size=16,
         epochs=2,
-        single_task_references=False,
+        baselines="none",
     )
     spec = spec.model_copy(update=update)
     return TrialSetup(spec=spec, tasks=tuple(spec.tasks), potentials=POTENTIALS)

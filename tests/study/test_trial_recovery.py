@@ -46,7 +46,7 @@ def test_killed_trial_resumes_from_its_checkpoint(tmp_path: Path) -> None:
         batch_size=16,
         epochs=3,
         max_failures=1,
-        single_task_references=False,
+        baselines="none",
         results=str(tmp_path),
     )
     setup = TrialSetup(spec=spec, tasks=tuple(spec.tasks))
