@@ -48,7 +48,7 @@ def resolve_potentials(root: Path, spec: StudySpec, space: SearchSpace) -> dict[
     if missing:
         raise UserError(
             f"method(s) {methods} need single-task potentials for {missing}: give them in the "
-            "spec's 'potentials' (task: KPI in (0, 1]) or train single-task references "
+            "spec's 'potentials' (task: KPI in (0, 1]) or train single-task baselines "
             f"({spec.dataset.name}, {spec.architecture}) into {root}"
         )
     return {t: potentials[t] for t in spec.tasks}
