@@ -41,6 +41,8 @@ def history_rows(result: Mapping[str, Any], tasks: Mapping[str, Task]) -> list[d
             ("train", name, "weight", result[f"weight/{name}"]),
             ("val", name, "loss", result[f"val_loss/{name}"]),
         ]
+        if f"labels/{name}" in result:
+            rows.append(("train", name, "labels", result[f"labels/{name}"]))
         rows += [("val", name, m.name, result[f"{name}/{m.name}"]) for m in task.metrics]
     return [
         {"epoch": epoch, "split": s, "task": t, "metric": m, "value": float(v)}
@@ -118,6 +120,7 @@ class StoreRecorder(Callback):
             last = results[-1]
             row |= {
                 "final": _metrics(last, tasks),
+                "labels": {t: last[f"labels/{t}"] for t in tasks if f"labels/{t}" in last},
                 "best": _best_metrics(results, tasks),
                 "gflops": last["gflops"],
                 "params": last["params"],

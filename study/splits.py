@@ -21,7 +21,8 @@ from study.spec import DatasetSpec
 
 __all__ = ["Batch", "DiskSplit", "Split", "TensorSplit", "trial_splits"]
 
-Batch = tuple[torch.Tensor, dict[str, torch.Tensor]]
+#: Images, targets, and per task a bool (B,) of the samples labelled for it.
+Batch = tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]
 
 
 class Split(Protocol):
@@ -48,7 +49,8 @@ class TensorSplit:
 
     def batches(self, batch_size: int, seed: int | None) -> Iterator[Batch]:
         for index in _order(len(self), seed).split(batch_size):
-            yield self.images[index], {t: v[index] for t, v in self.targets.items()}
+            labelled = {t: torch.ones(len(index), dtype=torch.bool) for t in self.targets}
+            yield self.images[index], {t: v[index] for t, v in self.targets.items()}, labelled
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class DiskSplit:
         order = _order(len(self), seed).tolist()
         loader = DataLoader(self.dataset, batch_size=batch_size, sampler=order)
         for batch in loader:
-            yield batch["image"], batch["targets"]
+            yield batch["image"], batch["targets"], batch["labelled"]
 
 
 @functools.lru_cache(maxsize=4)

@@ -88,6 +88,7 @@ class TrialRunner:
                 self.engine.module, self.balancer.gradients, spec.gradient_space
             )
         self.epoch = 0
+        self.label_counts = torch.zeros(len(self.tasks), dtype=torch.float64)
 
     def _task_losses(
         self, preds: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
@@ -122,12 +123,19 @@ class TrialRunner:
         total = torch.zeros(len(self.tasks), dtype=torch.float64)
         # Seeded by epoch, so a resumed trial sees the order it would have seen.
         seed = self.setup.spec.seed * 100_003 + self.epoch
-        for images, targets in self.train.batches(self.setup.spec.batch_size, seed):
+        counts = torch.zeros(len(self.tasks), dtype=torch.float64)
+        for images, targets, labelled in self.train.batches(self.setup.spec.batch_size, seed):
             losses = self.train_step(images, targets)
-            total += losses.double() * len(images)
-        mean = total / len(self.train)
+            n = self._label_counts(labelled)
+            total += losses.double() * n
+            counts += n
+        self.label_counts = counts
+        mean = _mean(total, counts)
         self.balancer.end_epoch(mean)
         return mean
+
+    def _label_counts(self, labelled: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return torch.tensor([float(labelled[t].sum()) for t in self.tasks], dtype=torch.float64)
 
     @torch.no_grad()
     def evaluate(self) -> tuple[dict[str, dict[str, float]], torch.Tensor]:
@@ -135,12 +143,15 @@ class TrialRunner:
         self.engine.eval()
         meter = MultiTaskMeter(self.tasks)
         total = torch.zeros(len(self.tasks), dtype=torch.float64)
-        for images, targets in self.val.batches(self.setup.spec.batch_size, None):
+        counts = torch.zeros(len(self.tasks), dtype=torch.float64)
+        for images, targets, labelled in self.val.batches(self.setup.spec.batch_size, None):
             preds = {k: v.float() for k, v in self.engine(self._inputs(images)).items()}
             meter.update(preds, targets)
-            total += self._losses(preds, targets).double() * len(images)
+            n = self._label_counts(labelled)
+            total += self._losses(preds, targets).double() * n
+            counts += n
         meter.all_reduce()
-        return meter.compute(), total / len(self.val)
+        return meter.compute(), _mean(total, counts)
 
     def run_epoch(self) -> dict[str, Any]:
         started = time.perf_counter()
@@ -151,7 +162,7 @@ class TrialRunner:
         self.epoch += 1
         report: dict[str, Any] = {
             "epoch": self.epoch,
-            "val_loss": float(val_losses.sum()),
+            "val_loss": float(val_losses.nansum()),
             "gflops": self.gflops,
             "params": self.params,
             "epoch_time_s": time.perf_counter() - started,
@@ -161,6 +172,7 @@ class TrialRunner:
             report[f"train_loss/{name}"] = float(train_losses[i])
             report[f"val_loss/{name}"] = float(val_losses[i])
             report[f"weight/{name}"] = float(self.balancer.last_weights[i])
+            report[f"labels/{name}"] = int(self.label_counts[i])
             for metric, value in metrics[name].items():
                 report[f"{name}/{metric}"] = value
         if self.setup.references is not None:
@@ -177,6 +189,11 @@ class TrialRunner:
         state = torch.load(Path(directory) / _STATE_FILE, weights_only=False)
         self.epoch = int(state["epoch"])
         self.balancer.load_state_dict(state["balancer"])
+
+
+def _mean(total: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    # A task no sample was labelled for has no mean loss, rather than a mean of 0.
+    return torch.where(counts > 0, total / counts.clamp_min(1), torch.nan)
 
 
 def _create_balancer(

@@ -61,6 +61,8 @@ class DynamicWeightAverage(Balancer):
         if len(self.epoch_losses) == 2:
             previous, last = self.epoch_losses
             ratio = last / previous.clamp_min(1e-12)
+            # A task without labels in either epoch has no ratio; it counts as steady.
+            ratio = torch.where(torch.isfinite(ratio), ratio, 1.0)
             self._weights = (self.num_tasks * torch.softmax(ratio / self.temperature, 0)).float()
 
     def state_dict(self) -> dict[str, Any]:

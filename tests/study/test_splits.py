@@ -41,9 +41,9 @@ def test_a_trial_trains_on_a_dataset_in_its_real_layout(tmp_path: Path, fmt: str
     train, val = trial_splits(spec.dataset, spec.seed, tuple(spec.tasks))
     assert isinstance(train, DiskSplit) and (len(train), len(val)) == (6, 3)
 
-    first = [images for images, _ in train.batches(4, seed=7)]
-    again = [images for images, _ in train.batches(4, seed=7)]
-    other = [images for images, _ in train.batches(4, seed=8)]
+    first = [images for images, *_ in train.batches(4, seed=7)]
+    again = [images for images, *_ in train.batches(4, seed=7)]
+    other = [images for images, *_ in train.batches(4, seed=8)]
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
     assert first[0].shape[-2:] == (32, 32)  # cropped or padded to the training size
