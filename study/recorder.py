@@ -123,6 +123,8 @@ class StoreRecorder(Callback):
                 "labels": {t: last[f"labels/{t}"] for t in tasks if f"labels/{t}" in last},
                 "best": _best_metrics(results, tasks),
                 "gflops": last["gflops"],
+                "gflops_ratio": last["gflops_ratio"],
+                "gflops_single_task_sum": last["gflops_single_task_sum"],
                 "params": last["params"],
                 "wall_time_s": last.get("time_total_s"),
                 "node": last["node"],

@@ -6,6 +6,7 @@ Ray Tune function trainable that drives it, reporting once per epoch with a chec
 
 from __future__ import annotations
 
+import functools
 import platform
 import tempfile
 import time
@@ -67,6 +68,17 @@ class TrialRunner:
             spec.architecture, names, num_classes=spec.dataset.num_classes, **model_kw
         )
         self.gflops = count_gflops(self.model, spec.dataset.image_size)
+        # The compute a multi-task model saves: its GFLOPs against one model per task.
+        self.single_task_gflops = sum(
+            _single_task_gflops(
+                spec.architecture,
+                name,
+                spec.dataset.num_classes,
+                spec.dataset.image_size,
+                tuple(sorted(model_kw.items())),
+            )
+            for name in names
+        )
         self.params = count_parameters(self.model)
         self.balancer = _create_balancer(setup, self.config, names)
         optim = self.config.get("optim", {})
@@ -164,6 +176,8 @@ class TrialRunner:
             "epoch": self.epoch,
             "val_loss": float(val_losses.nansum()),
             "gflops": self.gflops,
+            "gflops_single_task_sum": self.single_task_gflops,
+            "gflops_ratio": self.gflops / self.single_task_gflops,
             "params": self.params,
             "epoch_time_s": time.perf_counter() - started,
             "node": platform.node(),
@@ -189,6 +203,18 @@ class TrialRunner:
         state = torch.load(Path(directory) / _STATE_FILE, weights_only=False)
         self.epoch = int(state["epoch"])
         self.balancer.load_state_dict(state["balancer"])
+
+
+@functools.lru_cache(maxsize=32)
+def _single_task_gflops(
+    architecture: str,
+    task: str,
+    num_classes: int,
+    image_size: int,
+    model_kw: tuple[tuple[str, Any], ...],
+) -> float:
+    model = create_model(architecture, (task,), num_classes=num_classes, **dict(model_kw))
+    return count_gflops(model, image_size)
 
 
 def _mean(total: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:

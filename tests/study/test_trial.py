@@ -33,6 +33,11 @@ def _config(method: str = "dwa") -> dict:
 def test_report_carries_every_task_metric_loss_and_weight(setup: TrialSetup) -> None:
     report = TrialRunner(setup, _config("ew")).run_epoch()
     assert report["epoch"] == 1 and report["gflops"] > 0 and report["params"] > 0
+    # One shared encoder instead of two: less than two single-task models, more than one.
+    assert 0.5 < report["gflops_ratio"] < 1.0
+    assert report["gflops_single_task_sum"] == pytest.approx(
+        report["gflops"] / report["gflops_ratio"]
+    )
     for key in ("semseg/miou", "semseg/pixel_acc", "depth/rmse", "depth/delta1"):
         assert 0 <= report[key] < float("inf")
     assert report["weight/semseg"] == report["weight/depth"] == 1.0
