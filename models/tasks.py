@@ -10,6 +10,7 @@ Tensor conventions (B = batch, H×W = image size):
 | normals     | unit (B, 3, H, W)    | unit vectors, float (B, 3, H, W)| all-zero vector   |
 | edges       | logits (B, 1, H, W)  | {0, 1}, float (B, 1, H, W)      | 255               |
 | saliency    | logits (B, 1, H, W)  | {0, 1}, float (B, 1, H, W)      | 255               |
+| detection   | (B, A, 8 + C): boxes, anchors, logits | (B, N, 5) xyxy + class | class −1 rows |
 
 Metrics follow the multi-task dense-prediction literature (PASCAL-Context / NYUD-v2, e.g.
 Maninis et al. 2019, Vandenhende et al. 2021); :mod:`study.metrics` computes them:
@@ -22,6 +23,7 @@ Maninis et al. 2019, Vandenhende et al. 2021); :mod:`study.metrics` computes the
 | normals     | mean_angle−, median_angle−, within_11_25+, within_22_5+, within_30+ | within_11_25 |
 | edges       | odsf+                                                               | odsf         |
 | saliency    | max_f+, iou+                                                        | max_f        |
+| detection   | map+ (mAP@[.5:.95], VOC all-point), map50+                          | map          |
 
 Fractions (miou, pixel_acc, delta*, within_*, odsf, max_f, iou) are in [0, 1], not percent;
 angles are in degrees.
@@ -34,6 +36,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from models.detection import detection_loss
 
 __all__ = ["HUMAN_PARTS_CLASSES", "IGNORE_INDEX", "Metric", "Task", "get_task", "list_tasks"]
 
@@ -164,7 +168,20 @@ def _make_tasks(num_classes: int) -> dict[str, Task]:
             headline="miou",
             kpi="miou",
         ),
+        # Semantic class 0 is the background, which a detector does not predict.
+        "detection": Task(
+            "detection",
+            max(num_classes - 1, 1),
+            _detection_loss,
+            (Metric("map", True), Metric("map50", True)),
+            headline="map",
+            kpi="map",
+        ),
     }
+
+
+def _detection_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return detection_loss(pred, target)
 
 
 def list_tasks() -> list[str]:
@@ -174,7 +191,8 @@ def list_tasks() -> list[str]:
 def get_task(name: str, num_classes: int = 1) -> Task:
     """The task record ``name``.
 
-    ``num_classes`` sets the output channels of ``semseg`` only; ``human_parts`` always has
+    ``num_classes`` sets the output channels of ``semseg`` (and ``detection``'s classes,
+    ``num_classes − 1`` without the background); ``human_parts`` always has
     :data:`HUMAN_PARTS_CLASSES` (7) channels, whatever ``num_classes`` says, since its label
     set is fixed and a study's ``num_classes`` describes the semantic classes.
     """

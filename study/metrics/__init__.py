@@ -12,6 +12,7 @@ NaN when no pixel was valid; the binary scores (edges ``odsf``, saliency ``max_f
 
 from study.metrics._binary import EDGE_MAX_DIST, EdgesMeter, SaliencyMeter, edge_tolerance
 from study.metrics._dense import ANGLE_BIN_DEGREES, DepthMeter, NormalsMeter, SemsegMeter
+from study.metrics._detection import DetectionMeter
 from study.metrics._meter import TaskMeter
 from study.metrics._multi_task import MultiTaskMeter, create_meter, delta_m
 
@@ -19,6 +20,7 @@ __all__ = [
     "ANGLE_BIN_DEGREES",
     "EDGE_MAX_DIST",
     "DepthMeter",
+    "DetectionMeter",
     "EdgesMeter",
     "MultiTaskMeter",
     "NormalsMeter",

@@ -10,6 +10,7 @@ import torch.distributed as dist
 from models.tasks import Task
 from study.metrics._binary import EdgesMeter, SaliencyMeter
 from study.metrics._dense import DepthMeter, NormalsMeter, SemsegMeter
+from study.metrics._detection import DetectionMeter
 from study.metrics._meter import _F64, TaskMeter
 
 __all__ = ["MultiTaskMeter", "create_meter", "delta_m"]
@@ -32,10 +33,18 @@ def create_meter(task: Task) -> TaskMeter:
 
 
 class MultiTaskMeter:
-    """One :class:`TaskMeter` per task, updated together, reduced in one collective."""
+    """One meter per task, updated together; fixed-size states reduce in one collective.
+
+    Detection keeps a record per detection, so its meter is gathered instead.
+    """
 
     def __init__(self, tasks: Mapping[str, Task]) -> None:
-        self.meters: dict[str, TaskMeter] = {name: create_meter(t) for name, t in tasks.items()}
+        self.meters: dict[str, TaskMeter] = {
+            name: create_meter(t) for name, t in tasks.items() if name != "detection"
+        }
+        self.gathered: dict[str, DetectionMeter] = {
+            name: DetectionMeter(t.channels) for name, t in tasks.items() if name == "detection"
+        }
 
     def update(
         self,
@@ -44,10 +53,11 @@ class MultiTaskMeter:
         labelled: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         """Fold in one batch; ``labelled[task]`` (B,) bool drops unlabelled samples."""
-        missing = [n for n in self.meters if n not in preds or n not in targets]
+        meters = {**self.meters, **self.gathered}
+        missing = [n for n in meters if n not in preds or n not in targets]
         if missing:
             raise ValueError(f"update: no prediction or target for task(s) {missing}")
-        for name, meter in self.meters.items():
+        for name, meter in meters.items():
             pred, target = preds[name], targets[name]
             mask = None if labelled is None else labelled.get(name)
             if mask is not None:
@@ -56,7 +66,8 @@ class MultiTaskMeter:
             meter.update(pred, target)
 
     def compute(self) -> dict[str, dict[str, float]]:
-        return {name: meter.compute() for name, meter in self.meters.items()}
+        meters = {**self.meters, **self.gathered}
+        return {name: meter.compute() for name, meter in meters.items()}
 
     def state(self) -> torch.Tensor:
         """Every meter's state, concatenated in task order."""
@@ -77,12 +88,14 @@ class MultiTaskMeter:
         """Sum every meter's state across ranks (a no-op outside a multi-process group)."""
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
             return
+        for meter in self.gathered.values():
+            meter.all_gather()
         state = self.state().to(_collective_device())
         dist.all_reduce(state, op=dist.ReduceOp.SUM)
         self.load_state(state)
 
     def reset(self) -> None:
-        for meter in self.meters.values():
+        for meter in [*self.meters.values(), *self.gathered.values()]:
             meter.reset()
 
 

@@ -35,6 +35,7 @@ EXPECTED = {
     ),
     "edges": ({"odsf": True}, "odsf", "odsf"),
     "saliency": ({"max_f": True, "iou": True}, "max_f", "max_f"),
+    "detection": ({"map": True, "map50": True}, "map", "map"),
 }
 
 
@@ -71,3 +72,7 @@ def test_unknown_task_and_metric_name_the_choices() -> None:
         get_task("nope")
     with pytest.raises(KeyError, match="f1"):
         get_task("edges").metric("f1")
+
+
+def test_detection_classes_skip_the_background() -> None:
+    assert get_task("detection", 21).channels == 20
