@@ -53,6 +53,8 @@ class HardSharing(nn.Module):
         super().__init__()
         if not tasks:
             raise ValueError("a model needs at least one task")
+        if "detection" in tasks:
+            raise ValueError("hard_sharing has dense heads only; detection needs vmm")
         self.tasks = tuple(tasks)
         self.encoder = timm.create_model(
             backbone, pretrained=False, features_only=True, out_indices=tuple(out_indices)

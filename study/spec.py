@@ -14,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from models import balancing, list_models, list_tasks
+from models import balancing, create_model, list_models, list_tasks
 from search_spaces import SearchSpace, SearchSpaceError, load_space, read_model
 from study.data import SYNTHETIC_TASKS
 from study.data.formats import format_tasks
@@ -176,6 +176,12 @@ def load_spec(path: str | Path) -> tuple[StudySpec, SearchSpace]:
             space = space.restricted_to(spec.methods)
     except SearchSpaceError as err:
         raise SpecError(f"{path}: field 'search_space': {err}") from None
+    try:  # the architecture's own checks, before Ray starts: kwargs, tasks it can serve
+        create_model(
+            spec.architecture, spec.tasks, num_classes=spec.dataset.num_classes, **spec.model
+        )
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise SpecError(f"{path}: field 'model': {err}") from None
     gradient_methods = [m for m in space.methods if balancing.needs_gradients(m)]
     if gradient_methods and spec.deepspeed.zero_stage == 3:
         # ZeRO-3 frees each layer's weights after use; a task-gradient pass cannot see them.

@@ -158,7 +158,7 @@ class TrialRunner:
         counts = torch.zeros(len(self.tasks), dtype=torch.float64)
         for images, targets, labelled in self.val.batches(self.setup.spec.batch_size, None):
             preds = {k: v.float() for k, v in self.engine(self._inputs(images)).items()}
-            meter.update(preds, targets)
+            meter.update(preds, targets, labelled)
             n = self._label_counts(labelled)
             total += self._losses(preds, targets).double() * n
             counts += n

@@ -26,9 +26,8 @@ from models.tasks import list_tasks
 
 __all__ = ["SYNTHETIC_TASKS", "Scene", "SyntheticScenes", "render_scene"]
 
-# The tasks this generator renders labels for; detection is not a dense task here.
 #: The tasks a rendered scene labels, in the order benchmarks take them.
-SYNTHETIC_TASKS = ("semseg", "depth", "normals", "edges", "saliency")
+SYNTHETIC_TASKS = ("semseg", "depth", "normals", "edges", "saliency", "detection")
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
 # Towards the light: up, left and behind the camera, so surfaces facing the camera are lit.
@@ -266,6 +265,16 @@ def render_scene(
     )
 
 
+def _detection_target(scene: Scene, max_objects: int) -> torch.Tensor:
+    """Rows (x1, y1, x2, y2, class) padded to ``max_objects`` with class −1; the detector's
+    classes skip the background, so semantic class c is detection class c − 1."""
+    rows = torch.full((max_objects, 5), -1.0)
+    count = len(scene.labels)
+    rows[:count, :4] = torch.from_numpy(scene.boxes)
+    rows[:count, 4] = torch.from_numpy(scene.labels - 1).float()
+    return rows
+
+
 class SyntheticScenes(Dataset):
     """Scenes rendered on the fly; sample ``i`` depends only on ``(seed, split, i)``.
 
@@ -332,6 +341,8 @@ class SyntheticScenes(Dataset):
         for task in self.tasks:
             if task == "semseg":
                 targets[task] = torch.from_numpy(scene.semseg)
+            elif task == "detection":
+                targets[task] = _detection_target(scene, self.max_objects)
             elif task == "normals":
                 targets[task] = torch.from_numpy(scene.normals)
             else:

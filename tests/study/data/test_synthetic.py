@@ -196,7 +196,7 @@ def test_item_index_bounds() -> None:
         dataset[3]
 
 
-@pytest.mark.parametrize("task", ["detection", "segmentation", "depht"])
+@pytest.mark.parametrize("task", ["human_parts", "segmentation", "depht"])
 def test_unknown_task_is_rejected(task: str) -> None:
     with pytest.raises(ValueError, match=rf"{task}.*semseg"):
         SyntheticScenes(4, ["semseg", task])
@@ -301,3 +301,13 @@ def test_every_task_is_learnable_from_pixels() -> None:
     constant_loss = _train_and_evaluate(constant, train, val, lr=0.1)
     ratios = {t: net_loss[t] / constant_loss[t] for t in TASKS}
     assert all(ratio <= 0.85 for ratio in ratios.values()), ratios
+
+
+def test_detection_targets_are_the_objects_boxes_padded() -> None:
+    scenes = SyntheticScenes(3, ["semseg", "detection"], image_size=32, max_objects=4, seed=2)
+    for i in range(3):
+        scene, rows = scenes.scene(i), scenes[i]["targets"]["detection"]
+        count = len(scene.labels)
+        assert rows.shape == (4, 5) and (rows[count:, 4] == -1).all()
+        assert torch.equal(rows[:count, :4], torch.from_numpy(scene.boxes))
+        assert torch.equal(rows[:count, 4].long(), torch.from_numpy(scene.labels) - 1)
