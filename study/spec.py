@@ -31,6 +31,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PartSpec(_Strict):
+    """One part of a partially labelled synthetic mix: its own scenes, some tasks labelled."""
+
+    tasks: tuple[str, ...] = Field(min_length=1)
+    train_samples: int = Field(ge=1)
+    val_samples: int = Field(ge=1)
+
+    @field_validator("tasks")
+    @classmethod
+    def _rendered_tasks(cls, tasks: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [t for t in tasks if t not in SYNTHETIC_TASKS]
+        if unknown:
+            raise ValueError(f"synthetic scenes do not label {unknown}")
+        return tasks
+
+
 class DatasetSpec(_Strict):
     name: Literal["synthetic", "nyud", "pascal"] = "synthetic"
     #: The dataset's folder (``nyud`` and ``pascal``), relative to the spec's folder.
@@ -40,7 +56,11 @@ class DatasetSpec(_Strict):
     train_samples: int = Field(256, ge=1)
     val_samples: int = Field(64, ge=1)
     max_objects: int = Field(4, ge=1, le=32)
-
+    #: A mix of partially labelled parts (synthetic only); their sample counts replace
+    #: ``train_samples`` and ``val_samples``.
+    parts: tuple[PartSpec, ...] | None = None
+    #: ``balanced`` draws every batch equally from each part; ``shuffled`` ignores parts.
+    sampler: Literal["shuffled", "balanced"] = "shuffled"
 
     @model_validator(mode="after")
     def _real_dataset(self) -> DatasetSpec:
@@ -48,6 +68,8 @@ class DatasetSpec(_Strict):
             if self.root is not None:
                 raise ValueError("a synthetic dataset has no root")
             return self
+        if self.parts is not None:
+            raise ValueError(f"parts mix synthetic scenes only, not {self.name}")
         if self.root is None:
             raise ValueError(f"{self.name} needs 'root', the dataset's folder")
         _, classes = format_tasks(self.name)
@@ -56,7 +78,9 @@ class DatasetSpec(_Strict):
         return self
 
     def tasks(self) -> tuple[str, ...]:
-        """The tasks this dataset labels."""
+        """The tasks this dataset labels (in some of its samples, for a mix)."""
+        if self.parts is not None:
+            return tuple(dict.fromkeys(t for part in self.parts for t in part.tasks))
         return SYNTHETIC_TASKS if self.name == "synthetic" else format_tasks(self.name)[0]
 
 
@@ -154,6 +178,14 @@ class StudySpec(_Strict):
         return (
             f"synthetic:{d.image_size}px:{d.num_classes}c:{d.train_samples}+{d.val_samples}:"
             f"{d.max_objects}obj:seed{self.seed}"
+            + (
+                ""
+                if d.parts is None
+                else ":"
+                + ";".join(
+                    f"{'+'.join(p.tasks)}/{p.train_samples}+{p.val_samples}" for p in d.parts
+                )
+            )
         )
 
 

@@ -15,6 +15,7 @@ from typing import Protocol
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from models.tasks import IGNORE_INDEX
 from study.data import SyntheticScenes
 from study.data.formats import open_dataset
 from study.spec import DatasetSpec
@@ -43,13 +44,33 @@ def _order(length: int, seed: int | None) -> torch.Tensor:
 class TensorSplit:
     images: torch.Tensor
     targets: dict[str, torch.Tensor]
+    #: Per task, which samples are labelled for it (all, when None).
+    labelled: dict[str, torch.Tensor] | None = None
+    #: Each sample's part of a mix, for the balanced sampler (one part, when None).
+    parts: torch.Tensor | None = None
+    balanced: bool = False
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def _order(self, seed: int | None) -> torch.Tensor:
+        if seed is None or not self.balanced or self.parts is None:
+            return _order(len(self), seed)
+        # Each part shuffled, then dealt in turn, so every batch draws evenly from all parts.
+        generator = torch.Generator().manual_seed(seed)
+        members = [
+            torch.nonzero(self.parts == p).flatten() for p in range(int(self.parts.max()) + 1)
+        ]
+        queues = [m[torch.randperm(len(m), generator=generator)].tolist() for m in members]
+        dealt = [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
+        return torch.tensor(dealt)
+
     def batches(self, batch_size: int, seed: int | None) -> Iterator[Batch]:
-        for index in _order(len(self), seed).split(batch_size):
-            labelled = {t: torch.ones(len(index), dtype=torch.bool) for t in self.targets}
+        for index in self._order(seed).split(batch_size):
+            if self.labelled is None:
+                labelled = {t: torch.ones(len(index), dtype=torch.bool) for t in self.targets}
+            else:
+                labelled = {t: v[index] for t, v in self.labelled.items()}
             yield self.images[index], {t: v[index] for t, v in self.targets.items()}, labelled
 
 
@@ -71,10 +92,9 @@ class DiskSplit:
             yield batch["image"], batch["targets"], batch["labelled"]
 
 
-@functools.lru_cache(maxsize=4)
-def _rendered(dataset: DatasetSpec, split: str, seed: int, tasks: tuple[str, ...]) -> TensorSplit:
-    # Cached per process, so trials in a reused actor do not render the scenes again.
-    samples = dataset.train_samples if split == "train" else dataset.val_samples
+def _render(
+    dataset: DatasetSpec, split: str, seed: int, tasks: tuple[str, ...], samples: int
+) -> TensorSplit:
     scenes = SyntheticScenes(
         samples,
         tasks,
@@ -88,6 +108,39 @@ def _rendered(dataset: DatasetSpec, split: str, seed: int, tasks: tuple[str, ...
     return TensorSplit(
         torch.stack([item["image"] for item in items]),
         {t: torch.stack([item["targets"][t] for item in items]) for t in tasks},
+    )
+
+
+#: What a target holds where it has no label (see :mod:`models.tasks`).
+_NO_LABEL = {"depth": 0.0, "normals": 0.0, "detection": -1.0}
+
+
+def _without_labels(task: str, target: torch.Tensor) -> torch.Tensor:
+    return torch.full_like(target, _NO_LABEL.get(task, IGNORE_INDEX))
+
+
+@functools.lru_cache(maxsize=4)
+def _rendered(dataset: DatasetSpec, split: str, seed: int, tasks: tuple[str, ...]) -> TensorSplit:
+    # Cached per process, so trials in a reused actor do not render the scenes again.
+    if dataset.parts is None:
+        samples = dataset.train_samples if split == "train" else dataset.val_samples
+        return _render(dataset, split, seed, tasks, samples)
+    pieces = []
+    for k, part in enumerate(dataset.parts):
+        samples = part.train_samples if split == "train" else part.val_samples
+        # Each part has scenes of its own, and labels only for its tasks.
+        piece = _render(dataset, split, seed + 7919 * (k + 1), tasks, samples)
+        labelled = {t: torch.full((samples,), t in part.tasks) for t in tasks}
+        targets = {
+            t: v if t in part.tasks else _without_labels(t, v) for t, v in piece.targets.items()
+        }
+        pieces.append((piece.images, targets, labelled, torch.full((samples,), k)))
+    return TensorSplit(
+        torch.cat([p[0] for p in pieces]),
+        {t: torch.cat([p[1][t] for p in pieces]) for t in tasks},
+        {t: torch.cat([p[2][t] for p in pieces]) for t in tasks},
+        torch.cat([p[3] for p in pieces]),
+        balanced=dataset.sampler == "balanced",
     )
 
 
