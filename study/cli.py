@@ -218,7 +218,7 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--image-size", type=_positive_int, default=64)
     synth.add_argument("--seed", type=int, default=0)
     for sub in (check, synth):
-        sub.add_argument("--format", choices=("nyud", "pascal"), required=True)
+        sub.add_argument("--format", choices=("nyud", "pascal", "voc"), required=True)
     check.set_defaults(func=_cmd_data_check)
     synth.set_defaults(func=_cmd_data_synth)
 

@@ -25,13 +25,14 @@ __all__ = [
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
 
-DatasetFormat = Literal["nyud", "pascal"]
-FORMATS: tuple[DatasetFormat, ...] = ("nyud", "pascal")
+DatasetFormat = Literal["nyud", "pascal", "voc"]
+FORMATS: tuple[DatasetFormat, ...] = ("nyud", "pascal", "voc")
 
 # The synthetic scenes' tasks that each format stores.
 _TASKS: dict[DatasetFormat, tuple[str, ...]] = {
     "nyud": ("semseg", "depth", "normals", "edges"),
     "pascal": ("semseg", "normals", "edges", "saliency"),
+    "voc": ("detection",),
 }
 
 
@@ -41,6 +42,10 @@ def format_tasks(fmt: DatasetFormat) -> tuple[tuple[str, ...], int]:
         from study.data import nyud
 
         return nyud.TASKS, nyud.NUM_CLASSES
+    if fmt == "voc":
+        from study.data import voc
+
+        return voc.TASKS, voc.NUM_CLASSES
     from study.data import pascal
 
     return pascal.TASKS, pascal.NUM_CLASSES
@@ -91,6 +96,10 @@ def describe_dataset(root: Path, fmt: DatasetFormat) -> dict[str, dict[str, int]
         from study.data.nyud import describe
 
         return describe(root)
+    if fmt == "voc":
+        from study.data.voc import describe as describe_voc
+
+        return describe_voc(root)
     from study.data.pascal import describe as describe_pascal
 
     return describe_pascal(root)
@@ -131,6 +140,10 @@ def _write(
         from study.data.nyud import write_nyud
 
         write_nyud(out, splits)
+    elif fmt == "voc":
+        from study.data.voc import write_voc
+
+        write_voc(out, splits)
     else:
         from study.data.pascal import write_pascal
 

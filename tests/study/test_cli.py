@@ -61,7 +61,7 @@ def test_methods_lists_each_method_with_its_defaults() -> None:
     assert "last-layer" in lines[rows["gradnorm"]] and "potentials" not in lines[rows["amtl"]]
 
 
-@pytest.mark.parametrize("fmt", ["nyud", "pascal"])
+@pytest.mark.parametrize("fmt", ["nyud", "pascal", "voc"])
 def test_data_synth_writes_a_dataset_that_data_check_reads(tmp_path: Path, fmt: str) -> None:
     out = tmp_path / fmt
     done = _mtlstudy(
@@ -85,6 +85,7 @@ def test_data_synth_writes_a_dataset_that_data_check_reads(tmp_path: Path, fmt: 
     assert set(counts) == {"train", "val"}
     assert "images" in header.split()
     assert counts["train"][header.split()[1:].index("images")] == "3"
-    assert counts["val"][header.split()[1:].index("semseg")] == "2"
+    task = "detection" if fmt == "voc" else "semseg"
+    assert counts["val"][header.split()[1:].index(task)] == "2"
     again = _mtlstudy("data", "synth", str(out), "--format", fmt)
     assert again.returncode == 2 and "not empty" in again.stderr
