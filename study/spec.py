@@ -48,8 +48,8 @@ class PartSpec(_Strict):
 
 
 class DatasetSpec(_Strict):
-    name: Literal["synthetic", "nyud", "pascal"] = "synthetic"
-    #: The dataset's folder (``nyud`` and ``pascal``), relative to the spec's folder.
+    name: Literal["synthetic", "nyud", "pascal", "voc"] = "synthetic"
+    #: The dataset's folder (``nyud``, ``pascal``, ``voc``), relative to the spec's folder.
     root: str | None = None
     image_size: int = Field(64, ge=16, le=1024)
     num_classes: int = Field(5, ge=2, le=256)

@@ -83,6 +83,10 @@ def open_dataset(
         from study.data.nyud import NYUD
 
         return NYUD(root, split, tasks, transform=transform)
+    if fmt == "voc":
+        from study.data.voc import VOCDetection
+
+        return VOCDetection(root, split, tasks, transform=transform)
     from study.data.pascal import PASCALContext
 
     return PASCALContext(root, split, tasks, transform=transform)

@@ -69,15 +69,50 @@ def _resize_normals(normals: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     return torch.where(valid, out / norm.clamp_min(1e-6), torch.zeros_like(out)).to(normals.dtype)
 
 
+# Detection targets are rows (x1, y1, x2, y2, class) in pixels, class −1 for padding; they
+# move with the image instead of being resampled.
+
+
+def _boxes_scaled(rows: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
+    out = rows.clone()
+    valid = rows[:, 4] >= 0
+    out[valid, :4] *= torch.tensor([sx, sy, sx, sy], dtype=rows.dtype)
+    return out
+
+
+def _boxes_cropped(rows: torch.Tensor, top: int, left: int, size: tuple[int, int]) -> torch.Tensor:
+    out = rows.clone()
+    shift = torch.tensor([left, top, left, top], dtype=rows.dtype)
+    limit = torch.tensor([size[1], size[0], size[1], size[0]], dtype=rows.dtype)
+    out[:, :4] = torch.minimum((rows[:, :4] - shift).clamp_min(0), limit)
+    # A box cut to less than a pixel across is no object any more.
+    gone = (out[:, 2] - out[:, 0] < 1) | (out[:, 3] - out[:, 1] < 1) | (rows[:, 4] < 0)
+    out[gone] = torch.tensor([0, 0, 0, 0, -1], dtype=rows.dtype)
+    return out
+
+
+def _boxes_flipped(rows: torch.Tensor, width: int) -> torch.Tensor:
+    out = rows.clone()
+    valid = rows[:, 4] >= 0
+    out[valid, 0] = width - rows[valid, 2]
+    out[valid, 2] = width - rows[valid, 0]
+    return out
+
+
 def _resize(sample: Sample, size: tuple[int, int]) -> Sample:
     image = sample["image"]
     if tuple(image.shape[-2:]) == size:
         return _with(sample, image, dict(sample["targets"]))
+    h, w = image.shape[-2:]
     image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
-    targets = {
-        task: _resize_normals(t, size) if task == "normals" else _resize_nearest(t, size)
-        for task, t in sample["targets"].items()
-    }
+    targets = {}
+    for task, t in sample["targets"].items():
+        if task == "detection":
+            targets[task] = _boxes_scaled(t, size[1] / w, size[0] / h)
+        elif task == "normals":
+            targets[task] = _resize_normals(t, size)
+        else:
+            targets[task] = _resize_nearest(t, size)
     return _with(sample, image, targets)
 
 
@@ -152,7 +187,10 @@ class RandomCropPad:
 
         image = fit(sample["image"], 0.0)
         targets = {
-            task: fit(t, _PAD_VALUES.get(task, IGNORE)) for task, t in sample["targets"].items()
+            task: _boxes_cropped(t, top, left, self.size)
+            if task == "detection"
+            else fit(t, _PAD_VALUES.get(task, IGNORE))
+            for task, t in sample["targets"].items()
         }
         return _with(sample, image, targets)
 
@@ -169,7 +207,11 @@ class RandomHorizontalFlip:
         if float(torch.rand((), generator=self.generator)) >= self.p:
             return _with(sample, sample["image"], dict(sample["targets"]))
         targets = {}
+        width = sample["image"].shape[-1]
         for task, t in sample["targets"].items():
+            if task == "detection":
+                targets[task] = _boxes_flipped(t, width)
+                continue
             t = t.flip(-1)
             if task == "normals":
                 t = t.clone()

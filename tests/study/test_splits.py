@@ -14,6 +14,8 @@ SPEC = """
 name: on-disk
 dataset: {{name: {fmt}, root: data, image_size: 32, num_classes: {classes}}}
 tasks: {tasks}
+architecture: {architecture}
+model: {model}
 batch_size: 4
 epochs: 1
 baselines: none
@@ -21,12 +23,20 @@ baselines: none
 CASES = {
     "nyud": (40, ["semseg", "depth", "normals", "edges"]),
     "pascal": (21, ["semseg", "edges", "normals", "saliency"]),
+    "voc": (21, ["detection"]),
 }
 
 
 def _spec(tmp_path: Path, fmt: str, **replace: str) -> Path:
     classes, tasks = CASES[fmt]
-    text = SPEC.format(fmt=fmt, classes=classes, tasks=tasks)
+    detection = "detection" in tasks
+    text = SPEC.format(
+        fmt=fmt,
+        classes=classes,
+        tasks=tasks,
+        architecture="vmm" if detection else "hard_sharing",
+        model="{backbone: efficientnet_b0, neck_channels: 16}" if detection else "{}",
+    )
     for old, new in replace.items():
         text = text.replace(old, new)
     path = tmp_path / "spec.yaml"

@@ -161,3 +161,36 @@ def test_normalize() -> None:
     assert torch.allclose(out["image"], expected)
     with pytest.raises(ValueError):
         Normalize((0.5,), (0.0,))
+
+
+def _boxes_sample() -> Sample:
+    rows = torch.tensor([[2.0, 3.0, 6.0, 8.0, 1.0], [12.0, 1.0, 16.0, 4.0, 0.0], [0, 0, 0, 0, -1]])
+    return Sample(name="b", image=torch.rand(3, H, W), targets={"detection": rows}, labelled={})
+
+
+def test_boxes_follow_flip_scale_and_resize() -> None:
+    flipped = RandomHorizontalFlip(p=1.0)(_boxes_sample())["targets"]["detection"]
+    assert flipped[0].tolist() == [W - 6.0, 3.0, W - 2.0, 8.0, 1.0]
+    assert flipped[2].tolist() == [0, 0, 0, 0, -1]  # padding stays padding
+    resized = Resize((2 * H, W))(_boxes_sample())["targets"]["detection"]
+    assert resized[0].tolist() == [2.0, 6.0, 6.0, 16.0, 1.0]
+    g = torch.Generator().manual_seed(0)
+    scaled = RandomScale(2.0, 2.0, generator=g)(_boxes_sample())["targets"]["detection"]
+    assert scaled[1].tolist() == [24.0, 2.0, 32.0, 8.0, 0.0]
+
+
+def test_boxes_cropped_clipped_or_dropped() -> None:
+    for seed in range(6):
+        sample = _boxes_sample()
+        sample["image"][0] = torch.arange(W).float()[None, :].expand(H, W) / W  # column ids
+        out = RandomCropPad((H, 8), generator=torch.Generator().manual_seed(seed))(sample)
+        left = round(float(out["image"][0, 0, 0]) * W)
+        rows = out["targets"]["detection"]
+        for before, after in zip(_boxes_sample()["targets"]["detection"], rows, strict=True):
+            x1, x2 = (before[0] - left).clamp(0, 8), (before[2] - left).clamp(0, 8)
+            if before[4] < 0 or x2 - x1 < 1:
+                assert after.tolist() == [0, 0, 0, 0, -1]  # cut away: no object any more
+            else:
+                assert after.tolist() == [x1, before[1], x2, before[3], before[4]]
+    padded = RandomCropPad((2 * H, 2 * W))(_boxes_sample())["targets"]["detection"]
+    assert torch.equal(padded, _boxes_sample()["targets"]["detection"])  # padding moves nothing
