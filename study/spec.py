@@ -32,19 +32,32 @@ class _Strict(BaseModel):
 
 
 class PartSpec(_Strict):
-    """One part of a partially labelled synthetic mix: its own scenes, some tasks labelled."""
+    """One part of a partially labelled mix: its own images, some tasks labelled.
 
+    A synthetic part renders ``train_samples`` and ``val_samples`` scenes of its own; a part
+    on disk (``nyud``, ``pascal``, ``voc`` with a ``root``) reads that folder's splits.
+    """
+
+    name: Literal["synthetic", "nyud", "pascal", "voc"] = "synthetic"
+    root: str | None = None
     tasks: tuple[str, ...] = Field(min_length=1)
-    train_samples: int = Field(ge=1)
-    val_samples: int = Field(ge=1)
+    train_samples: int | None = Field(None, ge=1)
+    val_samples: int | None = Field(None, ge=1)
 
-    @field_validator("tasks")
-    @classmethod
-    def _rendered_tasks(cls, tasks: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [t for t in tasks if t not in SYNTHETIC_TASKS]
+    @model_validator(mode="after")
+    def _labels_its_tasks(self) -> PartSpec:
+        if self.name == "synthetic":
+            if self.root is not None or self.train_samples is None or self.val_samples is None:
+                raise ValueError("a synthetic part has train_samples and val_samples, no root")
+            labelled = SYNTHETIC_TASKS
+        else:
+            if self.root is None:
+                raise ValueError(f"a {self.name} part needs 'root', the dataset's folder")
+            labelled = format_tasks(self.name)[0]
+        unknown = [t for t in self.tasks if t not in labelled]
         if unknown:
-            raise ValueError(f"synthetic scenes do not label {unknown}")
-        return tasks
+            raise ValueError(f"{self.name} does not label {unknown}")
+        return self
 
 
 class DatasetSpec(_Strict):
@@ -67,9 +80,17 @@ class DatasetSpec(_Strict):
         if self.name == "synthetic":
             if self.root is not None:
                 raise ValueError("a synthetic dataset has no root")
+            for part in self.parts or ():
+                classes = part.name != "synthetic" and format_tasks(part.name)[1]
+                counted = {"semseg", "detection"} & set(part.tasks)
+                if classes and counted and classes != self.num_classes:
+                    raise ValueError(
+                        f"the {part.name} part's {sorted(counted)} have {classes} classes; "
+                        f"set num_classes: {classes}"
+                    )
             return self
         if self.parts is not None:
-            raise ValueError(f"parts mix synthetic scenes only, not {self.name}")
+            raise ValueError("a mix of parts takes no name: each part names its dataset")
         if self.root is None:
             raise ValueError(f"{self.name} needs 'root', the dataset's folder")
         _, classes = format_tasks(self.name)
@@ -189,15 +210,30 @@ class StudySpec(_Strict):
         )
 
 
+def _resolved(spec_path: Path, root: str, field: str) -> str:
+    folder = spec_path.parent / root
+    if not folder.is_dir():
+        raise SpecError(f"{spec_path}: field '{field}': folder {folder} not found")
+    return str(folder.resolve())
+
+
 def load_spec(path: str | Path) -> tuple[StudySpec, SearchSpace]:
     """Read and validate a spec and its search space; any problem is one :class:`SpecError`."""
     path = Path(path)
     spec = read_model(path, StudySpec, SpecError, "spec")
     if spec.dataset.root is not None:
-        root = path.parent / spec.dataset.root
-        if not root.is_dir():
-            raise SpecError(f"{path}: field 'dataset.root': folder {root} not found")
-        dataset = spec.dataset.model_copy(update={"root": str(root.resolve())})
+        dataset = spec.dataset.model_copy(
+            update={"root": _resolved(path, spec.dataset.root, "dataset.root")}
+        )
+        spec = spec.model_copy(update={"dataset": dataset})
+    if spec.dataset.parts is not None:
+        parts = tuple(
+            p
+            if p.root is None
+            else p.model_copy(update={"root": _resolved(path, p.root, f"dataset.parts.{i}.root")})
+            for i, p in enumerate(spec.dataset.parts)
+        )
+        dataset = spec.dataset.model_copy(update={"parts": parts})
         spec = spec.model_copy(update={"dataset": dataset})
     space_path = Path(spec.search_space)
     if space_path.suffix and not space_path.is_absolute():

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from models.tasks import IGNORE_INDEX
+from models.tasks import IGNORE_INDEX, get_task
 from study.data import SyntheticScenes
 from study.data.formats import open_dataset
-from study.spec import DatasetSpec
+from study.spec import DatasetSpec, PartSpec
 
 __all__ = ["Batch", "DiskSplit", "Split", "TensorSplit", "trial_splits"]
 
@@ -34,10 +34,16 @@ class Split(Protocol):
         ...
 
 
-def _order(length: int, seed: int | None) -> torch.Tensor:
+def _order(length: int, seed: int | None, parts: torch.Tensor | None = None) -> torch.Tensor:
     if seed is None:
         return torch.arange(length)
-    return torch.randperm(length, generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    if parts is None:
+        return torch.randperm(length, generator=generator)
+    # Each part shuffled, then dealt in turn, so every batch draws evenly from all parts.
+    members = [torch.nonzero(parts == p).flatten() for p in range(int(parts.max()) + 1)]
+    queues = [m[torch.randperm(len(m), generator=generator)].tolist() for m in members]
+    return torch.tensor([q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)])
 
 
 @dataclass(frozen=True)
@@ -54,16 +60,7 @@ class TensorSplit:
         return self.images.shape[0]
 
     def _order(self, seed: int | None) -> torch.Tensor:
-        if seed is None or not self.balanced or self.parts is None:
-            return _order(len(self), seed)
-        # Each part shuffled, then dealt in turn, so every batch draws evenly from all parts.
-        generator = torch.Generator().manual_seed(seed)
-        members = [
-            torch.nonzero(self.parts == p).flatten() for p in range(int(self.parts.max()) + 1)
-        ]
-        queues = [m[torch.randperm(len(m), generator=generator)].tolist() for m in members]
-        dealt = [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
-        return torch.tensor(dealt)
+        return _order(len(self), seed, self.parts if self.balanced else None)
 
     def batches(self, batch_size: int, seed: int | None) -> Iterator[Batch]:
         for index in self._order(seed).split(batch_size):
@@ -79,6 +76,8 @@ class DiskSplit:
     dataset: Dataset
     # The augmentation draws from here, reseeded each epoch so a resumed trial replays it.
     augmentation: torch.Generator | None = field(default=None)
+    parts: torch.Tensor | None = None
+    balanced: bool = False
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -86,7 +85,7 @@ class DiskSplit:
     def batches(self, batch_size: int, seed: int | None) -> Iterator[Batch]:
         if self.augmentation is not None and seed is not None:
             self.augmentation.manual_seed(seed)
-        order = _order(len(self), seed).tolist()
+        order = _order(len(self), seed, self.parts if self.balanced else None).tolist()
         loader = DataLoader(self.dataset, batch_size=batch_size, sampler=order)
         for batch in loader:
             yield batch["image"], batch["targets"], batch["labelled"]
@@ -144,8 +143,91 @@ def _rendered(dataset: DatasetSpec, split: str, seed: int, tasks: tuple[str, ...
     )
 
 
+#: Detection rows every part's targets are padded to, so batches from any part stack.
+_DETECTION_ROWS = 64
+
+
+class _PartOfMix(Dataset):
+    """A part's samples with every study task present: unlabelled ones filled as no label."""
+
+    def __init__(self, dataset: Dataset, tasks: tuple[str, ...], channels: dict[str, int]) -> None:
+        self.dataset, self.tasks, self.channels = dataset, tasks, channels
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.dataset[index]
+        size = tuple(sample["image"].shape[-2:])
+        targets, labelled = {}, {}
+        for task in self.tasks:
+            own = sample["labelled"].get(task, False) and task in sample["targets"]
+            target = sample["targets"][task] if task in sample["targets"] else None
+            if target is None:
+                target = _empty_target(task, size, self.channels[task])
+            if task == "detection":
+                padding = torch.full((_DETECTION_ROWS - len(target), 5), -1.0)
+                target = torch.cat([target.float(), padding])
+            targets[task], labelled[task] = target, bool(own)
+        return {"image": sample["image"], "targets": targets, "labelled": labelled}
+
+
+def _empty_target(task: str, size: tuple[int, ...], channels: int) -> torch.Tensor:
+    if task == "detection":
+        return torch.full((0, 5), -1.0)
+    if task in ("semseg", "human_parts"):
+        return torch.full(size, IGNORE_INDEX, dtype=torch.int64)
+    shape = (3 if task == "normals" else 1, *size)
+    return torch.full(shape, _NO_LABEL.get(task, IGNORE_INDEX), dtype=torch.float32)
+
+
+def _part_dataset(
+    part: PartSpec,
+    dataset: DatasetSpec,
+    split: str,
+    seed: int,
+    k: int,
+    tasks: tuple[str, ...],
+    augmentation: torch.Generator | None,
+) -> Dataset:
+    own = tuple(t for t in part.tasks if t in tasks)
+    if part.name == "synthetic":
+        samples = part.train_samples if split == "train" else part.val_samples
+        assert samples is not None
+        return SyntheticScenes(
+            samples,
+            own,
+            split=split,
+            image_size=dataset.image_size,
+            num_classes=dataset.num_classes,
+            max_objects=dataset.max_objects,
+            seed=seed + 7919 * (k + 1),
+        )
+    assert part.root is not None
+    return open_dataset(part.name, Path(part.root), split, own, dataset.image_size, augmentation)
+
+
+def _disk_mix(dataset: DatasetSpec, seed: int, tasks: tuple[str, ...]) -> tuple[Split, Split]:
+    assert dataset.parts is not None
+    channels = {t: get_task(t, dataset.num_classes).channels for t in tasks}
+    augmentation = torch.Generator().manual_seed(seed)
+    splits = []
+    for split, generator in (("train", augmentation), ("val", None)):
+        parts = [
+            _PartOfMix(_part_dataset(p, dataset, split, seed, k, tasks, generator), tasks, channels)
+            for k, p in enumerate(dataset.parts)
+        ]
+        ids = torch.cat([torch.full((len(p),), k) for k, p in enumerate(parts)])
+        splits.append(
+            DiskSplit(ConcatDataset(parts), generator, ids, balanced=dataset.sampler == "balanced")
+        )
+    return splits[0], splits[1]
+
+
 def trial_splits(dataset: DatasetSpec, seed: int, tasks: tuple[str, ...]) -> tuple[Split, Split]:
     """The training and validation splits of a trial's dataset, for ``tasks``."""
+    if dataset.parts is not None and any(p.name != "synthetic" for p in dataset.parts):
+        return _disk_mix(dataset, seed, tasks)
     if dataset.name == "synthetic":
         return _rendered(dataset, "train", seed, tasks), _rendered(dataset, "val", seed, tasks)
     assert dataset.root is not None

@@ -63,7 +63,10 @@ def test_vmm_trains_on_the_mix_and_counts_labels() -> None:
 @pytest.mark.parametrize(
     ("dataset", "expected"),
     [
-        ("{parts: [{tasks: [sonar], train_samples: 2, val_samples: 1}]}", "do not label ['sonar']"),
+        (
+            "{parts: [{tasks: [sonar], train_samples: 2, val_samples: 1}]}",
+            "does not label ['sonar']",
+        ),
         (
             "{parts: [{tasks: [depth], train_samples: 2, val_samples: 1}]}",
             "does not label ['semseg']",
@@ -71,7 +74,7 @@ def test_vmm_trains_on_the_mix_and_counts_labels() -> None:
         (
             "{name: nyud, root: ., num_classes: 40, "
             "parts: [{tasks: [depth], train_samples: 2, val_samples: 1}]}",
-            "parts mix synthetic scenes only",
+            "a mix of parts takes no name",
         ),
     ],
 )
@@ -81,3 +84,40 @@ def test_bad_parts_are_one_line(tmp_path: Path, dataset: str, expected: str) -> 
     with pytest.raises(SpecError) as info:
         load_spec(path)
     assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_folders_on_disk_mix_like_the_paper(tmp_path: Path) -> None:
+    from study.data.formats import synthesize
+
+    synthesize(tmp_path / "voc", "voc", train=4, val=2, image_size=32)
+    synthesize(tmp_path / "nyud", "nyud", train=4, val=2, image_size=32)
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        "name: m\ntasks: [detection, depth]\narchitecture: vmm\n"
+        "model: {backbone: efficientnet_b0, neck_channels: 16}\n"
+        "batch_size: 4\nbaselines: none\n"
+        "dataset: {image_size: 32, num_classes: 21, sampler: balanced, parts: ["
+        "{name: voc, root: voc, tasks: [detection]}, {name: nyud, root: nyud, tasks: [depth]}]}\n"
+    )
+    spec, space = load_spec(path)
+    train, val = trial_splits(spec.dataset, spec.seed, ("detection", "depth"))
+    assert (len(train), len(val)) == (8, 4)
+    for _, targets, labelled in train.batches(4, seed=1):
+        assert labelled["depth"].sum() == 2 and labelled["detection"].sum() == 2
+        assert (targets["depth"][labelled["detection"]] == 0).all()
+        assert (targets["detection"][labelled["depth"]][..., 4] == -1).all()
+    config = space.default_config("ew")
+    config["model"] = {}
+    report = TrialRunner(TrialSetup(spec=spec, tasks=tuple(spec.tasks)), config).run_epoch()
+    assert (report["labels/detection"], report["labels/depth"]) == (4, 4)
+
+
+def test_a_part_with_other_classes_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "voc").mkdir()
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        "name: m\ntasks: [detection]\narchitecture: vmm\n"
+        "dataset: {parts: [{name: voc, root: voc, tasks: [detection]}]}\n"
+    )
+    with pytest.raises(SpecError, match="set num_classes: 21"):
+        load_spec(path)
