@@ -110,6 +110,11 @@ def _render(
     )
 
 
+def _part_seed(seed: int, part: int) -> int:
+    # Each part of a mix renders scenes of its own.
+    return seed + 7919 * (part + 1)
+
+
 #: What a target holds where it has no label (see :mod:`models.tasks`).
 _NO_LABEL = {"depth": 0.0, "normals": 0.0, "detection": -1.0}
 
@@ -127,8 +132,7 @@ def _rendered(dataset: DatasetSpec, split: str, seed: int, tasks: tuple[str, ...
     pieces = []
     for k, part in enumerate(dataset.parts):
         samples = part.train_samples if split == "train" else part.val_samples
-        # Each part has scenes of its own, and labels only for its tasks.
-        piece = _render(dataset, split, seed + 7919 * (k + 1), tasks, samples)
+        piece = _render(dataset, split, _part_seed(seed, k), tasks, samples)
         labelled = {t: torch.full((samples,), t in part.tasks) for t in tasks}
         targets = {
             t: v if t in part.tasks else _without_labels(t, v) for t, v in piece.targets.items()
@@ -201,7 +205,7 @@ def _part_dataset(
             image_size=dataset.image_size,
             num_classes=dataset.num_classes,
             max_objects=dataset.max_objects,
-            seed=seed + 7919 * (k + 1),
+            seed=_part_seed(seed, k),
         )
     assert part.root is not None
     return open_dataset(part.name, Path(part.root), split, own, dataset.image_size, augmentation)
