@@ -1,4 +1,4 @@
-"""A study on Ray Tune: single-task references first, then the Optuna search under ASHA."""
+"""A study on Ray Tune: missing single-task baselines first, then the Optuna search under ASHA."""
 
 from __future__ import annotations
 
