@@ -245,7 +245,7 @@ def load_spec(path: str | Path) -> tuple[StudySpec, SearchSpace]:
     except SearchSpaceError as err:
         raise SpecError(f"{path}: field 'search_space': {err}") from None
     try:  # the architecture's own checks, before Ray starts: kwargs, tasks it can serve
-        create_model(
+        model = create_model(
             spec.architecture, spec.tasks, num_classes=spec.dataset.num_classes, **spec.model
         )
     except (TypeError, ValueError, RuntimeError) as err:
@@ -256,5 +256,12 @@ def load_spec(path: str | Path) -> tuple[StudySpec, SearchSpace]:
         raise SpecError(
             f"{path}: field 'deepspeed': zero_stage 3 cannot serve gradient-level methods "
             f"{gradient_methods}; use zero_stage 0-2 or restrict 'methods'"
+        )
+    if gradient_methods and not any(p.requires_grad for p in model.shared_parameters()):
+        # RCM's banks are frozen: tasks share no trained weight, so nothing conflicts.
+        raise SpecError(
+            f"{path}: field 'methods': {spec.architecture} shares no trained parameter, so "
+            f"gradient-level methods {gradient_methods} have nothing to balance; restrict "
+            "'methods' to loss-level ones"
         )
     return spec, space

@@ -45,6 +45,12 @@ def test_defaults_fill_a_small_spec(tmp_path: Path) -> None:
         ("methods: [ew, fixed]", "search_space", "not in the search space"),
         ("search_space: missing.yaml", "search_space", "not found"),
         ("deepspeed: {zero_stage: 3}\nmethods: [ew, mgda]", "deepspeed", "['mgda']"),
+        (
+            "architecture: rcm_resnet\nmodel: {variant: rc, decoder_width: 16}\n"
+            "methods: [ew, pcgrad]",
+            "methods",
+            "shares no trained parameter",
+        ),
         ("potentials: {depth: 1.5}", "potentials", "expected a KPI in (0, 1]"),
     ],
 )
