@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import socket
@@ -59,6 +60,24 @@ def ensure_distributed(launched: bool = False) -> None:
 
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     deepspeed.init_distributed(backend, verbose=False)
+    buffer = _shm_buffer()
+    # DeepSpeed's CPU all-reduce maps a 64 MB /dev/shm file per process and never removes
+    # it; a study of many trials would fill RAM with them. A lone process can unlink its
+    # own at once (the mapping lives on); ranks of a launched group open each other's.
+    if not launched:
+        _unlink(buffer)
+    atexit.register(_unlink, buffer)
+
+
+def _shm_buffer() -> Path:
+    env = os.environ
+    name = f"deepspeed_allreduce_buffer_{os.getuid()}_{env.get('MASTER_ADDR')}_"
+    return Path("/dev/shm") / f"{name}{env.get('MASTER_PORT')}_{env.get('RANK', '0')}"
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError, PermissionError):
+        path.unlink()
 
 
 def warm_up() -> None:
