@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models._registry import register_model
-from models.tasks import get_task
+from models.tasks import activate, get_task
 
 __all__ = ["HardSharing", "hard_sharing"]
 
@@ -74,12 +74,7 @@ class HardSharing(nn.Module):
         size = (x.shape[-2], x.shape[-1])
         out: dict[str, torch.Tensor] = {}
         for task, head in self.heads.items():
-            pred = head(features, size)
-            if task == "normals":
-                pred = F.normalize(pred, dim=1)
-            elif task == "depth":
-                pred = F.softplus(pred)
-            out[task] = pred
+            out[task] = activate(task, head(features, size))
         return out
 
     def shared_parameters(self) -> Iterator[nn.Parameter]:

@@ -39,7 +39,15 @@ import torch.nn.functional as F
 
 from models.detection import detection_loss
 
-__all__ = ["HUMAN_PARTS_CLASSES", "IGNORE_INDEX", "Metric", "Task", "get_task", "list_tasks"]
+__all__ = [
+    "HUMAN_PARTS_CLASSES",
+    "IGNORE_INDEX",
+    "Metric",
+    "Task",
+    "activate",
+    "get_task",
+    "list_tasks",
+]
 
 IGNORE_INDEX = 255
 # PASCAL-Context human parts (Chen et al. 2014, as used by ASTMT): background and
@@ -182,6 +190,16 @@ def _make_tasks(num_classes: int) -> dict[str, Task]:
 
 def _detection_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return detection_loss(pred, target)
+
+
+def activate(task: str, pred: torch.Tensor) -> torch.Tensor:
+    """A head's raw output as the prediction the task record describes: unit normals,
+    positive depth; every other task predicts logits (or detections) as they are."""
+    if task == "normals":
+        return F.normalize(pred, dim=1)
+    if task == "depth":
+        return F.softplus(pred)
+    return pred
 
 
 def list_tasks() -> list[str]:

@@ -46,7 +46,7 @@ from models._anchors import (
 )
 from models._registry import register_model
 from models.hard_sharing import _load_encoder_weights
-from models.tasks import get_task
+from models.tasks import activate, get_task
 
 __all__ = ["VMM", "vmm"]
 
@@ -280,12 +280,7 @@ class VMM(nn.Module):
         size = (x.shape[-2], x.shape[-1])
         out: dict[str, torch.Tensor] = {}
         for task, head in self.heads.items():
-            pred = head(features, size)
-            if task == "normals":
-                pred = F.normalize(pred, dim=1)
-            elif task == "depth":
-                pred = F.softplus(pred)
-            out[task] = pred
+            out[task] = activate(task, head(features, size))
         return out
 
     def shared_parameters(self) -> Iterator[nn.Parameter]:

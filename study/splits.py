@@ -91,10 +91,10 @@ class DiskSplit:
             yield batch["image"], batch["targets"], batch["labelled"]
 
 
-def _render(
+def _scenes(
     dataset: DatasetSpec, split: str, seed: int, tasks: tuple[str, ...], samples: int
-) -> TensorSplit:
-    scenes = SyntheticScenes(
+) -> SyntheticScenes:
+    return SyntheticScenes(
         samples,
         tasks,
         split=split,
@@ -103,6 +103,12 @@ def _render(
         max_objects=dataset.max_objects,
         seed=seed,
     )
+
+
+def _render(
+    dataset: DatasetSpec, split: str, seed: int, tasks: tuple[str, ...], samples: int
+) -> TensorSplit:
+    scenes = _scenes(dataset, split, seed, tasks, samples)
     items = [scenes[i] for i in range(len(scenes))]
     return TensorSplit(
         torch.stack([item["image"] for item in items]),
@@ -198,15 +204,7 @@ def _part_dataset(
     if part.name == "synthetic":
         samples = part.train_samples if split == "train" else part.val_samples
         assert samples is not None
-        return SyntheticScenes(
-            samples,
-            own,
-            split=split,
-            image_size=dataset.image_size,
-            num_classes=dataset.num_classes,
-            max_objects=dataset.max_objects,
-            seed=_part_seed(seed, k),
-        )
+        return _scenes(dataset, split, _part_seed(seed, k), own, samples)
     assert part.root is not None
     return open_dataset(part.name, Path(part.root), split, own, dataset.image_size, augmentation)
 

@@ -15,7 +15,7 @@ from torchvision.models import resnet18
 from models._registry import register_model
 from models.rcm._decoder import _DeepLabV3PlusHead
 from models.rcm._layers import VARIANTS, RepConv, _Block, _PerTask, _TaskBN, _TaskDownsample
-from models.tasks import get_task
+from models.tasks import activate, get_task
 
 __all__ = ["RCMResNet", "rcm_resnet", "response_initialise"]
 
@@ -105,12 +105,7 @@ class RCMResNet(nn.Module):
                 h = block(h, task)
             if i == 0:
                 low = h
-        pred = self.decoders[task](h, low, size)
-        if task == "normals":
-            pred = F.normalize(pred, dim=1)
-        elif task == "depth":
-            pred = F.softplus(pred)
-        return pred
+        return activate(task, self.decoders[task](h, low, size))
 
     def forward(
         self, x: torch.Tensor, tasks: Sequence[str] | None = None
