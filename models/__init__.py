@@ -6,7 +6,7 @@ Imports no Ray, DeepSpeed or Optuna, so it can be used in any training loop.
 from models import hard_sharing as _hard_sharing  # noqa: F401  (registers the architecture)
 from models import rcm as _rcm  # noqa: F401
 from models import vmm as _vmm  # noqa: F401
-from models._cost import count_gflops, count_parameters
+from models._cost import count_gflops, count_parameters, task_costs
 from models._registry import create_model, list_models, register_model
 from models.tasks import Metric, Task, get_task, list_tasks
 
@@ -20,4 +20,5 @@ __all__ = [
     "list_models",
     "list_tasks",
     "register_model",
+    "task_costs",
 ]

@@ -69,13 +69,13 @@ class HardSharing(nn.Module):
             }
         )
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, tasks: Sequence[str] | None = None
+    ) -> dict[str, torch.Tensor]:
         features = self.encoder(x)
         size = (x.shape[-2], x.shape[-1])
-        out: dict[str, torch.Tensor] = {}
-        for task, head in self.heads.items():
-            out[task] = activate(task, head(features, size))
-        return out
+        names = self.tasks if tasks is None else tasks
+        return {t: activate(t, self.heads[t](features, size)) for t in names}
 
     def shared_parameters(self) -> Iterator[nn.Parameter]:
         return self.encoder.parameters()

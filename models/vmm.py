@@ -274,14 +274,14 @@ class VMM(nn.Module):
                 heads[task] = _DenseHead(neck_channels, levels, width, out)
         self.heads = nn.ModuleDict(heads)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, tasks: Sequence[str] | None = None
+    ) -> dict[str, torch.Tensor]:
         features = [t(f) for t, f in zip(self.transitions, self.encoder(x), strict=True)]
         features = self.neck(features)
         size = (x.shape[-2], x.shape[-1])
-        out: dict[str, torch.Tensor] = {}
-        for task, head in self.heads.items():
-            out[task] = activate(task, head(features, size))
-        return out
+        names = self.tasks if tasks is None else tasks
+        return {t: activate(t, self.heads[t](features, size)) for t in names}
 
     def shared_parameters(self) -> Iterator[nn.Parameter]:
         return chain(

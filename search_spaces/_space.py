@@ -13,6 +13,7 @@ which Ray Tune turns into nested configs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -120,6 +121,25 @@ class SearchSpace(_Strict):
         """The Optuna define-by-run function that samples one configuration (picklable)."""
         return _DefineByRun(self)
 
+    def grid(self) -> dict[str, list[Any]]:
+        """Optuna's grid: every method and categorical choice, numbers at their defaults.
+
+        Keys are the define-by-run names (``optim/lr``, ``method``, ``dwa/temperature``).
+        """
+        grid: dict[str, list[Any]] = {}
+        for group in ("optim", "model"):
+            for name, param in getattr(self, group).items():
+                grid[f"{group}/{name}"] = _grid_values(param)
+        grid["method"] = list(self.methods)
+        for method, params in self.methods.items():
+            for name, param in params.items():
+                # One value per method parameter, so no method is run twice.
+                grid[f"{method}/{name}"] = [param.default]
+        return grid
+
+    def grid_size(self) -> int:
+        return math.prod(len(values) for values in self.grid().values())
+
     def default_config(self, method: str) -> dict[str, Any]:
         """The nested configuration of every default value, for ``method``."""
         if method not in self.methods:
@@ -130,6 +150,10 @@ class SearchSpace(_Strict):
             "method": method,
             method: {k: p.default for k, p in self.methods[method].items()},
         }
+
+
+def _grid_values(param: FloatParam | IntParam | CategoricalParam) -> list[Any]:
+    return list(param.choices) if isinstance(param, CategoricalParam) else [param.default]
 
 
 class _DefineByRun:

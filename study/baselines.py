@@ -1,8 +1,8 @@
 """Single-task baselines from the results store: Δm's references and AMTL's potentials.
 
 A baseline of a task is a completed single-task trial of the same dataset (the same
-data: :attr:`StudySpec.dataset_key`) and architecture, from any study under the same
-results root; the best one by the task's headline metric is used.
+data: :attr:`StudySpec.dataset_key`), architecture and ``baseline_model`` arguments, from
+any study under the same results root; the best one by the task's headline metric is used.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ class Baselines:
 
 
 def single_task_trials(root: Path, spec: StudySpec, task: str) -> pd.DataFrame:
-    """Completed single-task trials of ``task`` on this spec's data and architecture."""
+    """Completed single-task trials of ``task`` on this spec's data and architecture, with
+    the spec's ``baseline_model`` arguments."""
     try:
         trials = load_trials(root, where="kind == 'single_task' and status == 'completed'")
     except FileNotFoundError:
@@ -44,6 +45,9 @@ def single_task_trials(root: Path, spec: StudySpec, task: str) -> pd.DataFrame:
     same = (trials["dataset_key"] == spec.dataset_key) & (
         trials["architecture"] == spec.architecture
     )
+    for name, value in spec.baseline_model.items():
+        column = f"hp.model.{name}"
+        same &= trials[column] == value if column in trials else False
     return trials[alone & same]
 
 

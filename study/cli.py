@@ -45,6 +45,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     trials = load_trials(outcome.results)
     print()
     print(leaderboard(trials, spec.tasks))
+    if spec.baselines != "none":
+        model = ", ".join(f"{k}={v}" for k, v in spec.baseline_model.items())
+        print(f"Δm against single-task {spec.architecture}{f' ({model})' if model else ''}")
     print()
     finished = int((trials["kind"] == "multi_task").sum()) if "kind" in trials else 0
     print(f"{finished} multi-task trials, {outcome.errors} failed")

@@ -34,10 +34,13 @@ def leaderboard(trials: pd.DataFrame, tasks: Sequence[str], limit: int = 20) -> 
         column = f"final.{task}.{get_task(task).headline}"
         if column in rows:
             headline.append(column)
-    columns = ["trial_id", "method", "status", "epochs", *hp, *headline]
+    columns = ["trial_id", "method", "status", "epochs", *hp, *headline, "params"]
     columns += ["delta_m"] if has_delta else []
     table = rows[[c for c in columns if c in rows]].head(limit).copy()
+    if "params" in table:
+        table["params"] = table["params"] / 1e6
     table.columns = [_short(c).removeprefix("final.") for c in table.columns]
+    table = table.rename(columns={"params": "params M"})
     if "delta_m" in table:
         table = table.rename(columns={"delta_m": "Δm %"})
     return table.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")

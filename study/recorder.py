@@ -14,7 +14,7 @@ from models import Task
 from study.store import write_history, write_trial
 from study.trial import TrialSetup
 
-__all__ = ["StoreRecorder", "history_rows"]
+__all__ = ["StoreRecorder", "history_rows", "trained_with"]
 
 _PACKAGES = ("mtlstudy", "torch", "deepspeed", "ray", "optuna", "timm")
 
@@ -35,7 +35,7 @@ def history_rows(result: Mapping[str, Any], tasks: Mapping[str, Task]) -> list[d
     rows = [("val", "all", "loss", result["val_loss"])]
     if "delta_m" in result:
         rows.append(("val", "all", "delta_m", result["delta_m"]))
-    for name, task in tasks.items():
+    for name, task in _reported(result, tasks).items():
         rows += [
             ("train", name, "loss", result[f"train_loss/{name}"]),
             ("train", name, "weight", result[f"weight/{name}"]),
@@ -43,11 +43,30 @@ def history_rows(result: Mapping[str, Any], tasks: Mapping[str, Task]) -> list[d
         ]
         if f"labels/{name}" in result:
             rows.append(("train", name, "labels", result[f"labels/{name}"]))
+        if f"forgetting/{name}" in result:
+            rows.append(("val", name, "forgetting", result[f"forgetting/{name}"]))
         rows += [("val", name, m.name, result[f"{name}/{m.name}"]) for m in task.metrics]
     return [
         {"epoch": epoch, "split": s, "task": t, "metric": m, "value": float(v)}
         for s, t, m, v in rows
     ]
+
+
+def _reported(result: Mapping[str, Any], tasks: Mapping[str, Task]) -> dict[str, Task]:
+    """The tasks a report covers: an incremental trial has not added the later ones yet."""
+    return {n: t for n, t in tasks.items() if f"train_loss/{n}" in result}
+
+
+def _per_task(result: Mapping[str, Any], prefix: str, tasks: Mapping[str, Task]) -> dict[str, Any]:
+    return {t: result[f"{prefix}/{t}"] for t in tasks if f"{prefix}/{t}" in result}
+
+
+def trained_with(setup: TrialSetup, tasks: Mapping[str, Task]) -> dict[str, list[str]]:
+    """Per task, the tasks the model had when it was trained."""
+    names = list(tasks)
+    if setup.incremental:
+        return {name: names[: i + 1] for i, name in enumerate(names)}
+    return {name: names for name in names}
 
 
 class StoreRecorder(Callback):
@@ -113,15 +132,21 @@ class StoreRecorder(Callback):
             "tasks": list(tasks),
             "seed": spec.seed,
             "hp": config,
+            "incremental": self._setup.incremental,
+            "trained_with": trained_with(self._setup, tasks),
             "epochs": int(results[-1]["epoch"]) if results else 0,
             "versions": self.versions,
         }
         if results:
             last = results[-1]
             row |= {
-                "final": _metrics(last, tasks),
-                "labels": {t: last[f"labels/{t}"] for t in tasks if f"labels/{t}" in last},
+                "final": _metrics(last, _reported(last, tasks)),
+                "labels": _per_task(last, "labels", tasks),
                 "best": _best_metrics(results, tasks),
+                "task_gflops": _per_task(last, "gflops", tasks),
+                "task_params_trainable": _per_task(last, "params_trainable", tasks),
+                "task_params_stored": _per_task(last, "params_stored", tasks),
+                "forgetting": _per_task(last, "forgetting", tasks),
                 "gflops": last["gflops"],
                 "gflops_ratio": last["gflops_ratio"],
                 "gflops_single_task_sum": last["gflops_single_task_sum"],
@@ -132,7 +157,9 @@ class StoreRecorder(Callback):
             if "delta_m" in last:
                 row["delta_m"] = last["delta_m"]
                 row["baseline_trials"] = dict(self._setup.baseline_trials or {})
-                row["best_delta_m"] = max(r["delta_m"] for r in results)
+                # An incremental trial's early Δm covers fewer tasks; only whole ones count.
+                whole = [r for r in results if len(_reported(r, tasks)) == len(tasks)]
+                row["best_delta_m"] = max(r["delta_m"] for r in whole or results)
         write_trial(self.root, spec.name, row)
 
 
@@ -147,9 +174,12 @@ def _best_metrics(
 ) -> dict[str, dict[str, float]]:
     best: dict[str, dict[str, float]] = {}
     for name, task in tasks.items():
+        reported = [r for r in results if f"train_loss/{name}" in r]
+        if not reported:
+            continue
         best[name] = {}
         for metric in task.metrics:
-            values = [float(r[f"{name}/{metric.name}"]) for r in results]
+            values = [float(r[f"{name}/{metric.name}"]) for r in reported]
             best[name][metric.name] = max(values) if metric.higher_is_better else min(values)
     return best
 

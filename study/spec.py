@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -111,6 +111,13 @@ class SchedulerSpec(_Strict):
     reduction_factor: float = Field(2.0, gt=1)
 
 
+class SamplerSpec(_Strict):
+    """How Optuna proposes trials: ``grid`` runs every combination of the methods and the
+    categorical choices once, each at its default numeric hyperparameters."""
+
+    name: Literal["tpe", "random", "grid"] = "tpe"
+
+
 class DeepSpeedSpec(_Strict):
     zero_stage: int = Field(0, ge=0, le=3)
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -129,6 +136,9 @@ class StudySpec(_Strict):
     tasks: list[str] = Field(min_length=1)
     architecture: str = "hard_sharing"
     model: dict[str, str | int | float | bool] = {}
+    #: Model arguments of the single-task baselines, over ``model`` and the search space's
+    #: (e.g. ``{variant: conv}``: RCM's Δm is against plain single-task ResNets).
+    baseline_model: dict[str, str | int | float | bool] = {}
     methods: list[str] | None = None
     gradient_space: Literal["params", "representation"] = "params"
     potentials: dict[str, float] | None = None
@@ -136,8 +146,13 @@ class StudySpec(_Strict):
     trials: int = Field(8, ge=1)
     concurrency: int = Field(2, ge=1)
     cpus_per_trial: float = Field(1.0, gt=0)
+    sampler: SamplerSpec = SamplerSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
+    #: Epochs of a trial; with ``incremental``, epochs of each task in turn.
     epochs: int = Field(5, ge=1)
+    #: Train the tasks one after another, each added to the trained model with every
+    #: earlier task frozen (architectures with ``add_task``, such as ``rcm_resnet``).
+    incremental: bool = False
     batch_size: int = Field(32, ge=1)
     #: Δm's single-task baselines: ``auto`` takes them from the results store and trains
     #: the missing ones first; ``store`` requires them there; ``none`` optimises val_loss.
@@ -184,6 +199,11 @@ class StudySpec(_Strict):
         if name not in list_models():
             raise ValueError(f"unknown architecture {name!r}; expected one of {list_models()}")
         return name
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs a multi-task trial runs (and reports) in all."""
+        return self.epochs * (len(self.tasks) if self.incremental else 1)
 
     @property
     def objective(self) -> tuple[str, Literal["min", "max"]]:
@@ -242,14 +262,19 @@ def load_spec(path: str | Path) -> tuple[StudySpec, SearchSpace]:
         space = load_space(space_path if space_path.suffix else spec.search_space)
         if spec.methods is not None:
             space = space.restricted_to(spec.methods)
+        # A model argument the spec fixes is not searched.
+        searched = {k: p for k, p in space.model.items() if k not in spec.model}
+        space = space.model_copy(update={"model": searched})
     except SearchSpaceError as err:
         raise SpecError(f"{path}: field 'search_space': {err}") from None
-    try:  # the architecture's own checks, before Ray starts: kwargs, tasks it can serve
-        model = create_model(
-            spec.architecture, spec.tasks, num_classes=spec.dataset.num_classes, **spec.model
-        )
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise SpecError(f"{path}: field 'model': {err}") from None
+    # The architecture's own checks, before Ray starts: kwargs, tasks it can serve.
+    model_kw = {**spec.model, **{k: p.default for k, p in space.model.items()}}
+    model = _model(path, spec, "model", model_kw)
+    if spec.baselines != "none" and spec.baseline_model:
+        _model(path, spec, "baseline_model", {**model_kw, **spec.baseline_model})
+    _check_sampler(path, spec, space)
+    if spec.incremental:
+        _check_incremental(path, spec, space, model)
     gradient_methods = [m for m in space.methods if balancing.needs_gradients(m)]
     if gradient_methods and spec.deepspeed.zero_stage == 3:
         # ZeRO-3 frees each layer's weights after use; a task-gradient pass cannot see them.
@@ -265,3 +290,46 @@ def load_spec(path: str | Path) -> tuple[StudySpec, SearchSpace]:
             "'methods' to loss-level ones"
         )
     return spec, space
+
+
+def _model(path: Path, spec: StudySpec, field: str, kwargs: dict[str, object]) -> Any:
+    try:
+        return create_model(
+            spec.architecture, spec.tasks, num_classes=spec.dataset.num_classes, **kwargs
+        )
+    except (TypeError, ValueError, RuntimeError) as err:
+        line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SpecError(
+            f"{path}: field '{field}' (with the search space's model defaults): {line}"
+        ) from None
+
+
+def _check_sampler(path: Path, spec: StudySpec, space: SearchSpace) -> None:
+    if spec.sampler.name == "grid" and spec.trials != space.grid_size():
+        raise SpecError(
+            f"{path}: field 'trials': the grid of methods × categorical choices has "
+            f"{space.grid_size()} points; set trials: {space.grid_size()}"
+        )
+
+
+def _check_incremental(path: Path, spec: StudySpec, space: SearchSpace, model: Any) -> None:
+    if not hasattr(model, "add_task"):
+        raise SpecError(
+            f"{path}: field 'incremental': {spec.architecture} cannot add a task to a trained "
+            "model; use rcm_resnet"
+        )
+    if getattr(model, "train_bank", False):
+        raise SpecError(
+            f"{path}: field 'incremental': a trained shared bank would change earlier tasks; "
+            "set model.train_bank: false"
+        )
+    if list(space.methods) != ["ew"]:
+        raise SpecError(
+            f"{path}: field 'methods': incremental training trains one task at a time, so "
+            f"there is nothing to balance; set methods: [ew], not {list(space.methods)}"
+        )
+    if spec.deepspeed.zero_stage == 3:
+        raise SpecError(
+            f"{path}: field 'deepspeed': incremental training adds parameters between tasks, "
+            "which zero_stage 3's partitions cannot take; use zero_stage 0-2"
+        )

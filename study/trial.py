@@ -17,7 +17,15 @@ from typing import Any, Literal
 
 import torch
 
-from models import Task, balancing, count_gflops, count_parameters, create_model, get_task
+from models import (
+    Task,
+    balancing,
+    count_gflops,
+    count_parameters,
+    create_model,
+    get_task,
+    task_costs,
+)
 from study.engine import build_engine, side_backward
 from study.metrics import MultiTaskMeter, delta_m
 from study.spec import StudySpec
@@ -41,6 +49,15 @@ class TrialSetup:
     baseline_trials: Mapping[str, str] | None = field(default=None)
     potentials: Mapping[str, float] | None = field(default=None)
 
+    @property
+    def epochs(self) -> int:
+        """Epochs each trial of this phase runs in all."""
+        return self.spec.total_epochs if self.kind == "multi_task" else self.spec.epochs
+
+    @property
+    def incremental(self) -> bool:
+        return self.kind == "multi_task" and self.spec.incremental
+
     def tasks_for(self, config: Mapping[str, Any]) -> tuple[str, ...]:
         """A single-task trial trains the one task its config names."""
         return (config["task"],) if self.kind == "single_task" else self.tasks
@@ -58,34 +75,53 @@ class TrialRunner:
         spec = setup.spec
         self.setup = setup
         self.config = dict(config)
-        self.tasks = setup.task_records(config)
-        names = tuple(self.tasks)
+        #: Every task this trial trains, in order; ``tasks`` are those the model has now.
+        self.all_tasks = setup.task_records(config)
+        names = tuple(self.all_tasks)
         self.train, self.val = trial_splits(spec.dataset, spec.seed, names)
 
         torch.manual_seed(spec.seed)
-        model_kw = {**spec.model, **self.config.get("model", {})}
+        self.model_kw = {**spec.model, **self.config.get("model", {})}
         self.model = create_model(
-            spec.architecture, names, num_classes=spec.dataset.num_classes, **model_kw
+            spec.architecture,
+            names[:1] if setup.incremental else names,
+            num_classes=spec.dataset.num_classes,
+            **self.model_kw,
         )
-        self.gflops = count_gflops(self.model, spec.dataset.image_size)
-        # The compute a multi-task model saves: its GFLOPs against one model per task.
-        self.single_task_gflops = sum(
-            _single_task_gflops(
-                spec.architecture,
-                name,
-                spec.dataset.num_classes,
-                spec.dataset.image_size,
-                tuple(sorted(model_kw.items())),
-            )
-            for name in names
-        )
-        self.params = count_parameters(self.model)
+        if hasattr(self.model, "initialise_from_data"):
+            # One seeded training batch: RCM's response initialisation takes PCA of it.
+            images, _, _ = next(iter(self.train.batches(spec.batch_size, spec.seed)))
+            self.model.initialise_from_data(images)
         self.balancer = _create_balancer(setup, self.config, names)
+        self.task_gramian = None
+        self.epoch = 0
+        #: In an incremental trial, the task being trained; ``None`` when all train jointly.
+        self.training_task: str | None = None
+        #: Each incrementally trained task's KPI when its own training ended.
+        self.kpi_when_trained: dict[str, float] = {}
+        if setup.incremental:
+            self._start_task(names[0])
+        else:
+            self._build_engine()
+        if self.balancer.gradients != "none":
+            self.task_gramian = balancing.TaskGramian(
+                self.engine.module, self.balancer.gradients, spec.gradient_space
+            )
+
+    def _build_engine(self) -> None:
+        """A DeepSpeed engine over what trains now; a trained shared bank may ask for its
+        own learning rate (``optimizer_groups``)."""
+        spec = self.setup.spec
+        self.tasks = {name: self.all_tasks[name] for name in self.model.tasks}
+        self.label_counts = torch.zeros(len(self.tasks), dtype=torch.float64)
         optim = self.config.get("optim", {})
+        lr = float(optim.get("lr", 1e-3))
+        if hasattr(self.model, "optimizer_groups"):
+            groups = self.model.optimizer_groups(lr)
+        else:
+            groups = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
         optimizer = torch.optim.AdamW(
-            self.model.parameters(),
-            lr=float(optim.get("lr", 1e-3)),
-            weight_decay=float(optim.get("weight_decay", 0.0)),
+            groups, lr=lr, weight_decay=float(optim.get("weight_decay", 0.0))
         )
         self.engine = build_engine(
             self.model,
@@ -94,13 +130,39 @@ class TrialRunner:
             spec.deepspeed.zero_stage,
             spec.deepspeed.precision,
         )
-        self.task_gramian = None
-        if self.balancer.gradients != "none":
-            self.task_gramian = balancing.TaskGramian(
-                self.engine.module, self.balancer.gradients, spec.gradient_space
+        self._measure_costs()
+
+    def _measure_costs(self) -> None:
+        spec = self.setup.spec
+        self.gflops = count_gflops(self.model, spec.dataset.image_size)
+        # The compute a multi-task model saves: its GFLOPs against one model per task.
+        self.single_task_gflops = sum(
+            _single_task_gflops(
+                spec.architecture,
+                name,
+                spec.dataset.num_classes,
+                spec.dataset.image_size,
+                tuple(sorted(self.model_kw.items())),
             )
-        self.epoch = 0
-        self.label_counts = torch.zeros(len(self.tasks), dtype=torch.float64)
+            for name in self.tasks
+        )
+        self.params = count_parameters(self.model)
+        self.task_costs = task_costs(self.model, spec.dataset.image_size)
+
+    def _start_task(self, task: str) -> None:
+        """Incremental training: add ``task`` (and any before it) if new, and train it
+        alone from now on."""
+        names = tuple(self.all_tasks)
+        for name in names[: names.index(task) + 1]:
+            if name not in self.model.tasks:
+                self.model.add_task(name)
+        self.model.freeze_except(task)
+        self.training_task = task
+        self._build_engine()
+
+    def _task_of_epoch(self, epoch: int) -> str:
+        names = tuple(self.all_tasks)
+        return names[min(epoch // self.setup.spec.epochs, len(names) - 1)]
 
     def _task_losses(
         self, preds: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
@@ -117,6 +179,8 @@ class TrialRunner:
 
     def train_step(self, images: torch.Tensor, targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """One optimiser step on one batch; the detached task losses (T,)."""
+        if self.training_task is not None:
+            return self._train_one_task_step(images, targets)
         preds = self.engine(self._inputs(images))
         task_losses = self._task_losses(preds, targets)
         gramian = None
@@ -128,6 +192,24 @@ class TrialRunner:
         self.engine.step()
         self.balancer.step()
         return losses.detach()
+
+    def _train_one_task_step(
+        self, images: torch.Tensor, targets: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        # Frozen tasks are neither run nor trained: their losses are NaN, not stale.
+        task = self.training_task
+        pred = self.engine(self._inputs(images), tasks=(task,))[task]
+        loss = self.tasks[task].loss(pred.float(), targets[task])
+        self.engine.backward(loss)
+        self.engine.step()
+        losses = torch.full((len(self.tasks),), torch.nan)
+        losses[list(self.tasks).index(task)] = loss.detach()
+        return losses
+
+    def _weights(self) -> list[float]:
+        if self.training_task is None:
+            return [float(w) for w in self.balancer.last_weights]
+        return [float(name == self.training_task) for name in self.tasks]
 
     def train_epoch(self) -> torch.Tensor:
         """One pass over the training split; the mean task losses (T,)."""
@@ -143,7 +225,8 @@ class TrialRunner:
             counts += n
         self.label_counts = counts
         mean = _mean(total, counts)
-        self.balancer.end_epoch(mean)
+        if self.training_task is None:
+            self.balancer.end_epoch(mean)
         return mean
 
     def _label_counts(self, labelled: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -167,11 +250,16 @@ class TrialRunner:
 
     def run_epoch(self) -> dict[str, Any]:
         started = time.perf_counter()
+        if self.setup.incremental and self._task_of_epoch(self.epoch) != self.training_task:
+            self._start_task(self._task_of_epoch(self.epoch))
         train_losses = self.train_epoch()
         metrics, val_losses = self.evaluate()
         if self.balancer.uses_kpis:
             self.balancer.update_kpis({n: metrics[n][t.kpi] for n, t in self.tasks.items()})
         self.epoch += 1
+        if self.training_task is not None and self.epoch % self.setup.spec.epochs == 0:
+            task = self.training_task
+            self.kpi_when_trained[task] = metrics[task][self.tasks[task].kpi]
         report: dict[str, Any] = {
             "epoch": self.epoch,
             "val_loss": float(val_losses.nansum()),
@@ -182,27 +270,43 @@ class TrialRunner:
             "epoch_time_s": time.perf_counter() - started,
             "node": platform.node(),
         }
-        for i, name in enumerate(self.tasks):
+        if self.training_task is not None:
+            report["training_task"] = self.training_task
+        weights = self._weights()
+        for i, (name, task) in enumerate(self.tasks.items()):
             report[f"train_loss/{name}"] = float(train_losses[i])
             report[f"val_loss/{name}"] = float(val_losses[i])
-            report[f"weight/{name}"] = float(self.balancer.last_weights[i])
+            report[f"weight/{name}"] = weights[i]
             report[f"labels/{name}"] = int(self.label_counts[i])
             for metric, value in metrics[name].items():
                 report[f"{name}/{metric}"] = value
+            for cost, value in self.task_costs[name].items():
+                report[f"{cost}/{name}"] = value
+            if name in self.kpi_when_trained:
+                # Positive: the KPI fell since the task's own training ended.
+                report[f"forgetting/{name}"] = self.kpi_when_trained[name] - metrics[name][task.kpi]
         if self.setup.references is not None:
             report["delta_m"] = delta_m(metrics, self.setup.references, self.tasks)
         return report
 
     def save(self, directory: str | Path) -> None:
         self.engine.save_checkpoint(str(directory), tag=_ENGINE_TAG)
-        state = {"epoch": self.epoch, "balancer": self.balancer.state_dict()}
+        state = {
+            "epoch": self.epoch,
+            "balancer": self.balancer.state_dict(),
+            "kpi_when_trained": self.kpi_when_trained,
+        }
         torch.save(state, Path(directory) / _STATE_FILE)
 
     def restore(self, directory: str | Path) -> None:
-        self.engine.load_checkpoint(str(directory), tag=_ENGINE_TAG)
         state = torch.load(Path(directory) / _STATE_FILE, weights_only=False)
+        if self.setup.incremental:
+            # The checkpoint holds the model as it was: every task up to the last trained.
+            self._start_task(self._task_of_epoch(max(0, int(state["epoch"]) - 1)))
+        self.engine.load_checkpoint(str(directory), tag=_ENGINE_TAG)
         self.epoch = int(state["epoch"])
         self.balancer.load_state_dict(state["balancer"])
+        self.kpi_when_trained = dict(state.get("kpi_when_trained", {}))
 
 
 @functools.lru_cache(maxsize=32)
@@ -253,7 +357,7 @@ def trial_function(config: dict[str, Any], setup: TrialSetup) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             runner.restore(directory)
-    while runner.epoch < setup.spec.epochs:
+    while runner.epoch < setup.epochs:
         report = runner.run_epoch()
         with tempfile.TemporaryDirectory() as directory:
             runner.save(directory)

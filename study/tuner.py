@@ -40,8 +40,8 @@ def _scheduler(spec: StudySpec) -> TrialScheduler:
         return FIFOScheduler()
     return ASHAScheduler(
         time_attr="training_iteration",
-        max_t=spec.epochs,
-        grace_period=min(spec.scheduler.grace_period, spec.epochs),
+        max_t=spec.total_epochs,
+        grace_period=min(spec.scheduler.grace_period, spec.total_epochs),
         reduction_factor=spec.scheduler.reduction_factor,
     )
 
@@ -52,13 +52,23 @@ def _trainable(setup: TrialSetup) -> Any:
     )
 
 
+def _sampler(spec: StudySpec, space: SearchSpace) -> optuna.samplers.BaseSampler:
+    if spec.sampler.name == "grid":
+        return optuna.samplers.GridSampler(space.grid(), seed=spec.seed)
+    if spec.sampler.name == "random":
+        return optuna.samplers.RandomSampler(seed=spec.seed)
+    # TPE models the results after a few random trials, even in a small study.
+    startup = max(2, min(10, spec.trials // 2))
+    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup)
+
+
 def _run_config(spec: StudySpec, root: Path, phase: str, setup: TrialSetup) -> tune.RunConfig:
     return tune.RunConfig(
         name=phase,
         storage_path=str(root / spec.name / "tune"),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        callbacks=[StoreRecorder(root, setup, spec.epochs)],
+        callbacks=[StoreRecorder(root, setup, setup.epochs)],
         verbose=0,
     )
 
@@ -68,6 +78,7 @@ def _run_baselines(spec: StudySpec, space: SearchSpace, root: Path, tasks: list[
     setup = TrialSetup(spec=spec, tasks=tuple(spec.tasks), kind="single_task")
     method = "ew" if "ew" in space.methods else next(iter(space.methods))
     param_space = {**space.default_config(method), "task": tune.grid_search(tasks)}
+    param_space["model"] = {**param_space["model"], **spec.baseline_model}
     tuner = tune.Tuner(
         _trainable(setup),
         param_space=param_space,
@@ -94,13 +105,8 @@ def _run_search(
         potentials=potentials,
     )
     metric, mode = spec.objective
-    # TPE models the results after a few random trials, even in a small study.
-    startup = max(2, min(10, spec.trials // 2))
     search = OptunaSearch(
-        space=space.define_by_run(),
-        metric=metric,
-        mode=mode,
-        sampler=optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup),
+        space=space.define_by_run(), metric=metric, mode=mode, sampler=_sampler(spec, space)
     )
     tuner = tune.Tuner(
         _trainable(setup),

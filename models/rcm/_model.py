@@ -62,6 +62,7 @@ class RCMResNet(nn.Module):
         decoder_width: int = 256,
         num_classes: int = 5,
         pretrained_path: str | Path | None = None,
+        train_bank: bool = False,
     ) -> None:
         super().__init__()
         if not tasks:
@@ -89,6 +90,12 @@ class RCMResNet(nn.Module):
             for layer in (net.layer1, net.layer2, net.layer3, net.layer4)
         )
         self.decoders = _PerTask({t: self._new_decoder(t) for t in tasks})
+        self.train_bank = train_bank
+        if train_bank:
+            if mode == "conv":
+                raise ValueError("variant 'conv' has no shared bank to train")
+            for bank in self.shared_parameters():
+                bank.requires_grad_(True)
 
     def _new_decoder(self, task: str) -> _DeepLabV3PlusHead:
         channels = get_task(task, self.num_classes).channels
@@ -122,7 +129,7 @@ class RCMResNet(nn.Module):
                 yield m[task]
 
     def shared_parameters(self) -> Iterator[nn.Parameter]:
-        """The frozen filter banks (no gradient ever; nothing for a balancer to weigh)."""
+        """The filter banks: frozen unless ``train_bank`` (then every task changes them)."""
         for conv in self.rep_convs():
             if isinstance(conv.bank, nn.Parameter):
                 yield conv.bank
@@ -131,6 +138,21 @@ class RCMResNet(nn.Module):
         """``task``'s modulators (or convs / adapters), BNs, downsamples and decoder."""
         for m in self.task_modules(task):
             yield from m.parameters()
+
+    def optimizer_groups(self, lr: float) -> list[dict[str, object]]:
+        """Trainable parameters; a trained bank gets ``lr / T``, as every task updates it."""
+        banks = [p for p in self.shared_parameters() if p.requires_grad]
+        ids = {id(p) for p in banks}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        groups: list[dict[str, object]] = [{"params": rest, "lr": lr}]
+        if banks:
+            groups.append({"params": banks, "lr": lr / len(self.tasks)})
+        return groups
+
+    def initialise_from_data(self, images: torch.Tensor) -> None:
+        """Response initialisation for the ``*_ri`` variants; the others need no data."""
+        if "_ri" in self.variant:
+            response_initialise(self, images)
 
     def representation_module(self) -> nn.Module:
         """The stem's reparameterised conv (holds the first shared bank); see module doc."""
@@ -153,11 +175,14 @@ class RCMResNet(nn.Module):
                 m.add_task(name)
             elif isinstance(m, _TaskBN | _TaskDownsample):
                 m.per_task[name] = copy.deepcopy(m.per_task[first])
-        device = self.conv1.bank.device
+        if self.train_bank:
+            raise RuntimeError("a trained bank would change earlier tasks; add tasks only "
+                               "to a model built with train_bank=False")
         if channels is None:
             channels = get_task(name, self.num_classes).channels
         decoder = _DeepLabV3PlusHead(512, 64, self.decoder_width, channels)
-        self.decoders[name] = decoder.to(device)
+        bank = self.conv1.bank
+        self.decoders[name] = decoder.to(device=bank.device, dtype=bank.dtype)
         self.tasks = (*self.tasks, name)
         self.train(self.training)
 
@@ -180,16 +205,17 @@ class RCMResNet(nn.Module):
         return self
 
     def parameter_counts(self, task: str) -> dict[str, int]:
-        """Parameters stored for ``task`` (backbone part / total) and its trainable ones."""
-        per_task = list(self.task_parameters(task))
+        """Parameters stored for ``task`` alone (backbone part, decoder, total), those its
+        training updates (its own, plus the banks if they train), and the shared banks."""
+        stored = sum(p.numel() for p in self.task_parameters(task))
         decoder = sum(p.numel() for p in self.decoders[task].parameters())
-        stored = sum(p.numel() for p in per_task)
+        banks = sum(p.numel() for p in self.shared_parameters())
         return {
             "stored_per_task": stored,
             "backbone_per_task": stored - decoder,
             "decoder": decoder,
-            "trainable": sum(p.numel() for p in per_task if p.requires_grad),
-            "shared_frozen": sum(p.numel() for p in self.shared_parameters()),
+            "trainable": stored + (banks if self.train_bank else 0),
+            "shared_bank": banks,
         }
 
     def response_initialise(self, images: torch.Tensor) -> None:

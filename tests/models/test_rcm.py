@@ -166,7 +166,7 @@ def test_parameter_counts() -> None:
     # Series adapters are C_out×C_out like the modulators; parallel ones C_out×C_in.
     assert series["backbone_per_task"] == rc["backbone_per_task"]
     assert 0 < parallel["backbone_per_task"] < rc["backbone_per_task"]
-    assert conv["shared_frozen"] == 0 and rc["shared_frozen"] > 10_000_000
+    assert conv["shared_bank"] == 0 and rc["shared_bank"] > 10_000_000
     assert rc["stored_per_task"] == rc["backbone_per_task"] + rc["decoder"]
 
 
@@ -184,3 +184,46 @@ def test_bad_variant_and_pretrained(tmp_path) -> None:
     torch.save(resnet18(weights=None).state_dict(), path)
     model = RCMResNet(["semseg"], variant="rc", decoder_width=16, pretrained_path=path)
     assert model.conv1.bank.shape == (64, 3, 7, 7)
+
+
+def test_trained_bank_gets_lr_over_tasks_and_blocks_task_addition() -> None:
+    model = RCMResNet(("semseg", "depth", "normals"), variant="rc", decoder_width=16,
+                      train_bank=True)
+    banks = list(model.shared_parameters())
+    assert banks and all(p.requires_grad for p in banks)
+    groups = model.optimizer_groups(3.0)
+    by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in groups}
+    assert by_lr[1.0] == {id(p) for p in banks}
+    assert not by_lr[3.0] & by_lr[1.0]
+    assert len(by_lr[3.0]) + len(by_lr[1.0]) == sum(1 for _ in model.parameters())
+    with pytest.raises(RuntimeError, match="trained bank"):
+        model.add_task("edges")
+    with pytest.raises(ValueError, match="no shared bank"):
+        RCMResNet(("semseg",), variant="conv", train_bank=True)
+
+
+def test_frozen_banks_are_left_out_of_the_optimizer() -> None:
+    model = _model("rc")
+    (group,) = model.optimizer_groups(1e-3)
+    assert {id(p) for p in group["params"]}.isdisjoint(id(p) for p in model.shared_parameters())
+
+
+def test_initialise_from_data_runs_response_initialisation_only_for_ri() -> None:
+    for variant, changes in (("rc", False), ("rc_ri", True), ("rc_ri_nff", True)):
+        model = _model(variant)
+        before = model.conv1.bank.detach().clone()
+        model.initialise_from_data(_images(4, seed=2))
+        assert (not torch.equal(before, model.conv1.bank)) == changes
+
+
+def test_task_costs_count_one_task_alone() -> None:
+    from models import count_gflops, task_costs
+
+    model = _model("rc", ("semseg", "depth", "normals"))
+    costs = task_costs(model, SIZE)
+    total = count_gflops(model, SIZE)
+    assert set(costs) == set(model.tasks)
+    assert sum(c["gflops"] for c in costs.values()) == pytest.approx(total, rel=1e-6)
+    semseg = model.parameter_counts("semseg")
+    assert costs["semseg"]["params_stored"] == semseg["stored_per_task"]
+    assert costs["semseg"]["params_trainable"] == semseg["stored_per_task"]

@@ -46,10 +46,27 @@ def test_defaults_fill_a_small_spec(tmp_path: Path) -> None:
         ("search_space: missing.yaml", "search_space", "not found"),
         ("deepspeed: {zero_stage: 3}\nmethods: [ew, mgda]", "deepspeed", "['mgda']"),
         (
-            "architecture: rcm_resnet\nmodel: {variant: rc, decoder_width: 16}\n"
-            "methods: [ew, pcgrad]",
+            "architecture: rcm_resnet\nmodel: {variant: rc, decoder_width: 16}",
+            "model",
+            "head_channels",  # the default space's model argument, unknown to RCM
+        ),
+        (
+            "architecture: rcm_resnet\nsearch_space: rcm\nbaseline_model: {variant: vgg}",
+            "baseline_model",
+            "unknown variant 'vgg'",
+        ),
+        ("methods: [ew, dwa]\nsampler: {name: grid}\ntrials: 3", "trials", "set trials: 4"),
+        ("incremental: true\nmethods: [ew]", "incremental", "cannot add a task"),
+        (
+            "architecture: rcm_resnet\nsearch_space: rcm\nincremental: true\nmethods: [ew, dwa]",
             "methods",
-            "shares no trained parameter",
+            "nothing to balance",
+        ),
+        (
+            "architecture: rcm_resnet\nsearch_space: rcm\nincremental: true\nmethods: [ew]\n"
+            "model: {train_bank: true}",
+            "incremental",
+            "trained shared bank",
         ),
         ("potentials: {depth: 1.5}", "potentials", "expected a KPI in (0, 1]"),
     ],
@@ -81,3 +98,38 @@ def test_search_space_relative_to_the_spec(tmp_path: Path) -> None:
     (tmp_path / "mine.yaml").write_text("methods: {dwa: {}}\n")
     spec, space = load_spec(_write(tmp_path, VALID + "search_space: mine.yaml\n"))
     assert list(space.methods) == ["dwa"]
+
+
+def test_gradient_methods_on_frozen_banks_are_refused(tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text("model: {variant: {type: categorical, choices: [rc], default: rc}}\n"
+                     "methods: {ew: {}, pcgrad: {}}\n")
+    path = _write(tmp_path, VALID + "architecture: rcm_resnet\nsearch_space: space.yaml\n")
+    with pytest.raises(SpecError, match=r"'methods'.*shares no trained parameter"):
+        load_spec(path)
+    trained = path.read_text() + "model: {train_bank: true}\n"
+    spec, _ = load_spec(_write(tmp_path, trained))
+    assert spec.model == {"train_bank": True}
+
+
+def test_rcm_variants_spec_runs_every_variant_once() -> None:
+    spec, space = load_spec(_demo_spec().parent / "rcm_variants.yaml")
+    assert spec.sampler.name == "grid" and spec.trials == space.grid_size() == 4
+    assert space.grid()["model/variant"] == ["conv", "rc", "rc_ri", "rc_ri_nff"]
+    assert spec.baseline_model == {"variant": "conv"}
+
+
+def test_incremental_epochs_count_per_task(tmp_path: Path) -> None:
+    text = VALID + "architecture: rcm_resnet\nsearch_space: rcm\nmethods: [ew]\nepochs: 3\n"
+    spec, _ = load_spec(_write(tmp_path, text + "incremental: true\n"))
+    assert spec.total_epochs == 6
+    spec, _ = load_spec(_write(tmp_path, text))
+    assert spec.total_epochs == 3
+
+
+def test_a_model_argument_the_spec_fixes_is_not_searched(tmp_path: Path) -> None:
+    text = VALID + "architecture: rcm_resnet\nsearch_space: rcm\nmethods: [ew]\n"
+    _, space = load_spec(_write(tmp_path, text))
+    assert "variant" in space.model
+    _, space = load_spec(_write(tmp_path, text + "model: {variant: rc}\n"))
+    assert "variant" not in space.model and space.grid_size() == 1
