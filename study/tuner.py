@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
@@ -23,7 +25,7 @@ from study.recorder import StoreRecorder
 from study.spec import StudySpec
 from study.trial import TrialSetup, trial_function
 
-__all__ = ["StudyOutcome", "run_study"]
+__all__ = ["StudyOutcome", "optuna_storage", "run_study"]
 
 References = dict[str, dict[str, float]]
 
@@ -60,6 +62,13 @@ def _sampler(spec: StudySpec, space: SearchSpace) -> optuna.samplers.BaseSampler
     # TPE models the results after a few random trials, even in a small study.
     startup = max(2, min(10, spec.trials // 2))
     return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup)
+
+
+def optuna_storage(root: Path, spec: StudySpec) -> JournalStorage:
+    """The study's Optuna journal (``optuna-dashboard <path>`` reads it live)."""
+    path = root / spec.name / "optuna.journal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
 
 
 def _run_config(spec: StudySpec, root: Path, phase: str, setup: TrialSetup) -> tune.RunConfig:
@@ -106,7 +115,12 @@ def _run_search(
     )
     metric, mode = spec.objective
     search = OptunaSearch(
-        space=space.define_by_run(), metric=metric, mode=mode, sampler=_sampler(spec, space)
+        space=space.define_by_run(),
+        metric=metric,
+        mode=mode,
+        sampler=_sampler(spec, space),
+        study_name="multi_task",
+        storage=optuna_storage(root, spec),
     )
     tuner = tune.Tuner(
         _trainable(setup),

@@ -125,3 +125,19 @@ def test_query_command_reads_the_store_back(finished_study: tuple[Path, Path]) -
     assert {r["trial_id"] for r in rows} == set(
         load_trials(results, where="kind == 'multi_task'")["trial_id"]
     )
+
+
+def test_optuna_history_persists_in_a_journal(finished_study: tuple[Path, Path]) -> None:
+    import optuna
+
+    from study.tuner import optuna_storage
+
+    results, spec_path = finished_study
+    spec, _ = load_spec(spec_path)
+    journal = optuna.load_study(
+        study_name="multi_task", storage=optuna_storage(results.parent, spec)
+    )
+    trials = load_trials(results, where="kind == 'multi_task'")
+    assert len(journal.trials) == len(trials) == 4
+    told = {t.params["method"] for t in journal.trials}
+    assert told == set(trials["method"])
