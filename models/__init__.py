@@ -5,6 +5,7 @@ Imports no Ray, DeepSpeed or Optuna, so it can be used in any training loop.
 
 from models import hard_sharing as _hard_sharing  # noqa: F401  (registers the architecture)
 from models import rcm as _rcm  # noqa: F401
+from models import vit_sharing as _vit_sharing  # noqa: F401
 from models import vmm as _vmm  # noqa: F401
 from models._cost import count_gflops, count_parameters, task_costs
 from models._registry import create_model, list_models, register_model

@@ -1,0 +1,374 @@
+"""The ViT computation-sharing model: a base task's encoder, gated deltas for the others."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import chain
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from models._registry import register_model
+from models.tasks import activate, get_task
+from models.vit_sharing import _cost
+from models.vit_sharing._gates import LINEARS, TaskDeltas
+from models.vit_sharing._layers import (
+    POINTS,
+    ConvDecoder,
+    DeltaTap,
+    Tap,
+    base_pass,
+    block_forward,
+    identity_tap,
+    linear_of,
+    tokens_to_grid,
+)
+from models.vit_sharing._sharing import BaseTrace, SharingPlan, base_trace, build_plan, sub_features
+
+__all__ = ["BACKBONES", "STEPS", "ViTSharing", "vit_sharing"]
+
+BACKBONES: tuple[str, ...] = (
+    "vit_tiny_patch16_224",
+    "vit_small_patch16_224",
+    "vit_base_patch16_224",
+)
+#: Training steps: the base task alone, then per sub-task gates (1), masked deltas (2),
+#: masked deltas with the delta-activation penalty (3).
+STEPS: tuple[str, ...] = ("base", "gates", "masked", "delta_act")
+
+
+def _per_name(
+    value: float | Mapping[str, float], names: Sequence[str], default: float, what: str
+) -> dict[str, float]:
+    """A float for every name, or a partial mapping over ``default``."""
+    if not isinstance(value, Mapping):
+        return dict.fromkeys(names, float(value))
+    unknown = set(value) - set(names)
+    if unknown:
+        raise ValueError(f"{what} names unknown keys {sorted(unknown)}; expected {list(names)}")
+    return {name: float(value.get(name, default)) for name in names}
+
+
+def _load_encoder_weights(encoder: nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights {path} not found; expected a torch state dict")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    own = encoder.state_dict()
+    # Also accepts a saved ViTSharing state dict (keys under "encoder.").
+    state = {k.removeprefix("encoder."): v for k, v in state.items()}
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise ValueError(f"pretrained weights {path} match no encoder parameter (name and shape)")
+    encoder.load_state_dict(matched, strict=False)
+
+
+class ViTSharing(nn.Module):
+    """A base task's ViT and, per sub-task, ``W_sub = W_base + z⊙ΔW`` on every block linear.
+
+    See the package docstring for the method, the training steps and the sharing path.
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        base_task: str | None = None,
+        num_classes: int = 5,
+        backbone: str = "vit_tiny_patch16_224",
+        image_size: int = 64,
+        patch_size: int = 16,
+        depth: int | None = None,
+        decoder_width: int = 64,
+        pretrained_path: str | Path | None = None,
+        delta_threshold: float | Mapping[str, float] = 0.15,
+        delta_l1_weight: float | Mapping[str, float] = 2.5e-10,
+        l0_lambda: float | Mapping[str, float] = 5e-8,
+    ) -> None:
+        super().__init__()
+        if not tasks or len(set(tasks)) != len(tasks):
+            raise ValueError(f"a model needs at least one task, each once; got {list(tasks)}")
+        if "detection" in tasks:
+            raise ValueError("vit_sharing has dense heads only; detection needs vmm")
+        if backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {backbone!r}; expected one of {BACKBONES}")
+        if image_size % patch_size:
+            raise ValueError(f"image size {image_size} is not divisible by the patch {patch_size}")
+        if base_task is None:
+            base_task = "semseg" if "semseg" in tasks else tasks[0]
+        if base_task not in tasks:
+            raise ValueError(f"base task {base_task!r} is not one of the tasks {list(tasks)}")
+        self.tasks: tuple[str, ...] = tuple(tasks)
+        self.base_task = base_task
+        self.sub_tasks: tuple[str, ...] = tuple(t for t in tasks if t != base_task)
+        self.image_size = image_size
+        self.num_classes = num_classes
+        self.decoder_width = decoder_width
+        extra = {} if depth is None else {"depth": depth}
+        self.encoder = timm.create_model(
+            backbone,
+            pretrained=False,
+            img_size=image_size,
+            patch_size=patch_size,
+            num_classes=0,
+            **extra,
+        )
+        if pretrained_path is not None:
+            _load_encoder_weights(self.encoder, Path(pretrained_path))
+        shapes = [
+            {n: tuple(linear_of(b, n).weight.shape) for n in LINEARS} for b in self.encoder.blocks
+        ]
+        self.deltas = nn.ModuleDict({t: TaskDeltas(shapes) for t in self.sub_tasks})
+        self.decoders = nn.ModuleDict({t: self.new_decoder(t) for t in self.tasks})
+        self.delta_threshold = _per_name(delta_threshold, POINTS, 0.15, "delta_threshold")
+        self.delta_l1_weight = _per_name(delta_l1_weight, POINTS, 2.5e-10, "delta_l1_weight")
+        self.l0_lambda = _per_name(l0_lambda, self.sub_tasks, 5e-8, "l0_lambda")
+        self.stage: tuple[str, str] | None = None
+        self._frozen: set[str] = set()
+        self._delta_l1: dict[str, dict[str, torch.Tensor]] = {}
+
+    def new_decoder(self, task: str) -> ConvDecoder:
+        channels = get_task(task, self.num_classes).channels
+        return ConvDecoder(self.encoder.embed_dim, self.decoder_width, channels)
+
+    # -- forward --------------------------------------------------------------------------
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch embedding, class token and position embedding (shared by every task)."""
+        enc = self.encoder
+        return enc.norm_pre(enc.patch_drop(enc._pos_embed(enc.patch_embed(x))))
+
+    def grid(self, features: torch.Tensor) -> torch.Tensor:
+        grid = tuple(self.encoder.patch_embed.grid_size)
+        return tokens_to_grid(features, self.encoder.num_prefix_tokens, grid)  # type: ignore[arg-type]
+
+    def _requested(self, tasks: Sequence[str] | None) -> tuple[str, ...]:
+        requested = self.tasks if tasks is None else tuple(tasks)
+        unknown = [t for t in requested if t not in self.tasks]
+        if unknown:
+            raise KeyError(f"unknown tasks {unknown}; the model has {list(self.tasks)}")
+        return requested
+
+    def forward(
+        self, x: torch.Tensor, tasks: Sequence[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Predictions of ``tasks`` (all by default).
+
+        The base pass runs once; a sub-task compares its activations with it: delta L1
+        in training (see :meth:`delta_l1`), thresholding in eval mode.  In training the
+        base pass is skipped when the base task is not asked for and no delta-activation
+        penalty is active.
+        """
+        requested = self._requested(tasks)
+        subs = [t for t in requested if t != self.base_task]
+        tokens = self.embed(x)
+        delta_act = self.stage is not None and self.stage[1] == "delta_act"
+        streams: dict[str, torch.Tensor] = {}
+        traces: list[dict[str, torch.Tensor]] | None = None
+        if self.base_task in requested or (subs and (not self.training or delta_act)):
+            streams[self.base_task], traces = base_pass(self.encoder.blocks, tokens)
+        self._delta_l1 = {}
+        for task in subs:
+            l1: dict[str, torch.Tensor] | None = None
+            if traces is not None and self.training:
+                l1 = self._delta_l1[task] = {}
+            streams[task] = self._encode_sub(tokens, task, traces, l1)
+        # One call of the final norm over every task's tokens: representation_module().
+        features = self.encoder.norm(torch.cat([streams[t] for t in requested]))
+        size = (x.shape[-2], x.shape[-1])
+        return {
+            t: activate(t, self.decoders[t](self.grid(f), size))
+            for t, f in zip(requested, features.split(x.shape[0]), strict=True)
+        }
+
+    def _encode_sub(
+        self,
+        tokens: torch.Tensor,
+        task: str,
+        traces: list[dict[str, torch.Tensor]] | None,
+        l1: dict[str, torch.Tensor] | None,
+    ) -> torch.Tensor:
+        deltas: TaskDeltas = self.deltas[task]  # type: ignore[assignment]
+        thresholds = None if self.training else self.delta_threshold
+        x = tokens
+        for i, block in enumerate(self.encoder.blocks):
+            tap: Tap = identity_tap if traces is None else DeltaTap(traces[i], l1, thresholds)
+            x = block_forward(block, x, deltas.weights(i), tap)
+        return x
+
+    # -- sharing inference ----------------------------------------------------------------
+    @torch.no_grad()
+    def base_trace(self, x: torch.Tensor) -> BaseTrace:
+        """The base pass with every block's activations kept for :meth:`forward_shared`."""
+        return base_trace(self.encoder, self.embed(x))
+
+    @torch.no_grad()
+    def sharing_plan(self, tasks: Sequence[str] | None = None) -> SharingPlan:
+        """CSR deltas of the sub-tasks among ``tasks`` (at the inference gates)."""
+        if self.training:
+            raise RuntimeError("a sharing plan uses the inference gates; call model.eval() first")
+        subs = [t for t in self._requested(tasks) if t != self.base_task]
+        return build_plan(self.encoder, {t: self.deltas[t] for t in subs})  # type: ignore[misc]
+
+    @torch.no_grad()
+    def forward_shared(
+        self,
+        x: torch.Tensor,
+        tasks: Sequence[str] | None = None,
+        plan: SharingPlan | None = None,
+        trace: BaseTrace | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Eval-mode predictions through the sharing path; equal to ``forward`` in eval.
+
+        ``plan`` (from :meth:`sharing_plan`, reusable while the weights do not change) and
+        ``trace`` (from :meth:`base_trace` on ``x``) are built when not given.
+        """
+        if self.training:
+            raise RuntimeError("forward_shared is an inference path; call model.eval() first")
+        requested = self._requested(tasks)
+        trace = self.base_trace(x) if trace is None else trace
+        plan = self.sharing_plan(requested) if plan is None else plan
+        size = (x.shape[-2], x.shape[-1])
+        out: dict[str, torch.Tensor] = {}
+        for task in requested:
+            if task == self.base_task:
+                features = trace.features
+            else:
+                features = sub_features(
+                    self.encoder, trace, plan.deltas[task], plan.base_t, self.delta_threshold
+                )
+            out[task] = activate(task, self.decoders[task](self.grid(features), size))
+        return out
+
+    # -- training steps and penalties -----------------------------------------------------
+    def set_stage(self, task: str, step: str) -> None:
+        """Train ``task`` in ``step`` (one of :data:`STEPS`); everything else is frozen.
+
+        ``masked``/``delta_act`` fix the sub-task's masks (``z_eval > 0``, folded into
+        ``ΔW``); ``gates`` releases them (training the gates again from the folded ``ΔW``).
+        Use a fresh optimizer per stage: momentum from an earlier stage would otherwise
+        move entries the stage keeps fixed.
+        """
+        if task not in self.tasks:
+            raise KeyError(f"unknown task {task!r}; the model has {list(self.tasks)}")
+        if step not in STEPS:
+            raise ValueError(f"unknown step {step!r}; expected one of {STEPS}")
+        if (step == "base") != (task == self.base_task):
+            role = "the base task" if task == self.base_task else "a sub-task"
+            raise ValueError(f"step {step!r} does not apply to {task!r}, {role}")
+        for p in self.parameters():
+            p.requires_grad_(False)
+        trainable: Iterator[nn.Parameter]
+        if step == "base":
+            trainable = chain(self.encoder.parameters(), self.decoders[task].parameters())
+        else:
+            deltas: TaskDeltas = self.deltas[task]  # type: ignore[assignment]
+            for gated in deltas.gated():
+                if step == "gates":
+                    gated.release_mask()
+                elif not gated.is_masked():
+                    gated.fix_mask()
+            trainable = chain(deltas.delta_parameters(), self.decoders[task].parameters())
+            if step == "gates":
+                trainable = chain(trainable, deltas.gate_parameters())
+        for p in trainable:
+            p.requires_grad_(True)
+        self.stage = (task, step)
+        self._frozen = set(self.tasks) - {task}
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> ViTSharing:
+        """Frozen tasks' decoders (BN statistics) and gates (deterministic) stay in eval."""
+        super().train(mode)
+        for task in self._frozen:
+            self.decoders[task].eval()
+            if task in self.deltas:
+                self.deltas[task].eval()
+        return self
+
+    def l0_penalty(self, task: str) -> torch.Tensor:
+        """``Σ sigmoid(log α − β log(−l/r))`` over every gate of sub-task ``task``."""
+        return self.deltas[task].l0()  # type: ignore[operator]
+
+    def delta_l1(self, task: str) -> dict[str, torch.Tensor]:
+        """``Σ|δ|`` per point (summed over blocks and the batch) of the last forward, if it
+        was a training-mode forward that ran the base pass."""
+        if task not in self._delta_l1:
+            raise RuntimeError(f"the last forward computed no delta-activation L1 for {task!r}")
+        return self._delta_l1[task]
+
+    def penalty(self, tasks: Sequence[str] | None = None) -> torch.Tensor:
+        """The active sub-tasks' penalties (add to the loss).
+
+        No stage set (joint training): every sub-task's ``λ·L0``.  Stage ``(t, gates)``:
+        ``λ_t·L0(t)``; ``(t, delta_act)``: ``Σ_point w_point·Σ|δ_point|`` of the last
+        forward; ``base`` and ``masked``: zero.
+        """
+        device = self.encoder.cls_token.device
+        total = torch.zeros((), device=device)
+        for task in self._requested(tasks):
+            if task == self.base_task:
+                continue
+            if self.stage is None:
+                step = "gates"  # joint training: every sub-task's gates train
+            elif self.stage[0] == task:
+                step = self.stage[1]
+            else:
+                continue
+            if step == "gates":
+                total = total + self.l0_lambda[task] * self.l0_penalty(task)
+            elif step == "delta_act":
+                l1 = self.delta_l1(task)
+                total = total + sum(self.delta_l1_weight[p] * v for p, v in l1.items())
+        return total
+
+    # -- parameter groups -----------------------------------------------------------------
+    def shared_parameters(self) -> Iterator[nn.Parameter]:
+        """The base encoder: the weights every sub-task reuses (``W_sub = W_base + z⊙ΔW``)."""
+        return self.encoder.parameters()
+
+    def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
+        """The task's decoder, and for a sub-task its deltas and gates."""
+        if task == self.base_task:
+            return self.decoders[task].parameters()
+        return chain(self.deltas[task].parameters(), self.decoders[task].parameters())
+
+    def representation_module(self) -> nn.Module:
+        """The encoder's final norm, called once per forward on every task's tokens
+        (concatenated along the batch in the order the tasks were asked for)."""
+        return self.encoder.norm
+
+    def last_shared_module(self) -> nn.Module:
+        """The encoder's final norm: its parameters are on every task's path."""
+        return self.encoder.norm
+
+    # -- compute accounting ---------------------------------------------------------------
+    def delta_weight_density(self, task: str) -> float:
+        return _cost.delta_weight_density(self, task)
+
+    def delta_activation_density(self, task: str, x: torch.Tensor) -> dict[str, float]:
+        return _cost.delta_activation_density(self, task, x)
+
+    def calibrate_thresholds(
+        self, task: str, x: torch.Tensor, density: float, sweeps: int = 10
+    ) -> dict[str, float]:
+        return _cost.calibrate_thresholds(self, task, x, density, sweeps)
+
+    def stored_parameters(self, task: str) -> int:
+        return _cost.stored_parameters(self, task)
+
+    def task_gflops(self, task: str, x: torch.Tensor) -> float:
+        return _cost.task_gflops(self, task, x)
+
+    def dense_gflops(self, task: str | None = None) -> float:
+        return _cost.dense_gflops(self, self.base_task if task is None else task)
+
+    def compute_report(self, x: torch.Tensor) -> dict[str, dict[str, float]]:
+        return _cost.compute_report(self, x)
+
+
+@register_model
+def vit_sharing(tasks: Sequence[str], **kwargs: object) -> ViTSharing:
+    """Computation sharing (Shoouri et al. 2023): a base ViT, sparse gated deltas per task."""
+    return ViTSharing(tasks, **kwargs)  # type: ignore[arg-type]
