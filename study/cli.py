@@ -37,14 +37,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     spec, space = load_spec(args.spec)
     if args.results is not None:
         spec = spec.model_copy(update={"results": args.results})
-    from study.leaderboard import leaderboard
+    from study.leaderboard import leaderboard, stage_table
     from study.store import load_trials
     from study.tuner import run_study
 
-    outcome = run_study(spec, space, address=args.address, log=lambda line: print(line, flush=True))
+    outcome = run_study(
+        spec,
+        space,
+        address=args.address,
+        log=lambda line: print(line, flush=True),
+        resume=args.resume,
+    )
     trials = load_trials(outcome.results)
     print()
-    print(leaderboard(trials, spec.tasks))
+    if spec.stages is not None:
+        print(stage_table(trials, [(stage.name, stage.task) for stage in spec.stages]))
+    else:
+        print(leaderboard(trials, spec.tasks))
     if spec.baselines != "none":
         model = ", ".join(f"{k}={v}" for k, v in spec.baseline_model.items())
         print(f"Δm against single-task {spec.architecture}{f' ({model})' if model else ''}")
@@ -61,11 +70,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
-    from study.store import load_history, load_trials
+    from study.results import load
 
-    load = load_history if args.history else load_trials
+    if args.format == "parquet" and args.out is None:
+        raise UserError("query: --format parquet writes a file; give it with --out FILE")
+    if args.out is not None and not args.out.parent.is_dir():
+        raise UserError(f"--out: folder {args.out.parent} does not exist")
+    kind = "history" if args.history else "trials"
     try:
-        frame = load(args.results, where=args.where, columns=args.columns)
+        frame = load(args.results, kind, where=args.where, columns=args.columns)
     except (ValueError, KeyError, SyntaxError) as err:
         raise UserError(f"query: {str(err).strip().splitlines()[0]}") from None
     if args.sort:
@@ -75,12 +88,30 @@ def _cmd_query(args: argparse.Namespace) -> int:
         frame = frame.sort_values(args.sort, ascending=not args.descending)
     if args.limit is not None:
         frame = frame.head(args.limit)
+    text: str | None = None  # parquet is binary and goes to --out only
     if args.format == "csv":
-        frame.to_csv(sys.stdout, index=False)
+        text = frame.to_csv(index=False)
     elif args.format == "json":
-        print(frame.to_json(orient="records", indent=1, default_handler=str))
-    else:
-        print(frame.to_string(index=False, max_colwidth=40) if not frame.empty else "no rows")
+        text = frame.to_json(orient="records", indent=1, default_handler=str) + "\n"
+    elif args.format == "table":
+        text = frame.to_string(index=False, max_colwidth=40) if not frame.empty else "no rows"
+        text += "\n"
+    if args.out is None:
+        sys.stdout.write(text or "")
+        return 0
+    # A hidden temporary name renamed over --out: a reader never sees half a file.
+    tmp = args.out.with_name(f".{args.out.name}.{os.getpid()}.tmp")
+    try:
+        if text is None:
+            frame.to_parquet(tmp, index=False)
+        else:
+            tmp.write_text(text)
+        os.replace(tmp, args.out)
+    except (OSError, ValueError, TypeError) as err:
+        raise UserError(f"--out {args.out}: {str(err).strip().splitlines()[0]}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"wrote {len(frame)} rows to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -149,6 +180,24 @@ def _cmd_bench_balancers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_query(args: argparse.Namespace) -> int:
+    from study.bench.query import format_table, measure_query
+
+    try:
+        figures = measure_query(
+            trials=args.trials,
+            history=args.history,
+            files=args.files,
+            threads=args.threads,
+            folder=args.folder,
+            rounds=args.rounds,
+        )
+    except ValueError as err:
+        raise UserError(f"bench query: {str(err).strip().splitlines()[0]}") from None
+    print(json.dumps(figures, indent=2) if args.json else format_table(figures))
+    return 0
+
+
 @contextlib.contextmanager
 def _stdout_to_stderr() -> Iterator[None]:
     # DeepSpeed and Ray print to stdout from loggers bound at import; keep stdout pure JSON.
@@ -193,18 +242,32 @@ def _parser() -> argparse.ArgumentParser:
     for sub in (run, demo):
         sub.add_argument("--address", help="an existing Ray cluster (default: a local Ray)")
         sub.add_argument("--results", help="results root (default: the spec's 'results')")
+        sub.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue the study a killed run left: finished trials are kept",
+        )
     run.set_defaults(func=_cmd_run)
     demo.set_defaults(func=_cmd_demo)
 
     query = commands.add_parser("query", help="read trials (or history) from Parquet results")
     query.add_argument("results", nargs="+", type=Path, help="results root(s) or study folder(s)")
-    query.add_argument("--where", help="a pandas query, e.g. \"method == 'dwa'\"")
+    query.add_argument(
+        "--where",
+        help="a filter, e.g. \"method == 'dwa' and `final.semseg.miou` > 0.5\" "
+        "(dotted names in backticks; see docs/RESULTS.md)",
+    )
     query.add_argument("--columns", nargs="+", help="columns to read")
     query.add_argument("--sort", nargs="+", help="columns to sort by")
     query.add_argument("--descending", action="store_true")
     query.add_argument("--limit", type=int)
     query.add_argument("--history", action="store_true", help="read the tidy history rows")
-    query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    query.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
+    query.add_argument(
+        "--out",
+        type=Path,
+        help="write to this file (atomically) instead of stdout; required for parquet",
+    )
     query.set_defaults(func=_cmd_query)
 
     methods = commands.add_parser("methods", help="list balancing methods and defaults")
@@ -239,6 +302,17 @@ def _parser() -> argparse.ArgumentParser:
     balancers.add_argument("--rounds", type=_positive_int, default=5)
     balancers.add_argument("--json", action="store_true", help="print JSON, not a table")
     balancers.set_defaults(func=_cmd_bench_balancers)
+    bench_query = benches.add_parser("query", help="filtered aggregates over a synthetic store")
+    bench_query.add_argument("--trials", type=_positive_int, default=100_000)
+    bench_query.add_argument("--history", type=_positive_int, default=10_000_000)
+    bench_query.add_argument(
+        "--files", type=_positive_int, default=600, help="trial files (and as many history)"
+    )
+    bench_query.add_argument("--rounds", type=_positive_int, default=5)
+    bench_query.add_argument("--threads", type=_positive_int, help="Arrow CPU threads")
+    bench_query.add_argument("--folder", type=Path, help="write the store here (empty or new)")
+    bench_query.add_argument("--json", action="store_true", help="print JSON, not a table")
+    bench_query.set_defaults(func=_cmd_bench_query)
     return parser
 
 

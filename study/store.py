@@ -9,41 +9,39 @@ Every file is written to a hidden temporary name (``.<name>.<random>.tmp``) in i
 and renamed over the final name, so a reader never sees half a file and a rewrite of a
 trial replaces it atomically. Readers skip such temporary files.
 
-Querying: ``where`` is a :meth:`pandas.DataFrame.query` expression applied after loading.
-Flattened column names contain dots, so quote them with backticks, e.g.
-``where="`final.semseg.miou` > 0.5 and method == 'dwa'"``.
+Reading and querying live in :mod:`study.results` (``load_trials`` and ``load_history``
+are re-exported here). Flattened column names contain dots, so quote them with backticks
+in a filter, e.g. ``where="`final.semseg.miou` > 0.5 and method == 'dwa'"``. The columns
+are listed in docs/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from study.results import load_history, load_trials
+from study.results._files import _HISTORY, _SUFFIX, _TMP_SUFFIX, _TRIALS
 
 __all__ = [
     "HISTORY_COLUMNS",
     "SCHEMA_VERSION",
     "load_history",
     "load_trials",
+    "read_trial_history",
+    "read_trial_row",
     "write_history",
     "write_trial",
 ]
 
+#: Written in every file's ``schema_version`` column; readers accept every older version.
 SCHEMA_VERSION: int = 1
-
-_TRIALS = "trials"
-_HISTORY = "history"
-_SUFFIX = ".parquet"
-_TMP_SUFFIX = ".tmp"
-_READ_THREADS = 16
 
 #: The columns of one history row, with their Arrow types.
 HISTORY_COLUMNS: dict[str, pa.DataType] = {
@@ -59,9 +57,6 @@ _HISTORY_SCHEMA = pa.schema(
 )
 
 PathLike = str | os.PathLike[str]
-
-
-# ---------------------------------------------------------------------------- writing
 
 
 def _check_name(kind: str, name: object) -> str:
@@ -201,153 +196,20 @@ def write_history(root: Path, study: str, trial_id: str, rows: Sequence[Mapping[
     return _atomic_write(table, _folder(root, study, _HISTORY) / f"{trial_id}{_SUFFIX}")
 
 
-# ---------------------------------------------------------------------------- reading
+def read_trial_row(root: Path, study: str, trial_id: str) -> dict[str, Any] | None:
+    """The stored row of one trial, flat (dotted columns), or None if it has none."""
+    path = _folder(root, study, _TRIALS) / f"{_check_name('trial_id', trial_id)}{_SUFFIX}"
+    if not path.is_file():
+        return None
+    (row,) = pq.read_table(path).to_pylist()
+    return {k: v for k, v in row.items() if k not in ("study", "schema_version")}
 
 
-def _is_result_file(path: Path) -> bool:
-    # Temporary files of interrupted writes are hidden and end in .tmp; never read them.
-    return path.is_file() and path.suffix == _SUFFIX and not path.name.startswith(".")
-
-
-def _study_files(study_dir: Path, kind: str) -> list[Path]:
-    return sorted(p for p in (study_dir / kind).glob(f"*{_SUFFIX}") if _is_result_file(p))
-
-
-def _files_under(path: Path, kind: str) -> list[Path]:
-    """The ``kind`` files of ``path``, a study folder or a root of study folders."""
-    if (path / kind).is_dir() or (path / _TRIALS).is_dir() or (path / _HISTORY).is_dir():
-        return _study_files(path, kind)
-    studies = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return [f for study in studies for f in _study_files(study, kind)]
-
-
-def _find_files(paths: PathLike | Sequence[PathLike], kind: str) -> list[Path]:
-    items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
-    if not items:
-        raise ValueError("no results path given")
-    found: dict[Path, None] = {}  # ordered set: the same study reached twice is read once
-    for item in items:
-        path = Path(item)
-        expected = (
-            f"expected a results folder with <study>/{kind}/*{_SUFFIX} "
-            f"or a study folder with {kind}/*{_SUFFIX}"
-        )
-        if not path.is_dir():
-            raise FileNotFoundError(f"{path}: no such folder; {expected}")
-        files = _files_under(path, kind)
-        if not files:
-            raise FileNotFoundError(f"{path}: no {kind} results; {expected}")
-        found.update((f.resolve(), None) for f in files)
-    return list(found)
-
-
-def _where_names(where: str | None) -> set[str]:
-    """Names an expression may refer to: `quoted` names and bare identifiers."""
-    if not where:
-        return set()
-    quoted = set(re.findall(r"`([^`]+)`", where))
-    bare = set(re.findall(r"[A-Za-z_]\w*", re.sub(r"`[^`]*`", " ", where)))
-    return quoted | bare
-
-
-def _read_one(path: Path, wanted: set[str] | None) -> tuple[pa.Table, list[str]]:
-    """One file's table (only the ``wanted`` columns it has) and all its column names."""
-    try:
-        file = pq.ParquetFile(path)
-        names = file.schema_arrow.names
-        columns = None if wanted is None else [n for n in names if n in wanted]
-        return file.read(columns=columns), names
-    except (OSError, pa.ArrowException) as err:
-        raise ValueError(f"{path}: not a readable Parquet file ({err})") from None
-
-
-def _concat(tables: list[pa.Table], files: list[Path]) -> pa.Table:
-    """One table over files whose columns differ: missing → null, int widens to float."""
-    try:
-        return pa.concat_tables(tables, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        pass
-    seen: dict[str, tuple[pa.DataType, Path]] = {}
-    for table, path in zip(tables, files, strict=True):
-        for field in table.schema:
-            first = seen.setdefault(field.name, (field.type, path))
-            try:
-                pa.unify_schemas(
-                    [pa.schema([(field.name, first[0])]), pa.schema([field])],
-                    promote_options="permissive",
-                )
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                raise ValueError(
-                    f"column {field.name!r} is {first[0]} in {first[1]} but {field.type} "
-                    f"in {path}; select other columns"
-                ) from None
-    raise ValueError(f"cannot combine the schemas of {len(files)} files")
-
-
-def _unknown(requested: Iterable[str], available: set[str]) -> None:
-    unknown = [c for c in requested if c not in available]
-    if unknown:
-        some = ", ".join(sorted(available)[:12])
-        more = f", … ({len(available)} in all)" if len(available) > 12 else ""
-        raise ValueError(f"unknown column(s) {unknown}; available include {some}{more}")
-
-
-def _query(frame: pd.DataFrame, where: str) -> pd.DataFrame:
-    try:
-        return frame.query(where)
-    except Exception as err:  # pandas raises many kinds; the user wants one line
-        line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        hint = " (quote dotted columns in backticks: `final.semseg.miou`)" if "." in where else ""
-        raise ValueError(f"where {where!r}: {line}{hint}") from None
-
-
-def _load(
-    paths: PathLike | Sequence[PathLike],
-    kind: str,
-    where: str | None,
-    columns: Sequence[str] | None,
-) -> pd.DataFrame:
-    files = _find_files(paths, kind)
-    if isinstance(columns, str):
-        columns = [columns]
-    # Read only what is asked for, plus whatever the filter may need.
-    wanted = None if columns is None else set(columns) | _where_names(where)
-    with ThreadPoolExecutor(max_workers=min(_READ_THREADS, len(files))) as pool:
-        results = list(pool.map(lambda f: _read_one(f, wanted), files))
-    available = {name for _, names in results for name in names}
-    if columns is not None:
-        _unknown(columns, available)
-    table = _concat([t for t, _ in results], files)
-    frame = table.to_pandas()
-    if where:
-        frame = _query(frame, where)
-    if columns is not None:
-        frame = frame[list(columns)]
-    return frame.reset_index(drop=True)
-
-
-def load_trials(
-    paths: PathLike | Sequence[PathLike],
-    where: str | None = None,
-    columns: Sequence[str] | None = None,
-) -> pd.DataFrame:
-    """One row per trial from one or more results roots or study folders.
-
-    Trials with different hyperparameters have different columns; absent ones are null.
-    ``columns`` limits what is read (an unknown one is a ``ValueError``); ``where`` is a
-    :meth:`pandas.DataFrame.query` expression (backticks around dotted names). A path that
-    does not exist or holds no trials raises ``FileNotFoundError``.
-    """
-    return _load(paths, _TRIALS, where, columns)
-
-
-def load_history(
-    paths: PathLike | Sequence[PathLike],
-    where: str | None = None,
-    columns: Sequence[str] | None = None,
-) -> pd.DataFrame:
-    """Tidy rows ``(trial_id, epoch, split, task, metric, value, study, schema_version)``.
-
-    Same paths, ``where`` and ``columns`` as :func:`load_trials`.
-    """
-    return _load(paths, _HISTORY, where, columns)
+def read_trial_history(root: Path, study: str, trial_id: str) -> list[dict[str, Any]]:
+    """The history rows already stored for one trial (none if it has no file yet), as
+    :func:`write_history` takes them: a resumed driver appends to them."""
+    path = _folder(root, study, _HISTORY) / f"{_check_name('trial_id', trial_id)}{_SUFFIX}"
+    if not path.is_file():
+        return []
+    table = pq.read_table(path, columns=[c for c in HISTORY_COLUMNS if c != "trial_id"])
+    return table.to_pylist()

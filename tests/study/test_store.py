@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from study.results import _load as study_results
 from study.store import (
     SCHEMA_VERSION,
     load_history,
@@ -152,14 +153,14 @@ def test_several_studies_and_several_roots(tmp_path: Path) -> None:
 def test_columns_are_pushed_down_and_checked(tmp_path: Path, monkeypatch) -> None:
     write_trial(tmp_path, "s1", _row("t1"))
     write_trial(tmp_path, "s1", _row("t2", hp={"optim": {"lr": 0.1}}))
-    read: list[list[str] | None] = []
-    real_read = pq.ParquetFile.read
+    read: list[list[str]] = []
+    real_scan = study_results._scan
 
-    def spy(self: pq.ParquetFile, columns: list[str] | None = None, **kw: object):
-        read.append(columns)
-        return real_read(self, columns=columns, **kw)
+    def spy(dataset, columns, filter):  # the columns the dataset scan can read at all
+        read.append(dataset.schema.names)
+        return real_scan(dataset, columns, filter)
 
-    monkeypatch.setattr(pq.ParquetFile, "read", spy)
+    monkeypatch.setattr(study_results, "_scan", spy)
     frame = load_trials(tmp_path, columns=["trial_id", "hp.optim.lr"])
     assert list(frame.columns) == ["trial_id", "hp.optim.lr"]
     assert sorted(frame["hp.optim.lr"]) == [1e-3, 0.1]
