@@ -11,7 +11,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from models import Task
-from study.store import write_history, write_trial
+from study.store import read_trial_history, read_trial_row, write_history, write_trial
 from study.trial import TrialSetup
 
 __all__ = ["StoreRecorder", "history_rows", "trained_with"]
@@ -86,9 +86,22 @@ class StoreRecorder(Callback):
     def _tasks(self, trial: Trial) -> dict[str, Task]:
         return self._setup.task_records(trial.config)
 
+    def _resume(self, trial: Trial) -> None:
+        """A trial first seen here may have reported to a driver that was killed: its
+        stored epochs are kept, and count towards its best metrics."""
+        if trial.trial_id in self._history:
+            return
+        stored = read_trial_history(self.root, self._setup.spec.name, trial.trial_id)
+        by_epoch: dict[int, list[dict[str, Any]]] = {}
+        for row in stored:
+            by_epoch.setdefault(int(row["epoch"]), []).append(row)
+        self._history[trial.trial_id] = by_epoch
+        self._results[trial.trial_id] = [_report(e, rows) for e, rows in sorted(by_epoch.items())]
+
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any
     ) -> None:
+        self._resume(trial)
         tasks = self._tasks(trial)
         epoch = int(result["epoch"])
         # A retried trial reports its epochs again; the last report of an epoch wins.
@@ -106,6 +119,7 @@ class StoreRecorder(Callback):
     def on_trial_complete(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
+        self._resume(trial)
         done = self._results.get(trial.trial_id, [])
         finished = bool(done) and int(done[-1]["epoch"]) >= self.epochs
         self._write_row(trial, "completed" if finished else "stopped_early", None)
@@ -113,6 +127,7 @@ class StoreRecorder(Callback):
     def on_trial_error(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
+        self._resume(trial)
         self._write_row(trial, "error", _error_line(trial))
 
     def _write_row(self, trial: Trial, status: str, error: str | None) -> None:
@@ -133,10 +148,18 @@ class StoreRecorder(Callback):
             "seed": spec.seed,
             "hp": config,
             "incremental": self._setup.incremental,
+            "stage": None if self._setup.stage is None else self._setup.stage.name,
             "trained_with": trained_with(self._setup, tasks),
             "epochs": int(results[-1]["epoch"]) if results else 0,
             "versions": self.versions,
         }
+        if results and "gflops" not in results[-1]:
+            # Resumed with no new report: the stored row keeps what only reports carry.
+            stored = read_trial_row(self.root, spec.name, trial.trial_id) or {}
+            row["epochs"] = int(results[-1]["epoch"])
+            kept = {k: v for k, v in stored.items() if k.split(".")[0] not in row}
+            write_trial(self.root, spec.name, {**kept, **row})
+            return
         if results:
             last = results[-1]
             row |= {
@@ -147,11 +170,17 @@ class StoreRecorder(Callback):
                 "task_params_trainable": _per_task(last, "params_trainable", tasks),
                 "task_params_stored": _per_task(last, "params_stored", tasks),
                 "forgetting": _per_task(last, "forgetting", tasks),
+                "compute": {
+                    k.removeprefix("compute/").replace("/", "."): v
+                    for k, v in last.items()
+                    if k.startswith("compute/")
+                },
                 "gflops": last["gflops"],
                 "gflops_ratio": last["gflops_ratio"],
                 "gflops_single_task_sum": last["gflops_single_task_sum"],
                 "params": last["params"],
                 "wall_time_s": last.get("time_total_s"),
+                "restored_from_epoch": last["restored_from_epoch"],
                 "node": last["node"],
             }
             if "delta_m" in last:
@@ -160,7 +189,32 @@ class StoreRecorder(Callback):
                 # An incremental trial's early Δm covers fewer tasks; only whole ones count.
                 whole = [r for r in results if len(_reported(r, tasks)) == len(tasks)]
                 row["best_delta_m"] = max(r["delta_m"] for r in whole or results)
+        if self._setup.models_dir is not None:
+            model = Path(self._setup.models_dir) / f"{trial.trial_id}.pt"
+            row["model_path"] = str(model) if model.is_file() else None
         write_trial(self.root, spec.name, row)
+
+
+_REPORT_KEYS = {
+    ("train", "loss"): "train_loss/{task}",
+    ("train", "weight"): "weight/{task}",
+    ("train", "labels"): "labels/{task}",
+    ("val", "loss"): "val_loss/{task}",
+    ("val", "forgetting"): "forgetting/{task}",
+}
+
+
+def _report(epoch: int, rows: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """An epoch's report as far as its history rows tell it (inverse of history_rows)."""
+    report: dict[str, Any] = {"epoch": epoch}
+    for row in rows:
+        split, task, metric = row["split"], row["task"], row["metric"]
+        if task == "all":
+            report["val_loss" if metric == "loss" else metric] = row["value"]
+        else:
+            key = _REPORT_KEYS.get((split, metric), "{task}/" + metric)
+            report[key.format(task=task)] = row["value"]
+    return report
 
 
 def _metrics(result: Mapping[str, Any], tasks: Mapping[str, Task]) -> dict[str, dict[str, float]]:

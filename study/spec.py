@@ -118,6 +118,24 @@ class SamplerSpec(_Strict):
     name: Literal["tpe", "random", "grid"] = "tpe"
 
 
+STEPS = ("base", "gates", "masked", "delta_act")
+
+
+class StageSpec(_Strict):
+    """One stage of a staged study (``vit_sharing``): a set of trials training ``task`` in
+    ``step``, each starting from the best model of the stage before it."""
+
+    step: Literal["base", "gates", "masked", "delta_act"]
+    task: str
+    trials: int = Field(1, ge=1)
+    #: Epochs of this stage's trials (default: the study's ``epochs``).
+    epochs: int | None = Field(None, ge=1)
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}-{self.step}"
+
+
 class DeepSpeedSpec(_Strict):
     zero_stage: int = Field(0, ge=0, le=3)
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -153,6 +171,8 @@ class StudySpec(_Strict):
     #: Train the tasks one after another, each added to the trained model with every
     #: earlier task frozen (architectures with ``add_task``, such as ``rcm_resnet``).
     incremental: bool = False
+    #: Staged training (``vit_sharing``): the base task, then each sub-task's steps.
+    stages: tuple[StageSpec, ...] | None = None
     batch_size: int = Field(32, ge=1)
     #: Δm's single-task baselines: ``auto`` takes them from the results store and trains
     #: the missing ones first; ``store`` requires them there; ``none`` optimises val_loss.
@@ -208,7 +228,12 @@ class StudySpec(_Strict):
     @property
     def objective(self) -> tuple[str, Literal["min", "max"]]:
         """The metric Optuna and the scheduler optimise, with its mode."""
+        if self.stages is not None:
+            return ("stage_kpi", "max")  # the KPI of the task a stage trains
         return ("val_loss", "min") if self.baselines == "none" else ("delta_m", "max")
+
+    def stage_epochs(self, stage: StageSpec) -> int:
+        return stage.epochs or self.epochs
 
     @property
     def dataset_key(self) -> str:
@@ -275,6 +300,8 @@ def load_spec(path: str | Path) -> tuple[StudySpec, SearchSpace]:
     _check_sampler(path, spec, space)
     if spec.incremental:
         _check_incremental(path, spec, space, model)
+    if spec.stages is not None:
+        _check_stages(path, spec, space, model)
     gradient_methods = [m for m in space.methods if balancing.needs_gradients(m)]
     if gradient_methods and spec.deepspeed.zero_stage == 3:
         # ZeRO-3 frees each layer's weights after use; a task-gradient pass cannot see them.
@@ -333,3 +360,36 @@ def _check_incremental(path: Path, spec: StudySpec, space: SearchSpace, model: A
             f"{path}: field 'deepspeed': incremental training adds parameters between tasks, "
             "which zero_stage 3's partitions cannot take; use zero_stage 0-2"
         )
+
+
+def _check_stages(path: Path, spec: StudySpec, space: SearchSpace, model: Any) -> None:
+    def refuse(field: str, message: str) -> SpecError:
+        return SpecError(f"{path}: field '{field}': {message}")
+
+    if not hasattr(model, "set_stage"):
+        raise refuse("stages", f"{spec.architecture} has no training stages; use vit_sharing")
+    if spec.baselines != "none" or spec.incremental or list(space.methods) != ["ew"]:
+        raise refuse(
+            "stages",
+            "a stage trains one task and is scored by that task's KPI; set baselines: none, "
+            "methods: [ew] and no incremental",
+        )
+    seen: set[tuple[str, str]] = set()
+    for i, stage in enumerate(spec.stages or ()):
+        field = f"stages.{i}"
+        if stage.task not in spec.tasks:
+            raise refuse(field, f"task {stage.task!r} is not one of the study's {spec.tasks}")
+        is_base = stage.task == model.base_task
+        if is_base != (stage.step == "base"):
+            raise refuse(
+                field,
+                f"{stage.task!r} is {'the base task' if is_base else 'a sub-task'}; the base "
+                f"task {model.base_task!r} takes step 'base', sub-tasks gates/masked/delta_act",
+            )
+        if i == 0 and stage.step != "base":
+            raise refuse(field, "the first stage trains the base task (step: base)")
+        if (stage.task, stage.step) in seen:
+            raise refuse(field, f"stage {stage.name} is listed twice")
+        if stage.step in ("masked", "delta_act") and (stage.task, "gates") not in seen:
+            raise refuse(field, f"{stage.name} needs a {stage.task}-gates stage before it")
+        seen.add((stage.task, stage.step))

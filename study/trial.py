@@ -28,7 +28,7 @@ from models import (
 )
 from study.engine import build_engine, side_backward
 from study.metrics import MultiTaskMeter, delta_m
-from study.spec import StudySpec
+from study.spec import StageSpec, StudySpec
 from study.splits import trial_splits
 
 __all__ = ["TrialRunner", "TrialSetup", "trial_function"]
@@ -48,10 +48,17 @@ class TrialSetup:
     references: Mapping[str, Mapping[str, float]] | None = field(default=None)
     baseline_trials: Mapping[str, str] | None = field(default=None)
     potentials: Mapping[str, float] | None = field(default=None)
+    #: A staged study's stage; its trials start from ``init_from`` (a model state file)
+    #: and leave their model under ``models_dir`` for the next stage.
+    stage: StageSpec | None = field(default=None)
+    init_from: str | None = field(default=None)
+    models_dir: str | None = field(default=None)
 
     @property
     def epochs(self) -> int:
         """Epochs each trial of this phase runs in all."""
+        if self.stage is not None:
+            return self.spec.stage_epochs(self.stage)
         return self.spec.total_epochs if self.kind == "multi_task" else self.spec.epochs
 
     @property
@@ -95,12 +102,16 @@ class TrialRunner:
         self.balancer = _create_balancer(setup, self.config, names)
         self.task_gramian = None
         self.epoch = 0
+        #: The epoch of the checkpoint this run went on from (0: it started afresh).
+        self.restored_from_epoch = 0
         #: In an incremental trial, the task being trained; ``None`` when all train jointly.
         self.training_task: str | None = None
         #: Each incrementally trained task's KPI when its own training ended.
         self.kpi_when_trained: dict[str, float] = {}
         if setup.incremental:
             self._start_task(names[0])
+        elif setup.stage is not None:
+            self._start_stage(setup.stage, setup.init_from)
         else:
             self._build_engine()
         if self.balancer.gradients != "none":
@@ -160,6 +171,28 @@ class TrialRunner:
         self.training_task = task
         self._build_engine()
 
+    def _start_stage(self, stage: StageSpec, init_from: str | None) -> None:
+        """A stage of staged training: the model as the previous stage left it, then only
+        ``stage.task`` trains (and is evaluated) in ``stage.step``."""
+        if init_from is not None:
+            state = torch.load(init_from, map_location="cpu", weights_only=True)
+            self.model.load_state_dict(state)
+        self.model.set_stage(stage.task, stage.step)
+        self.training_task = stage.task
+        self._build_engine()
+        self.tasks = {stage.task: self.all_tasks[stage.task]}
+        self.label_counts = torch.zeros(1, dtype=torch.float64)
+
+    def save_model(self, path: Path) -> None:
+        """The trained weights alone (what the next stage starts from), written atomically."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.tmp")
+        state = self.model.state_dict()
+        torch.save(
+            {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, partial
+        )
+        partial.replace(path)
+
     def _task_of_epoch(self, epoch: int) -> str:
         names = tuple(self.all_tasks)
         return names[min(epoch // self.setup.spec.epochs, len(names) - 1)]
@@ -200,7 +233,8 @@ class TrialRunner:
         task = self.training_task
         pred = self.engine(self._inputs(images), tasks=(task,))[task]
         loss = self.tasks[task].loss(pred.float(), targets[task])
-        self.engine.backward(loss)
+        penalty = getattr(self.model, "penalty", None)  # a stage's sparsity penalties
+        self.engine.backward(loss if penalty is None else loss + penalty())
         self.engine.step()
         losses = torch.full((len(self.tasks),), torch.nan)
         losses[list(self.tasks).index(task)] = loss.detach()
@@ -240,7 +274,8 @@ class TrialRunner:
         total = torch.zeros(len(self.tasks), dtype=torch.float64)
         counts = torch.zeros(len(self.tasks), dtype=torch.float64)
         for images, targets, labelled in self.val.batches(self.setup.spec.batch_size, None):
-            preds = {k: v.float() for k, v in self.engine(self._inputs(images)).items()}
+            out = self.engine(self._inputs(images), tasks=tuple(self.tasks))
+            preds = {k: v.float() for k, v in out.items()}
             meter.update(preds, targets, labelled)
             n = self._label_counts(labelled)
             total += self._losses(preds, targets).double() * n
@@ -268,10 +303,15 @@ class TrialRunner:
             "gflops_ratio": self.gflops / self.single_task_gflops,
             "params": self.params,
             "epoch_time_s": time.perf_counter() - started,
+            "restored_from_epoch": self.restored_from_epoch,
             "node": platform.node(),
         }
         if self.training_task is not None:
             report["training_task"] = self.training_task
+        if self.setup.stage is not None:
+            task = self.setup.stage.task
+            report["stage_kpi"] = metrics[task][self.tasks[task].kpi]
+            report |= {f"compute/{k}": v for k, v in self._sharing_costs(task).items()}
         weights = self._weights()
         for i, (name, task) in enumerate(self.tasks.items()):
             report[f"train_loss/{name}"] = float(train_losses[i])
@@ -289,6 +329,14 @@ class TrialRunner:
             report["delta_m"] = delta_m(metrics, self.setup.references, self.tasks)
         return report
 
+    @torch.no_grad()
+    def _sharing_costs(self, task: str) -> dict[str, float]:
+        """What ``task`` costs with computation sharing, measured on a validation batch."""
+        if not hasattr(self.model, "compute_report"):
+            return {}
+        images, _, _ = next(iter(self.val.batches(self.setup.spec.batch_size, None)))
+        return self.model.compute_report(self._inputs(images))[task]
+
     def save(self, directory: str | Path) -> None:
         self.engine.save_checkpoint(str(directory), tag=_ENGINE_TAG)
         state = {
@@ -305,6 +353,7 @@ class TrialRunner:
             self._start_task(self._task_of_epoch(max(0, int(state["epoch"]) - 1)))
         self.engine.load_checkpoint(str(directory), tag=_ENGINE_TAG)
         self.epoch = int(state["epoch"])
+        self.restored_from_epoch = self.epoch
         self.balancer.load_state_dict(state["balancer"])
         self.kpi_when_trained = dict(state.get("kpi_when_trained", {}))
 
@@ -359,6 +408,10 @@ def trial_function(config: dict[str, Any], setup: TrialSetup) -> None:
             runner.restore(directory)
     while runner.epoch < setup.epochs:
         report = runner.run_epoch()
+        if runner.epoch == setup.epochs and setup.models_dir is not None:
+            # Before the last report: once Tune has it, the next stage may look for this.
+            trial_id = tune.get_context().get_trial_id()
+            runner.save_model(Path(setup.models_dir) / f"{trial_id}.pt")
         with tempfile.TemporaryDirectory() as directory:
             runner.save(directory)
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(directory))

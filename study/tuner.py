@@ -16,13 +16,15 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from cluster import ray_session
+from models import get_task
 from search_spaces import SearchSpace
 from study.baselines import Baselines, find_baselines
 from study.engine import torch_extensions_dir, warm_up
 from study.errors import UserError
 from study.potentials import resolve_potentials
 from study.recorder import StoreRecorder
-from study.spec import StudySpec
+from study.spec import StageSpec, StudySpec
+from study.store import load_trials
 from study.trial import TrialSetup, trial_function
 
 __all__ = ["StudyOutcome", "optuna_storage", "run_study"]
@@ -37,13 +39,13 @@ class StudyOutcome:
     errors: int
 
 
-def _scheduler(spec: StudySpec) -> TrialScheduler:
+def _scheduler(spec: StudySpec, epochs: int) -> TrialScheduler:
     if spec.scheduler.name == "fifo":
         return FIFOScheduler()
     return ASHAScheduler(
         time_attr="training_iteration",
-        max_t=spec.total_epochs,
-        grace_period=min(spec.scheduler.grace_period, spec.total_epochs),
+        max_t=epochs,
+        grace_period=min(spec.scheduler.grace_period, epochs),
         reduction_factor=spec.scheduler.reduction_factor,
     )
 
@@ -82,21 +84,49 @@ def _run_config(spec: StudySpec, root: Path, phase: str, setup: TrialSetup) -> t
     )
 
 
-def _run_baselines(spec: StudySpec, space: SearchSpace, root: Path, tasks: list[str]) -> int:
+def _fit(
+    tuner: Callable[[], tune.Tuner], setup: TrialSetup, root: Path, phase: str, resume: bool
+) -> int:
+    """Run a phase's experiment, or continue it where a killed driver left it: finished
+    trials stay finished, unfinished ones restart from their last checkpoint, and the
+    searcher (with its Optuna journal) keeps its history and its trial budget."""
+    path = root / setup.spec.name / "tune" / phase
+    if resume and tune.Tuner.can_restore(path):
+        restored = tune.Tuner.restore(
+            str(path), trainable=_trainable(setup), resume_unfinished=True, resume_errored=True
+        )
+        return _errors(restored.fit())
+    return _errors(tuner().fit())
+
+
+def _errors(results: tune.ResultGrid) -> int:
+    return sum(1 for result in results if result.error is not None)
+
+
+def _run_baselines(
+    spec: StudySpec, space: SearchSpace, root: Path, tasks: list[str], resume: bool
+) -> int:
     """One single-task trial per task, at the search space's defaults with equal weights."""
     setup = TrialSetup(spec=spec, tasks=tuple(spec.tasks), kind="single_task")
     method = "ew" if "ew" in space.methods else next(iter(space.methods))
     param_space = {**space.default_config(method), "task": tune.grid_search(tasks)}
     param_space["model"] = {**param_space["model"], **spec.baseline_model}
-    tuner = tune.Tuner(
-        _trainable(setup),
-        param_space=param_space,
-        tune_config=tune.TuneConfig(
-            max_concurrent_trials=spec.concurrency, reuse_actors=True, scheduler=FIFOScheduler()
+    return _fit(
+        lambda: tune.Tuner(
+            _trainable(setup),
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=spec.concurrency,
+                reuse_actors=True,
+                scheduler=FIFOScheduler(),
+            ),
+            run_config=_run_config(spec, root, "single_task", setup),
         ),
-        run_config=_run_config(spec, root, "single_task", setup),
+        setup,
+        root,
+        "single_task",
+        resume,
     )
-    return sum(1 for result in tuner.fit() if result.error is not None)
 
 
 def _run_search(
@@ -105,6 +135,7 @@ def _run_search(
     root: Path,
     baselines: Baselines | None,
     potentials: Mapping[str, float] | None,
+    resume: bool,
 ) -> int:
     setup = TrialSetup(
         spec=spec,
@@ -113,29 +144,82 @@ def _run_search(
         baseline_trials=None if baselines is None else baselines.trials,
         potentials=potentials,
     )
+    return _search_phase(setup, space, root, "multi_task", spec.trials, resume)
+
+
+def _search_phase(
+    setup: TrialSetup, space: SearchSpace, root: Path, phase: str, trials: int, resume: bool
+) -> int:
+    """``trials`` trials Optuna proposes (its history in the study's journal) under the
+    spec's scheduler, as the Tune experiment ``phase``."""
+    spec = setup.spec
     metric, mode = spec.objective
     search = OptunaSearch(
         space=space.define_by_run(),
         metric=metric,
         mode=mode,
         sampler=_sampler(spec, space),
-        study_name="multi_task",
+        study_name=phase,
         storage=optuna_storage(root, spec),
     )
-    tuner = tune.Tuner(
-        _trainable(setup),
-        tune_config=tune.TuneConfig(
-            search_alg=search,
-            scheduler=_scheduler(spec),
-            metric=metric,
-            mode=mode,
-            num_samples=spec.trials,
-            max_concurrent_trials=spec.concurrency,
-            reuse_actors=True,
+    return _fit(
+        lambda: tune.Tuner(
+            _trainable(setup),
+            tune_config=tune.TuneConfig(
+                search_alg=search,
+                scheduler=_scheduler(spec, setup.epochs),
+                metric=metric,
+                mode=mode,
+                num_samples=trials,
+                max_concurrent_trials=spec.concurrency,
+                reuse_actors=True,
+            ),
+            run_config=_run_config(spec, root, phase, setup),
         ),
-        run_config=_run_config(spec, root, "multi_task", setup),
+        setup,
+        root,
+        phase,
+        resume,
     )
-    return sum(1 for result in tuner.fit() if result.error is not None)
+
+
+def _run_stages(
+    spec: StudySpec, space: SearchSpace, root: Path, resume: bool, log: Callable[[str], None]
+) -> int:
+    """Staged training: each stage's trials start from the best model of the one before."""
+    errors = 0
+    init_from = None
+    stages = spec.stages or ()
+    for i, stage in enumerate(stages):
+        if i > 0:
+            init_from = _best_stage_model(root, spec, stages[i - 1])
+        setup = TrialSetup(
+            spec=spec,
+            tasks=tuple(spec.tasks),
+            stage=stage,
+            init_from=init_from,
+            models_dir=str(root / spec.name / "models"),
+        )
+        log(f"stage {i + 1}/{len(stages)}, {stage.name}: {stage.trials} trial(s)")
+        errors += _search_phase(setup, space, root, f"stage-{stage.name}", stage.trials, resume)
+    return errors
+
+
+def _best_stage_model(root: Path, spec: StudySpec, stage: StageSpec) -> str:
+    """The model file of a stage's best completed trial, by its task's KPI."""
+    kpi = f"final.{stage.task}.{get_task(stage.task, spec.dataset.num_classes).kpi}"
+    try:
+        trials = load_trials(
+            root / spec.name, where=f"stage == '{stage.name}' and status == 'completed'"
+        )
+    except (FileNotFoundError, ValueError):
+        trials = None
+    if trials is None or trials.empty or "model_path" not in trials:
+        raise UserError(
+            f"stage {stage.name} left no completed trial to start the next stage from; "
+            f"see: mtlstudy query {root / spec.name}"
+        )
+    return str(trials.loc[trials[kpi].idxmax(), "model_path"])
 
 
 def _quiet_ray_tune() -> None:
@@ -143,6 +227,8 @@ def _quiet_ray_tune() -> None:
     # snapshots (num_to_keep=1 keeps disk use flat) would bury it.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # The experiment state a resume starts from lags the trials by at most this (s).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -151,8 +237,10 @@ def run_study(
     space: SearchSpace,
     address: str | None = None,
     log: Callable[[str], None] = print,
+    resume: bool = False,
 ) -> StudyOutcome:
-    """Run the whole study and return where its results are."""
+    """Run the whole study and return where its results are; with ``resume``, continue
+    the experiments a killed driver left under the study's folder."""
     root = Path(spec.results).resolve()
     env = {"TORCH_EXTENSIONS_DIR": str(torch_extensions_dir())}
     _quiet_ray_tune()
@@ -171,14 +259,17 @@ def run_study(
         if baselines is not None and baselines.missing(spec.tasks):
             missing = baselines.missing(spec.tasks)
             log(f"training single-task baselines of {missing}")
-            errors += _run_baselines(spec, space, root, missing)
+            errors += _run_baselines(spec, space, root, missing, resume)
             baselines = find_baselines(root, spec)
             if baselines.missing(spec.tasks):
                 raise UserError(
-                    "a single-task baseline trial failed; see: "
-                    f"mtlstudy query {root / spec.name}"
+                    f"a single-task baseline trial failed; see: mtlstudy query {root / spec.name}"
                 )
+        if spec.stages is not None:
+            errors += _run_stages(spec, space, root, resume, log)
+            trials = sum(stage.trials for stage in spec.stages)
+            return StudyOutcome(results=root / spec.name, trials=trials, errors=errors)
         potentials = resolve_potentials(root, spec, space)
         log(f"searching: {spec.trials} multi-task trials, {spec.concurrency} at a time")
-        errors += _run_search(spec, space, root, baselines, potentials)
+        errors += _run_search(spec, space, root, baselines, potentials, resume)
     return StudyOutcome(results=root / spec.name, trials=spec.trials, errors=errors)

@@ -36,7 +36,8 @@ class HardConcreteGate(nn.Module):
     ) -> None:
         super().__init__()
         self.log_alpha = nn.Parameter(torch.full(tuple(shape), init_log_alpha))
-        self.tensor_log_alpha = nn.Parameter(torch.zeros(()))
+        # Shape (1,), not (): DeepSpeed broadcasts parameters as bytes, which 0-d refuses.
+        self.tensor_log_alpha = nn.Parameter(torch.zeros(1))
         self.stretch = stretch
         self.temperature = temperature
 

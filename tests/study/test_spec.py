@@ -102,8 +102,10 @@ def test_search_space_relative_to_the_spec(tmp_path: Path) -> None:
 
 def test_gradient_methods_on_frozen_banks_are_refused(tmp_path: Path) -> None:
     space = tmp_path / "space.yaml"
-    space.write_text("model: {variant: {type: categorical, choices: [rc], default: rc}}\n"
-                     "methods: {ew: {}, pcgrad: {}}\n")
+    space.write_text(
+        "model: {variant: {type: categorical, choices: [rc], default: rc}}\n"
+        "methods: {ew: {}, pcgrad: {}}\n"
+    )
     path = _write(tmp_path, VALID + "architecture: rcm_resnet\nsearch_space: space.yaml\n")
     with pytest.raises(SpecError, match=r"'methods'.*shares no trained parameter"):
         load_spec(path)
@@ -133,3 +135,39 @@ def test_a_model_argument_the_spec_fixes_is_not_searched(tmp_path: Path) -> None
     assert "variant" in space.model
     _, space = load_spec(_write(tmp_path, text + "model: {variant: rc}\n"))
     assert "variant" not in space.model and space.grid_size() == 1
+
+
+VIT = (
+    "architecture: vit_sharing\nsearch_space: vit_sharing\nmethods: [ew]\nbaselines: none\n"
+    "model: {patch_size: 8, depth: 1, decoder_width: 8}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("stages", "expected"),
+    [
+        ("[{task: depth, step: gates}]", "the first stage trains the base task"),
+        ("[{task: semseg, step: base}, {task: depth, step: masked}]", "needs a depth-gates"),
+        ("[{task: semseg, step: gates}]", "'semseg' is the base task"),
+        ("[{task: semseg, step: base}, {task: edges, step: gates}]", "not one of the study's"),
+        ("[{task: semseg, step: base}, {task: semseg, step: base}]", "listed twice"),
+    ],
+)
+def test_bad_stages_are_one_line(tmp_path: Path, stages: str, expected: str) -> None:
+    path = _write(tmp_path, VALID + VIT + f"stages: {stages}\n")
+    with pytest.raises(SpecError, match="field 'stages") as err:
+        load_spec(path)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_stages_need_an_architecture_with_stages(tmp_path: Path) -> None:
+    path = _write(tmp_path, VALID + "baselines: none\nstages: [{task: semseg, step: base}]\n")
+    with pytest.raises(SpecError, match="hard_sharing has no training stages"):
+        load_spec(path)
+
+
+def test_vit_sharing_demo_spec_is_valid() -> None:
+    spec, space = load_spec(_demo_spec().parent / "vit_sharing.yaml")
+    assert spec.objective == ("stage_kpi", "max")
+    assert [s.name for s in spec.stages][:2] == ["semseg-base", "depth-gates"]
+    assert {"l0_lambda", "delta_threshold"} <= set(space.model)

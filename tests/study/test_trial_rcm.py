@@ -61,7 +61,11 @@ def test_incremental_trial_adds_tasks_one_by_one_without_touching_earlier_ones()
         reports.append(runner.run_epoch())
         seen.append(_val_predictions(runner))
     assert [r["training_task"] for r in reports] == ["semseg", "depth", "edges"]
-    assert [sorted(s) for s in seen] == [["semseg"], ["depth", "semseg"], ["depth", "edges", "semseg"]]
+    assert [sorted(s) for s in seen] == [
+        ["semseg"],
+        ["depth", "semseg"],
+        ["depth", "edges", "semseg"],
+    ]
     for later in seen[1:]:
         assert torch.equal(later["semseg"], seen[0]["semseg"])
     assert torch.equal(seen[2]["depth"], seen[1]["depth"])
