@@ -86,6 +86,7 @@ class ViTSharing(nn.Module):
         delta_threshold: float | Mapping[str, float] = 0.15,
         delta_l1_weight: float | Mapping[str, float] = 2.5e-10,
         l0_lambda: float | Mapping[str, float] = 5e-8,
+        gate_lr: float | None = None,
     ) -> None:
         super().__init__()
         if not tasks or len(set(tasks)) != len(tasks):
@@ -125,6 +126,7 @@ class ViTSharing(nn.Module):
         self.delta_threshold = _per_name(delta_threshold, POINTS, 0.15, "delta_threshold")
         self.delta_l1_weight = _per_name(delta_l1_weight, POINTS, 2.5e-10, "delta_l1_weight")
         self.l0_lambda = _per_name(l0_lambda, self.sub_tasks, 5e-8, "l0_lambda")
+        self.gate_lr = gate_lr
         self.stage: tuple[str, str] | None = None
         self._frozen: set[str] = set()
         self._delta_l1: dict[str, dict[str, torch.Tensor]] = {}
@@ -333,6 +335,23 @@ class ViTSharing(nn.Module):
         if task == self.base_task:
             return self.decoders[task].parameters()
         return chain(self.deltas[task].parameters(), self.decoders[task].parameters())
+
+    def optimizer_groups(self, lr: float) -> list[dict[str, object]]:
+        """Trainable parameters; the gates' log-α at ``gate_lr`` when given.
+
+        Adam moves a log-α by about its learning rate per step whatever ``λ`` is, so a
+        gate opened at log-α 5 needs some 5/lr steps to close: the paper's long runs
+        close them at the weights' rate, a short study needs a larger ``gate_lr``.
+        """
+        gates = {id(p) for deltas in self.deltas.values() for p in deltas.gate_parameters()}
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        if self.gate_lr is None:
+            return [{"params": trainable, "lr": lr}]
+        groups: list[dict[str, object]] = [
+            {"params": [p for p in trainable if id(p) not in gates], "lr": lr},
+            {"params": [p for p in trainable if id(p) in gates], "lr": self.gate_lr},
+        ]
+        return [g for g in groups if g["params"]]
 
     def representation_module(self) -> nn.Module:
         """The encoder's final norm, called once per forward on every task's tokens

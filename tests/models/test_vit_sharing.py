@@ -298,3 +298,25 @@ def test_benchmark_runs() -> None:
     assert result["ms"]["shared_sub"] > 0 and result["ms"]["dense_sub"] > 0
     assert result["max_abs_diff_vs_plain"] < 1e-3
     assert "speed-up" in format_table(result)
+
+
+def test_gate_lr_lets_a_short_run_close_gates() -> None:
+    closed = {}
+    for gate_lr in (None, 0.5):
+        model = _model(l0_lambda=1e-3, gate_lr=gate_lr)
+        model.set_stage("depth", "gates")
+        groups = model.optimizer_groups(1e-3)
+        assert sum(len(g["params"]) for g in groups) == sum(
+            1 for p in model.parameters() if p.requires_grad
+        )
+        optimizer = torch.optim.AdamW(groups, lr=1e-3)
+        target = torch.rand(2, 1, SIZE, SIZE) + 1
+        for _ in range(15):
+            loss = get_task("depth", 5).loss(model(_images(), tasks=("depth",))["depth"], target)
+            optimizer.zero_grad()
+            (loss + model.penalty()).backward()
+            optimizer.step()
+        model.eval()
+        closed[gate_lr] = 1 - model.delta_weight_density("depth")
+    # At the weights' rate 15 steps barely move a log-α of 5; at gate_lr 0.5 gates close.
+    assert closed[None] == 0.0 and closed[0.5] > 0.5
