@@ -1,14 +1,13 @@
 """One trial: data, model, balancer and DeepSpeed engine, trained epoch by epoch.
 
-:class:`TrialRunner` holds the loop and its checkpoint; :func:`trial_function` is the
-Ray Tune function trainable that drives it, reporting once per epoch with a checkpoint.
+:class:`TrialRunner` holds the loop and its checkpoint; :mod:`study.trainable` drives it
+under Ray Tune.
 """
 
 from __future__ import annotations
 
 import functools
 import platform
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from study.metrics import MultiTaskMeter, delta_m
 from study.spec import StageSpec, StudySpec
 from study.splits import trial_splits
 
-__all__ = ["TrialRunner", "TrialSetup", "trial_function"]
+__all__ = ["TrialRunner", "TrialSetup"]
 
 TrialKind = Literal["multi_task", "single_task"]
 _STATE_FILE = "trial_state.pt"
@@ -394,24 +393,3 @@ def _all_reduced(gramian: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(gramian)
         gramian /= dist.get_world_size()
     return gramian
-
-
-def trial_function(config: dict[str, Any], setup: TrialSetup) -> None:
-    """The Ray Tune function trainable: resume if Tune holds a checkpoint, then train."""
-    from ray import tune
-
-    torch.set_num_threads(max(1, int(setup.spec.cpus_per_trial)))
-    runner = TrialRunner(setup, config)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            runner.restore(directory)
-    while runner.epoch < setup.epochs:
-        report = runner.run_epoch()
-        if runner.epoch == setup.epochs and setup.models_dir is not None:
-            # Before the last report: once Tune has it, the next stage may look for this.
-            trial_id = tune.get_context().get_trial_id()
-            runner.save_model(Path(setup.models_dir) / f"{trial_id}.pt")
-        with tempfile.TemporaryDirectory() as directory:
-            runner.save(directory)
-            tune.report(report, checkpoint=tune.Checkpoint.from_directory(directory))

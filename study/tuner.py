@@ -6,7 +6,6 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage
@@ -25,7 +24,8 @@ from study.potentials import resolve_potentials
 from study.recorder import StoreRecorder
 from study.spec import StageSpec, StudySpec
 from study.store import load_trials
-from study.trial import TrialSetup, trial_function
+from study.trainable import trainable
+from study.trial import TrialSetup
 
 __all__ = ["StudyOutcome", "optuna_storage", "run_study"]
 
@@ -47,12 +47,6 @@ def _scheduler(spec: StudySpec, epochs: int) -> TrialScheduler:
         max_t=epochs,
         grace_period=min(spec.scheduler.grace_period, epochs),
         reduction_factor=spec.scheduler.reduction_factor,
-    )
-
-
-def _trainable(setup: TrialSetup) -> Any:
-    return tune.with_resources(
-        tune.with_parameters(trial_function, setup=setup), {"cpu": setup.spec.cpus_per_trial}
     )
 
 
@@ -93,7 +87,7 @@ def _fit(
     path = root / setup.spec.name / "tune" / phase
     if resume and tune.Tuner.can_restore(path):
         restored = tune.Tuner.restore(
-            str(path), trainable=_trainable(setup), resume_unfinished=True, resume_errored=True
+            str(path), trainable=trainable(setup), resume_unfinished=True, resume_errored=True
         )
         return _errors(restored.fit())
     return _errors(tuner().fit())
@@ -113,7 +107,7 @@ def _run_baselines(
     param_space["model"] = {**param_space["model"], **spec.baseline_model}
     return _fit(
         lambda: tune.Tuner(
-            _trainable(setup),
+            trainable(setup),
             param_space=param_space,
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=spec.concurrency,
@@ -164,7 +158,7 @@ def _search_phase(
     )
     return _fit(
         lambda: tune.Tuner(
-            _trainable(setup),
+            trainable(setup),
             tune_config=tune.TuneConfig(
                 search_alg=search,
                 scheduler=_scheduler(spec, setup.epochs),

@@ -11,8 +11,9 @@ from cluster import ray_session
 from search_spaces import load_space
 from study.spec import DatasetSpec, StudySpec
 from study.store import load_history, load_trials
+from study.trainable import trainable
 from study.trial import TrialSetup
-from study.tuner import _run_config, _trainable
+from study.tuner import _run_config
 
 
 class _KillAfterFirstCheckpoint(tune.Callback):
@@ -55,7 +56,7 @@ def test_killed_trial_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     run_config.callbacks.append(killer)
     config = load_space("default").default_config("ew")
     with ray_session():
-        results = tune.Tuner(_trainable(setup), param_space=config, run_config=run_config).fit()
+        results = tune.Tuner(trainable(setup), param_space=config, run_config=run_config).fit()
     assert results.errors == []
     # The next report continues from the checkpointed epoch; a restart would report 1 again.
     assert killer.killed_after is not None
