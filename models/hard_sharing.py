@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models._registry import register_model
+from models._weights import load_matching
 from models.tasks import activate, get_task
 
 __all__ = ["HardSharing", "hard_sharing"]
@@ -60,7 +61,7 @@ class HardSharing(nn.Module):
             backbone, pretrained=False, features_only=True, out_indices=tuple(out_indices)
         )
         if pretrained_path is not None:
-            _load_encoder_weights(self.encoder, Path(pretrained_path))
+            load_matching(self.encoder, pretrained_path)
         channels = self.encoder.feature_info.channels()
         self.heads = nn.ModuleDict(
             {
@@ -90,16 +91,6 @@ class HardSharing(nn.Module):
     def last_shared_module(self) -> nn.Module:
         """The module whose output every head reads (GradNorm's last shared layer)."""
         return list(self.encoder.children())[-1]
-
-
-def _load_encoder_weights(encoder: nn.Module, path: Path) -> None:
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights {path} not found; expected a torch state dict")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    missing, _ = encoder.load_state_dict(state, strict=False)
-    if len(missing) == len(list(encoder.state_dict())):
-        raise ValueError(f"pretrained weights {path} match no encoder parameter")
 
 
 @register_model

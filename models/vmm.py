@@ -45,7 +45,7 @@ from models._anchors import (
     ssd_anchors,
 )
 from models._registry import register_model
-from models.hard_sharing import _load_encoder_weights
+from models._weights import load_matching
 from models.tasks import activate, get_task
 
 __all__ = ["VMM", "vmm"]
@@ -250,7 +250,7 @@ class VMM(nn.Module):
             backbone, pretrained=False, features_only=True, out_indices=tuple(indices)
         )
         if pretrained_path is not None:
-            _load_encoder_weights(self.encoder, Path(pretrained_path))
+            load_matching(self.encoder, pretrained_path)
         channels = self.encoder.feature_info.channels()
         levels = len(channels)
         self.transitions = nn.ModuleList(_conv_bn_act(c, neck_channels) for c in channels)

@@ -13,6 +13,7 @@ from torch.nn.utils import parametrize
 from torchvision.models import resnet18
 
 from models._registry import register_model
+from models._weights import load_matching
 from models.rcm._decoder import _DeepLabV3PlusHead
 from models.rcm._layers import VARIANTS, RepConv, _Block, _PerTask, _TaskBN, _TaskDownsample
 from models.tasks import activate, get_task
@@ -22,19 +23,8 @@ __all__ = ["RCMResNet", "rcm_resnet", "response_initialise"]
 
 def _torchvision_resnet18(pretrained_path: str | Path | None) -> nn.Module:
     net = resnet18(weights=None)
-    if pretrained_path is None:
-        return net
-    path = Path(pretrained_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights {path} not found; expected a state dict")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    own = net.state_dict()
-    matched = [k for k, v in state.items() if k in own and own[k].shape == v.shape]
-    if not matched:
-        raise ValueError(f"pretrained weights {path} match no torchvision resnet18 parameter")
-    net.load_state_dict({k: state[k] for k in matched}, strict=False)
+    if pretrained_path is not None:
+        load_matching(net, pretrained_path)
     return net
 
 
@@ -176,8 +166,10 @@ class RCMResNet(nn.Module):
             elif isinstance(m, _TaskBN | _TaskDownsample):
                 m.per_task[name] = copy.deepcopy(m.per_task[first])
         if self.train_bank:
-            raise RuntimeError("a trained bank would change earlier tasks; add tasks only "
-                               "to a model built with train_bank=False")
+            raise RuntimeError(
+                "a trained bank would change earlier tasks; add tasks only "
+                "to a model built with train_bank=False"
+            )
         if channels is None:
             channels = get_task(name, self.num_classes).channels
         decoder = _DeepLabV3PlusHead(512, 64, self.decoder_width, channels)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from models._registry import register_model
+from models._weights import load_matching
 from models.tasks import activate, get_task
 from models.vit_sharing import _cost
 from models.vit_sharing._gates import LINEARS, TaskDeltas
@@ -49,21 +50,6 @@ def _per_name(
     if unknown:
         raise ValueError(f"{what} names unknown keys {sorted(unknown)}; expected {list(names)}")
     return {name: float(value.get(name, default)) for name in names}
-
-
-def _load_encoder_weights(encoder: nn.Module, path: Path) -> None:
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights {path} not found; expected a torch state dict")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    own = encoder.state_dict()
-    # Also accepts a saved ViTSharing state dict (keys under "encoder.").
-    state = {k.removeprefix("encoder."): v for k, v in state.items()}
-    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not matched:
-        raise ValueError(f"pretrained weights {path} match no encoder parameter (name and shape)")
-    encoder.load_state_dict(matched, strict=False)
 
 
 class ViTSharing(nn.Module):
@@ -117,7 +103,8 @@ class ViTSharing(nn.Module):
             **extra,
         )
         if pretrained_path is not None:
-            _load_encoder_weights(self.encoder, Path(pretrained_path))
+            # Also takes a saved ViTSharing state dict (keys under "encoder.").
+            load_matching(self.encoder, pretrained_path, prefix="encoder.")
         shapes = [
             {n: tuple(linear_of(b, n).weight.shape) for n in LINEARS} for b in self.encoder.blocks
         ]
