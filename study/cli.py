@@ -180,6 +180,27 @@ def _cmd_bench_balancers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_sharing(args: argparse.Namespace) -> int:
+    from study.bench.sharing import format_table, measure_sharing
+
+    try:
+        figures = measure_sharing(
+            backbone=args.backbone,
+            image_size=args.image_size,
+            patch_size=args.patch_size,
+            batch_size=args.batch_size,
+            weight_density=args.weight_density,
+            activation_density=args.activation_density,
+            rounds=args.rounds,
+            threads=args.threads,
+            depth=args.depth,
+        )
+    except ValueError as err:
+        raise UserError(f"bench sharing: {str(err).strip().splitlines()[0]}") from None
+    print(json.dumps(figures, indent=2) if args.json else format_table(figures))
+    return 0
+
+
 def _cmd_bench_query(args: argparse.Namespace) -> int:
     from study.bench.query import format_table, measure_query
 
@@ -210,6 +231,94 @@ def _stdout_to_stderr() -> Iterator[None]:
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
+
+
+def _jobs_address(args: argparse.Namespace) -> str:
+    from cluster import jobs_address
+
+    return jobs_address(args.address)
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from cluster import submit_study
+    from search_spaces import read_model
+    from study.spec import SpecError, StudySpec
+
+    read_model(args.spec, StudySpec, SpecError, "spec")  # a bad field fails before the upload
+    address = _jobs_address(args)
+    job_id = submit_study(args.spec, address, results=args.results)
+    print(job_id)
+    print(f"follow:  mtlstudy jobs logs {job_id} --follow --address {address}")
+    print(f"status:  mtlstudy jobs status {job_id} --address {address}")
+    print(f"stop:    mtlstudy jobs stop {job_id} --address {address}")
+    return 0
+
+
+def _when(seconds: float | None) -> str:
+    import datetime
+
+    if seconds is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _cmd_jobs_list(args: argparse.Namespace) -> int:
+    from cluster import list_jobs
+
+    jobs = list_jobs(_jobs_address(args))
+    if not jobs:
+        print("no jobs")
+        return 0
+    width = max(len("job"), *(len(j.job_id) for j in jobs))
+    study = max(len("study"), *(len(j.study or "-") for j in jobs))
+    print(f"{'job':{width}s}  {'status':9s}  {'study':{study}s}  {'started':19s}  ended")
+    for j in jobs:
+        print(
+            f"{j.job_id:{width}s}  {j.status:9s}  {j.study or '-':{study}s}  "
+            f"{_when(j.start_time):19s}  {_when(j.end_time)}"
+        )
+    return 0
+
+
+def _cmd_jobs_status(args: argparse.Namespace) -> int:
+    from cluster import job_status
+
+    job = job_status(_jobs_address(args), args.job)
+    print(job.status)
+    if job.message.strip():
+        print(job.message.strip().splitlines()[0])  # Ray appends the last logs; see `jobs logs`
+    return 0
+
+
+def _cmd_jobs_logs(args: argparse.Namespace) -> int:
+    from cluster import job_logs
+
+    for chunk in job_logs(_jobs_address(args), args.job, follow=args.follow):
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+    return 0
+
+
+def _cmd_jobs_stop(args: argparse.Namespace) -> int:
+    from cluster import job_status, stop_job
+
+    address = _jobs_address(args)
+    if stop_job(address, args.job):
+        print(f"stop requested for {args.job}")
+        print(f"status:  mtlstudy jobs status {args.job} --address {address}")
+    else:
+        print(f"{args.job} had already ended: {job_status(address, args.job).status}")
+    return 0
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -273,6 +382,32 @@ def _parser() -> argparse.ArgumentParser:
     methods = commands.add_parser("methods", help="list balancing methods and defaults")
     methods.set_defaults(func=_cmd_methods)
 
+    submit = commands.add_parser("submit", help="run a study on a Ray cluster as a Ray job")
+    submit.add_argument("spec", type=Path, help="a study spec (YAML)")
+    submit.add_argument(
+        "--results", help="results root on the cluster, absolute (default: the spec's)"
+    )
+    jobs = commands.add_parser("jobs", help="follow studies submitted as Ray jobs")
+    jobs_commands = jobs.add_subparsers(dest="jobs", required=True, parser_class=_Parser)
+    jobs_list = jobs_commands.add_parser("list", help="submitted jobs, their status and study")
+    jobs_status = jobs_commands.add_parser("status", help="a job's status")
+    jobs_logs = jobs_commands.add_parser("logs", help="a job's output")
+    jobs_logs.add_argument("--follow", action="store_true", help="until the job ends")
+    jobs_stop = jobs_commands.add_parser("stop", help="stop a job")
+    for sub in (jobs_status, jobs_logs, jobs_stop):
+        sub.add_argument("job", help="the job id 'mtlstudy submit' printed")
+    for sub in (submit, jobs_list, jobs_status, jobs_logs, jobs_stop):
+        sub.add_argument(
+            "--address",
+            help="the cluster's Jobs API, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS, "
+            "$RAY_ADDRESS, or http://127.0.0.1:8265)",
+        )
+    submit.set_defaults(func=_cmd_submit)
+    jobs_list.set_defaults(func=_cmd_jobs_list)
+    jobs_status.set_defaults(func=_cmd_jobs_status)
+    jobs_logs.set_defaults(func=_cmd_jobs_logs)
+    jobs_stop.set_defaults(func=_cmd_jobs_stop)
+
     data = commands.add_parser("data", help="check a dataset folder, or write a synthetic one")
     datas = data.add_subparsers(dest="data", required=True, parser_class=_Parser)
     check = datas.add_parser("check", help="validate a dataset; print counts per split and task")
@@ -313,6 +448,18 @@ def _parser() -> argparse.ArgumentParser:
     bench_query.add_argument("--folder", type=Path, help="write the store here (empty or new)")
     bench_query.add_argument("--json", action="store_true", help="print JSON, not a table")
     bench_query.set_defaults(func=_cmd_bench_query)
+    sharing = benches.add_parser("sharing", help="sub-task inference: sharing against dense")
+    sharing.add_argument("--backbone", default="vit_small_patch16_224")
+    sharing.add_argument("--image-size", type=_positive_int, default=224)
+    sharing.add_argument("--patch-size", type=_positive_int, default=16)
+    sharing.add_argument("--depth", type=_positive_int, help="encoder blocks (default: all)")
+    sharing.add_argument("--batch-size", type=_positive_int, default=1)
+    sharing.add_argument("--weight-density", type=_fraction, default=0.05)
+    sharing.add_argument("--activation-density", type=_fraction, default=0.1)
+    sharing.add_argument("--rounds", type=_positive_int, default=10)
+    sharing.add_argument("--threads", type=_positive_int)
+    sharing.add_argument("--json", action="store_true", help="print JSON, not a table")
+    sharing.set_defaults(func=_cmd_bench_sharing)
     return parser
 
 
