@@ -254,6 +254,7 @@ class TrialRunner:
         for images, targets, labelled in self.train.batches(self.setup.spec.batch_size, seed):
             losses = self.train_step(images, targets)
             n = self._label_counts(labelled)
+            self._check_finite(losses, n)
             total += losses.double() * n
             counts += n
         self.label_counts = counts
@@ -261,6 +262,20 @@ class TrialRunner:
         if self.training_task is None:
             self.balancer.end_epoch(mean)
         return mean
+
+    def _check_finite(self, losses: torch.Tensor, labels: torch.Tensor) -> None:
+        """A diverged trial fails with its reason, rather than training on NaNs."""
+        trained = labels > 0
+        if self.training_task is not None:  # frozen tasks' losses are NaN by design
+            trained &= torch.tensor([name == self.training_task for name in self.tasks])
+        diverged = [
+            n for n, bad in zip(self.tasks, trained & ~losses.isfinite(), strict=True) if bad
+        ]
+        if diverged:
+            raise FloatingPointError(
+                f"non-finite training loss of {diverged} at epoch {self.epoch + 1}; "
+                "a lower learning rate may help"
+            )
 
     def _label_counts(self, labelled: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return torch.tensor([float(labelled[t].sum()) for t in self.tasks], dtype=torch.float64)

@@ -115,3 +115,11 @@ def test_single_process_rendezvous_ignores_inherited_variables() -> None:
     assert world == "1" and port != "1"
     # DeepSpeed's 64 MB shared-memory buffer of that process is gone with it.
     assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
+
+
+def test_a_diverged_trial_fails_with_its_reason(setup: TrialSetup) -> None:
+    runner = TrialRunner(setup, _config("ew"))
+    with torch.no_grad():
+        runner.model.heads["depth"].predict.weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=r"non-finite .*'depth'"):
+        runner.run_epoch()

@@ -120,3 +120,13 @@ def test_incremental_study_records_what_each_task_was_trained_with(tmp_path) -> 
     history = load_history(tmp_path / "inc", where="task == 'semseg' and metric == 'miou'")
     # semseg's metric is logged before and after depth was added, and did not move.
     assert sorted(history["epoch"]) == [1, 2] and history["value"].nunique() == 1
+
+
+def test_a_diverged_incremental_task_fails_with_its_reason() -> None:
+    spec = _incremental_spec()
+    runner = TrialRunner(TrialSetup(spec=spec, tasks=tuple(spec.tasks)), {"method": "ew"})
+    with torch.no_grad():
+        for p in runner.model.decoders["semseg"].parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=r"non-finite training loss of \['semseg'\]"):
+        runner.run_epoch()
