@@ -1,10 +1,11 @@
-"""Ray connection: local clusters for one command, or an existing cluster by address."""
+"""Ray connection (a local Ray for one command, or a cluster by address) and studies
+submitted to a cluster as Ray jobs."""
 
+from cluster._client import jobs_address
 from cluster._jobs import (
     JobSummary,
     job_logs,
     job_status,
-    jobs_address,
     list_jobs,
     stop_job,
     submit_study,

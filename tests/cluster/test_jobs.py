@@ -26,7 +26,8 @@ import pytest
 import yaml
 
 from cluster import ClusterError, jobs_address
-from cluster._jobs import _copy_project, _jobs_url, _place_spec, _project_root, _runtime_excludes
+from cluster._client import _jobs_url
+from cluster._upload import _copy_project, _place_spec, _project_root, _runtime_excludes
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
