@@ -115,6 +115,83 @@ def _cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+#: `mtlstudy plot --kind` choices: study.analysis.KINDS (not imported here: it loads torch).
+_PLOT_KINDS = ("pareto", "heatmap", "ranks", "curves", "weights", "parallel", "importance")
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    from study.analysis import (
+        RUNS,
+        PlotDataError,
+        load_results,
+        make_plot,
+        multi_task_trials,
+        save_figure,
+    )
+
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out: {args.out} is a file; expected a folder for the plots")
+    try:
+        results = load_results(args.results)
+    except (ValueError, KeyError) as err:
+        raise UserError(f"plot: {_first_line(err)}") from None
+    if multi_task_trials(results.trials, (*RUNS, "running", "error")).empty:
+        where = ", ".join(str(p) for p in args.results)
+        raise UserError(f"plot: no multi-task trials in {where}")
+    kinds = _PLOT_KINDS if args.kind == "all" else (args.kind,)
+    written = 0
+    for kind in kinds:
+        try:
+            plot = make_plot(kind, results, x=args.x, y=args.y)
+        except PlotDataError as err:
+            if args.kind != "all":
+                raise UserError(_first_line(err)) from None
+            print(f"skipped {kind}: {_first_line(err)}", file=sys.stderr)
+            continue
+        except ValueError as err:
+            raise UserError(f"plot {kind}: {_first_line(err)}") from None
+        try:
+            paths = save_figure(plot.figure, args.out, kind)
+        except OSError as err:
+            raise UserError(f"--out {args.out}: {_first_line(err)}") from None
+        if plot.note:
+            print(f"note: {plot.note}", file=sys.stderr)
+        print("wrote " + " ".join(str(p) for p in paths))
+        written += 1
+    if not written:
+        raise UserError("plot: nothing to draw; see the lines above")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from study.analysis import PlotDataError, write_report
+
+    if args.out.is_dir():
+        raise UserError(f"--out: {args.out} is a folder; expected an HTML file name")
+    if not args.out.parent.is_dir():
+        raise UserError(f"--out: folder {args.out.parent} does not exist")
+    try:
+        path = write_report(args.results, args.out)
+    except PlotDataError as err:
+        raise UserError(_first_line(err)) from None
+    except (ValueError, KeyError) as err:
+        raise UserError(f"report: {_first_line(err)}") from None
+    except OSError as err:
+        raise UserError(f"--out {args.out}: {_first_line(err)}") from None
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_methods(args: argparse.Namespace) -> int:
     from models import balancing
 
@@ -378,6 +455,30 @@ def _parser() -> argparse.ArgumentParser:
         help="write to this file (atomically) instead of stdout; required for parquet",
     )
     query.set_defaults(func=_cmd_query)
+
+    plot = commands.add_parser("plot", help="plot results (PNG and SVG) from Parquet results")
+    plot.add_argument("results", nargs="+", type=Path, help="results root(s) or study folder(s)")
+    plot.add_argument(
+        "--kind",
+        required=True,
+        choices=(*_PLOT_KINDS, "all"),
+        help="which plot, or all (see docs/ANALYSIS.md)",
+    )
+    plot.add_argument("--out", type=Path, required=True, help="folder for <kind>.png and .svg")
+    plot.add_argument(
+        "--x", choices=("gflops", "params"), default="gflops", help="pareto: the cost axis"
+    )
+    plot.add_argument(
+        "--y",
+        default="delta_m",
+        help="pareto: the accuracy axis, delta_m (default), best_delta_m or a task metric "
+        "such as final.semseg.miou",
+    )
+    plot.set_defaults(func=_cmd_plot)
+    report = commands.add_parser("report", help="write a self-contained HTML report")
+    report.add_argument("results", nargs="+", type=Path, help="results root(s) or study folder(s)")
+    report.add_argument("--out", type=Path, required=True, help="the HTML file to write")
+    report.set_defaults(func=_cmd_report)
 
     methods = commands.add_parser("methods", help="list balancing methods and defaults")
     methods.set_defaults(func=_cmd_methods)

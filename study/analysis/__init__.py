@@ -1,0 +1,86 @@
+"""Analysis of a study's Parquet store: tidy plot data, seaborn plots, an HTML report.
+
+Everything reads only the store (:mod:`study.results`) and, for hyperparameter
+importance, the study's Optuna journal, so a study run on a cluster is analysed anywhere
+the folder is copied to::
+
+    from study.analysis import load_results, make_plot, save_figure, write_report
+
+    results = load_results("results/demo")
+    plot = make_plot("pareto", results, x="gflops", y="delta_m")
+    plot.data            # the points drawn, with `on_front`
+    save_figure(plot.figure, Path("plots"), "pareto")   # plots/pareto.png and .svg
+    write_report(["results/demo"], Path("report.html"))
+
+The ``*_data`` functions turn the trials and history DataFrames into exactly what each
+plot draws (docs/ANALYSIS.md says how each is computed); the ``draw_*`` functions draw it.
+"""
+
+from study.analysis._data import (
+    FINISHED,
+    RUNS,
+    PlotDataError,
+    curves_data,
+    heatmap_data,
+    multi_task_trials,
+    parallel_data,
+    pareto_data,
+    pareto_front,
+    rank_table,
+    ranks_data,
+    weights_data,
+)
+from study.analysis._figures import FORMATS, KINDS, Plot, make_plot, png_bytes, save_figure
+from study.analysis._importance import MIN_TRIALS, NotEnoughTrials, importance_data
+from study.analysis._labels import column_label, higher_is_better, metric_label
+from study.analysis._plots import (
+    draw_heatmap,
+    draw_importance,
+    draw_message,
+    draw_pareto,
+    draw_ranks,
+    method_colors,
+)
+from study.analysis._plots_runs import draw_curves, draw_parallel, draw_weights
+from study.analysis._report import render_report, write_report
+from study.analysis._results import StudyResults, load_results
+
+__all__ = [
+    "FINISHED",
+    "FORMATS",
+    "KINDS",
+    "MIN_TRIALS",
+    "RUNS",
+    "NotEnoughTrials",
+    "Plot",
+    "PlotDataError",
+    "StudyResults",
+    "column_label",
+    "curves_data",
+    "draw_curves",
+    "draw_heatmap",
+    "draw_importance",
+    "draw_message",
+    "draw_parallel",
+    "draw_pareto",
+    "draw_ranks",
+    "draw_weights",
+    "heatmap_data",
+    "higher_is_better",
+    "importance_data",
+    "load_results",
+    "make_plot",
+    "method_colors",
+    "metric_label",
+    "multi_task_trials",
+    "parallel_data",
+    "pareto_data",
+    "pareto_front",
+    "png_bytes",
+    "rank_table",
+    "ranks_data",
+    "render_report",
+    "save_figure",
+    "weights_data",
+    "write_report",
+]

@@ -1,0 +1,219 @@
+"""Seaborn figures of the search's runs: validation curves, task weights, and parallel
+coordinates of the sampled hyperparameters (styles and colours from :mod:`._plots`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from study.analysis._labels import TASK_NAMES, column_label, metric_label
+from study.analysis._plots import method_colors, style
+
+__all__ = ["draw_curves", "draw_parallel", "draw_weights"]
+
+
+def _columns(count: int) -> int:
+    """Panels per row: 2 for 4 (a 2 × 2 grid), else up to 3."""
+    return 2 if count == 4 else min(3, count)
+
+
+def _grid(fig: Figure, count: int, cols: int) -> list[Axes]:
+    rows = -(-count // cols)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return list(axes[:count])
+
+
+def _shared_legend(fig: Figure, axes: list[Axes], title: str, order: Sequence[str]) -> None:
+    """One legend for all panels, in ``order``, from whichever panel drew each entry."""
+    found: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            found.setdefault(label, handle)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    labels = [label for label in order if label in found]
+    handles = [found[label] for label in labels]
+    fig.legend(handles, labels, title=title, loc="outside right center", frameon=False)
+
+
+def _tag_lines(ax: Axes, palette: dict[str, tuple[float, float, float]], prefix: str) -> None:
+    """Name each drawn mean line after its hue (``gid``, an ``id`` in the SVG)."""
+    for line in ax.lines:
+        if len(line.get_xdata()) == 0:
+            continue  # a legend proxy
+        for name, color in palette.items():
+            if np.allclose(mpl.colors.to_rgb(line.get_color()), color):
+                line.set_gid(f"{prefix}{name}")
+
+
+def draw_curves(data: pd.DataFrame) -> Figure:
+    """Per task, its headline validation metric over epochs: per method the mean over its
+    trials with a ±1 sd band."""
+    tasks = list(dict.fromkeys(data["task"]))
+    colors = method_colors(data["method"])
+    with style():
+        cols = _columns(len(tasks))
+        rows = -(-len(tasks) // cols)
+        fig = Figure(layout="constrained", figsize=(4.2 * cols + 1.6, 3.4 * rows + 0.6))
+        axes = _grid(fig, len(tasks), cols)
+        for ax, task in zip(axes, tasks, strict=True):
+            rows_t = data[data["task"] == task]
+            metric = rows_t["metric"].iloc[0]
+            sns.lineplot(
+                data=rows_t,
+                x="epoch",
+                y="value",
+                hue="method",
+                hue_order=list(colors),
+                palette=colors,
+                errorbar="sd",
+                marker="o",
+                ax=ax,
+            )
+            _tag_lines(ax, colors, f"{task}:")
+            ax.set_title(TASK_NAMES.get(task, task))
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(metric_label(task, metric, with_task=False))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _shared_legend(fig, axes, "method", list(colors))
+        fig.suptitle(
+            "Validation metric per epoch (mean ± sd over a method's trials)", fontweight="bold"
+        )
+    return fig
+
+
+def draw_weights(data: pd.DataFrame) -> Figure:
+    """Per balancing method, each task's weight over epochs (mean ± sd over its trials)."""
+    methods = sorted(data["method"].unique())
+    tasks = list(dict.fromkeys(data["task"]))
+    names = {t: TASK_NAMES.get(t, t) for t in tasks}
+    shown = data.assign(task=data["task"].map(names))
+    palette = dict(zip(names.values(), sns.color_palette("colorblind", len(tasks)), strict=True))
+    with style():
+        cols = _columns(len(methods))
+        rows = -(-len(methods) // cols)
+        fig = Figure(layout="constrained", figsize=(4.2 * cols + 1.8, 3.3 * rows + 0.9))
+        axes = _grid(fig, len(methods), cols)
+        for ax, method in zip(axes, methods, strict=True):
+            sns.lineplot(
+                data=shown[shown["method"] == method],
+                x="epoch",
+                y="value",
+                hue="task",
+                style="task",
+                hue_order=list(palette),
+                style_order=list(palette),
+                palette=palette,
+                markers=True,
+                dashes=True,
+                errorbar="sd",
+                ax=ax,
+            )
+            _tag_lines(ax, {t: palette[names[t]] for t in tasks}, f"{method}:")
+            ax.set_title(f"method: {method}")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("task weight")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _shared_legend(fig, axes, "task", list(palette))
+        fig.suptitle(
+            "Task weights over training (mean ± sd over a method's trials)", fontweight="bold"
+        )
+        if any(m.startswith("amtl") or m.endswith("_amtl") for m in methods):
+            # Below the panels: the layout keeps the bottom 4 % free for it.
+            fig.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
+            fig.text(
+                0.01,
+                0.01,
+                "AMTL's achievements are not in the store's history; only its weights are drawn.",
+                fontsize=9,
+                color="0.35",
+            )
+    return fig
+
+
+def draw_parallel(data: pd.DataFrame) -> Figure:
+    """Parallel coordinates: each trial a line over its hyperparameters, coloured by Δm."""
+    color = data.attrs.get("color", "delta_m")
+    axes_order = data[["axis", "param"]].drop_duplicates().sort_values("axis")
+    params = list(axes_order["param"])
+    positions = data.pivot_table(
+        index="trial_id", columns="axis", values="position", aggfunc="first"
+    ).reindex(columns=list(axes_order["axis"]))
+    per_trial = data.drop_duplicates("trial_id").set_index("trial_id")
+    norm = mpl.colors.Normalize(per_trial["color"].min(), per_trial["color"].max())
+    if norm.vmin == norm.vmax:
+        norm = mpl.colors.Normalize(norm.vmin - 1, norm.vmax + 1)
+    cmap = mpl.colormaps["viridis"]
+    xs = np.arange(len(params))
+    with style():
+        fig = Figure(layout="constrained", figsize=(max(7.0, 1.45 * len(params) + 2.5), 5.2))
+        ax = fig.add_subplot()
+        order = per_trial["color"].sort_values().index  # the best drawn last, on top
+        for trial in order:
+            ys = positions.loc[trial].to_numpy(dtype=float)
+            dashed = per_trial.loc[trial, "status"] != "completed"
+            ax.plot(
+                xs,
+                ys,
+                color=cmap(norm(per_trial.loc[trial, "color"])),
+                linewidth=1.8,
+                linestyle="--" if dashed else "-",
+                marker="o",
+                markersize=4,
+                alpha=0.9,
+                gid=f"trial-{trial}",
+            )
+        for x, (_, rows) in zip(xs, data.groupby("axis", sort=True), strict=True):
+            ax.axvline(x, color="0.3", linewidth=0.8, zorder=0)
+            ticks = rows.drop_duplicates("position").sort_values("position")
+            if rows["scale"].iloc[0] != "category":
+                ticks = ticks.iloc[[0, -1]] if len(ticks) > 1 else ticks
+            for _, tick in ticks.iterrows():
+                ax.text(
+                    x + 0.04,
+                    tick["position"],
+                    tick["label"],
+                    fontsize=8,
+                    va="center",
+                    color="0.15",
+                    bbox={"facecolor": "white", "alpha": 0.7, "pad": 0.5, "edgecolor": "none"},
+                )
+        ax.set_xticks(
+            xs,
+            [
+                p + (" (log)" if s == "log" else "")
+                for p, s in zip(
+                    params, data.drop_duplicates("axis").sort_values("axis")["scale"], strict=True
+                )
+            ],
+            rotation=25,
+            ha="right",
+        )
+        ax.set_yticks([0, 0.5, 1], ["min", "", "max"])
+        ax.set_ylabel("value, scaled per axis")
+        ax.set_xlim(-0.3, len(params) - 0.4)
+        ax.set_ylim(-0.06, 1.06)
+        ax.grid(False, axis="x")
+        bar = fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.02)
+        bar.set_label(column_label(color))
+        fig.legend(
+            [Line2D([], [], color="0.3"), Line2D([], [], color="0.3", linestyle="--")],
+            ["completed", "stopped early"],
+            loc="outside lower center",
+            ncols=2,
+            frameon=False,
+        )
+        ax.set_title(
+            "Sampled hyperparameters, coloured by " + column_label(color), fontweight="bold"
+        )
+    return fig

@@ -1,0 +1,163 @@
+"""Every plot kind: what the figure draws equals its data, and PNG and SVG files are written."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from study.analysis import KINDS, Plot, StudyResults, load_results, make_plot, save_figure
+from study.analysis._labels import TASK_NAMES
+
+
+@pytest.fixture(scope="module")
+def results(store: Path) -> StudyResults:
+    return load_results(store)
+
+
+@pytest.fixture(scope="module")
+def plots(results: StudyResults) -> dict[str, Plot]:
+    return {kind: make_plot(kind, results) for kind in KINDS}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_png_and_svg_are_written_at_the_figures_size(
+    plots: dict[str, Plot], kind: str, tmp_path: Path
+) -> None:
+    figure = plots[kind].figure
+    paths = save_figure(figure, tmp_path / "plots", kind)
+    assert [p.name for p in paths] == [f"{kind}.png", f"{kind}.svg"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+    image = matplotlib.image.imread(paths[0])
+    width, height = figure.get_size_inches() * 150
+    assert image.shape[0] == pytest.approx(height, abs=1)
+    assert image.shape[1] == pytest.approx(width, abs=1)
+    assert image.shape[0] > 300 and image.shape[1] > 600
+    assert image[..., :3].std() > 0.05  # not a blank page
+    root = ET.parse(paths[1]).getroot()
+    assert root.tag.endswith("svg")
+    # Only the two files: the temporary names were renamed.
+    assert sorted(os.listdir(tmp_path / "plots")) == [f"{kind}.png", f"{kind}.svg"]
+
+
+def test_saving_again_replaces_the_files_whole(plots: dict[str, Plot], tmp_path: Path) -> None:
+    save_figure(plots["ranks"].figure, tmp_path, "ranks")
+    save_figure(plots["pareto"].figure, tmp_path, "ranks")
+    assert sorted(os.listdir(tmp_path)) == ["ranks.png", "ranks.svg"]
+    assert matplotlib.image.imread(tmp_path / "ranks.png").shape[:2] == (750, 1200)
+
+
+def _by_gid(figure: Figure, gid: str) -> list[Any]:
+    return [a for a in figure.findobj() if a.get_gid() == gid]
+
+
+def test_pareto_draws_every_point_and_the_front(plots: dict[str, Plot]) -> None:
+    plot = plots["pareto"]
+    data = plot.data
+    assert data is not None
+    (points,) = _by_gid(plot.figure, "points")
+    drawn = np.array(sorted(map(tuple, np.asarray(points.get_offsets()))))
+    want = np.array(sorted(zip(data["x"], data["y"], strict=True)))
+    np.testing.assert_allclose(drawn, want)
+    on_front = data[data["on_front"]].sort_values("x")
+    (ringed,) = _by_gid(plot.figure, "front_points")
+    np.testing.assert_allclose(np.asarray(ringed.get_offsets()), on_front[["x", "y"]])
+    # The staircase joins the front, then runs on to the costliest trial.
+    (front,) = _by_gid(plot.figure, "front")
+    assert list(front.get_xdata()) == pytest.approx([*on_front["x"], data["x"].max()])
+    assert list(front.get_ydata()) == pytest.approx([*on_front["y"], on_front["y"].iloc[-1]])
+    ax = plot.figure.axes[0]
+    assert ax.get_xlabel() == "inference GFLOPs per image ↓"
+    assert ax.get_ylabel() == "Δm (%) ↑"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert {"amtl", "dwa", "ew", "hard_sharing", "rcm_resnet", "Pareto front"} <= set(labels)
+
+
+def test_heatmap_cells_and_annotations_are_the_means(plots: dict[str, Plot]) -> None:
+    plot = plots["heatmap"]
+    cells = plot.data
+    assert cells is not None
+    (mesh,) = _by_gid(plot.figure, "cells")
+    means = cells.pivot(index="method", columns="architecture", values="mean").sort_index()
+    np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(means.shape), means)
+    texts = {t.get_text() for t in plot.figure.axes[0].texts}
+    for _, cell in cells.iterrows():
+        assert f"{cell['mean']:+.2f}\n± {cell['std']:.2f} (2 seeds)" in texts
+
+
+def test_ranks_bars_are_the_mean_ranks(plots: dict[str, Plot]) -> None:
+    plot = plots["ranks"]
+    summary = plot.data
+    assert summary is not None
+    ax = plot.figure.axes[0]
+    widths = [p.get_width() for p in ax.patches]
+    assert widths == pytest.approx(list(summary["mean_rank"]))
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(summary["method"])
+
+
+def _means(data: pd.DataFrame, group: str, key: str) -> pd.Series:
+    return data[data[group] == key].groupby("epoch")["value"].mean()
+
+
+def test_curves_draw_each_methods_mean_per_epoch(plots: dict[str, Plot]) -> None:
+    plot = plots["curves"]
+    data = plot.data
+    assert data is not None
+    for task in ("semseg", "depth"):
+        for method in ("ew", "dwa", "amtl"):
+            (line,) = _by_gid(plot.figure, f"{task}:{method}")
+            rows = data[data["task"] == task]
+            want = _means(rows, "method", method)
+            assert list(line.get_xdata()) == list(want.index)
+            assert list(line.get_ydata()) == pytest.approx(list(want))
+    titles = [ax.get_title() for ax in plot.figure.axes]
+    assert titles[:2] == [TASK_NAMES["semseg"], TASK_NAMES["depth"]]
+    assert [ax.get_ylabel() for ax in plot.figure.axes[:2]] == ["mIoU ↑", "RMSE (m) ↓"]
+
+
+def test_weights_draw_each_tasks_mean_weight_per_method(plots: dict[str, Plot]) -> None:
+    plot = plots["weights"]
+    data = plot.data
+    assert data is not None
+    for method in ("ew", "dwa", "amtl"):
+        for task in ("semseg", "depth"):
+            (line,) = _by_gid(plot.figure, f"{method}:{task}")
+            want = _means(data[data["method"] == method], "task", task)
+            assert list(line.get_ydata()) == pytest.approx(list(want))
+    texts = [t.get_text() for t in plot.figure.texts]
+    assert any("achievements are not in the store" in t for t in texts)
+
+
+def test_parallel_lines_go_through_each_trials_positions(plots: dict[str, Plot]) -> None:
+    plot = plots["parallel"]
+    data = plot.data
+    assert data is not None
+    axes = data["axis"].max() + 1
+    for trial_id, rows in data.groupby("trial_id"):
+        (line,) = _by_gid(plot.figure, f"trial-{trial_id}")
+        want = np.full(axes, np.nan)
+        want[rows["axis"].to_numpy()] = rows["position"].to_numpy()
+        np.testing.assert_allclose(np.asarray(line.get_ydata(), dtype=float), want)
+        stopped = rows["status"].iloc[0] == "stopped_early"
+        assert (line.get_linestyle() == "--") == stopped
+
+
+def test_importance_bars_are_the_importances(plots: dict[str, Plot]) -> None:
+    plot = plots["importance"]
+    data = plot.data
+    assert data is not None
+    assert (
+        plot.note is not None and "'multi_task' in " in plot.note and "(2 completed)" in plot.note
+    )
+    ax = plot.figure.axes[0]
+    want = data.sort_values("importance", ascending=False)
+    assert [p.get_width() for p in ax.patches] == pytest.approx(list(want["importance"]))
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == [p.replace("/", ".") for p in want["param"]]

@@ -1,0 +1,285 @@
+"""The HTML report: its tables equal the store, it is self-contained, and a real headless
+Chromium loads it with no console error and every image shown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from study.analysis import KINDS, PlotDataError, write_report
+from study.analysis._tables import leaderboard_table
+from study.results import load
+
+ERROR = "RuntimeError: loss of <depth> & 'normals' is NaN"  # conftest.ERROR
+
+
+@pytest.fixture(scope="module")
+def report(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_report(store, tmp_path_factory.mktemp("report") / "report.html")
+
+
+@pytest.fixture(scope="module")
+def text(report: Path) -> str:
+    return report.read_text(encoding="utf-8")
+
+
+def test_report_is_self_contained(text: str) -> None:
+    assert text.startswith("<!DOCTYPE html>")
+    images = re.findall(r'<img src="([^"]*)"', text)
+    assert len(images) == len(KINDS)
+    assert all(src.startswith("data:image/png;base64,") for src in images)
+    assert "<script" not in text
+    # No address outside the file: only data: URIs.
+    assert not re.search(r'(src|href)="(?!data:)', text)
+    assert "http://" not in text and "https://" not in text
+
+
+def test_leaderboard_is_the_completed_trials_best_first_after_the_baselines(
+    store: Path, text: str
+) -> None:
+    trials = load(store, "trials")
+    table = leaderboard_table(trials)
+    done = trials[(trials["kind"] == "multi_task") & (trials["status"] == "completed")]
+    multi = table[table["rank"] > 0]
+    assert list(multi["trial_id"]) == list(done.sort_values("delta_m", ascending=False)["trial_id"])
+    assert list(multi["rank"]) == list(range(1, len(done) + 1))
+    by_id = done.set_index("trial_id")
+    for column in ("final.semseg.miou", "final.depth.rmse", "delta_m", "gflops"):
+        assert list(multi[column]) == pytest.approx(list(by_id.loc[multi["trial_id"], column]))
+    assert list(multi["params_m"]) == pytest.approx(
+        list(by_id.loc[multi["trial_id"], "params"] / 1e6)
+    )
+    reference = table[table["rank"] == 0].iloc[0]
+    assert reference["method"] == "single-task" and reference["delta_m"] == 0
+    semseg = trials.set_index("trial_id").loc[reference["trial_id"].split(", ")[0]]
+    assert reference["final.semseg.miou"] == pytest.approx(semseg["final.semseg.miou"])
+    # The paper format: each task over its metrics, with directions.
+    for header in ("semantic seg.", "mIoU ↑", "pixel acc. ↑", "RMSE (m) ↓", "δ&lt;1.25 ↑"):
+        assert header in text
+    assert "Δm (%) ↑" in text
+    for trial_id in ("x-stopped", "x-running"):
+        assert trial_id not in text
+
+
+def test_best_trial_and_failed_trials(store: Path, text: str) -> None:
+    trials = load(store, "trials")
+    done = trials[(trials["kind"] == "multi_task") & (trials["status"] == "completed")]
+    best = done.loc[done["delta_m"].idxmax()]
+    section = text[text.index("<h2>Best trial</h2>") : text.index("<h2>Failed trials</h2>")]
+    assert best["trial_id"] in section and f"{best['delta_m']:+.2f}" in section
+    assert f"{best['hp.optim.lr']:.4g}" in section
+    failed = text[text.index("<h2>Failed trials</h2>") : text.index("<h2>Plots</h2>")]
+    assert "x-error" in failed
+    assert "RuntimeError: loss of &lt;depth&gt; &amp; &#x27;normals&#x27; is NaN" in failed
+    assert ERROR not in text  # every string is escaped
+
+
+def test_spec_section_reconstructs_the_study(text: str) -> None:
+    section = text[text.index("<h2>Study</h2>") : text.index("<h2>Leaderboard</h2>")]
+    for value in ("semseg, depth", "hard_sharing, rcm_resnet", "amtl, dwa, ew", "0, 1"):
+        assert value in section
+    assert "synthetic:32px:5c:64+16:4obj:seed0" in section
+
+
+def test_no_multi_task_trial_is_an_error_and_a_failed_write_keeps_the_old_report(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "results"
+    (root / "only" / "trials").mkdir(parents=True)
+    for path in (store / "hard_sharing-seed0" / "trials").glob("b-*.parquet"):
+        shutil.copy(path, root / "only" / "trials" / path.name)
+    out = tmp_path / "report.html"
+    out.write_text("old")
+    with pytest.raises(PlotDataError, match="no multi-task trials"):
+        write_report(root, out)
+
+    def broken(src: Any, dst: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(OSError, match="disk full"):
+        write_report(store / "hard_sharing-seed0", out)
+    assert out.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "results"]
+
+
+# --------------------------------------------------------------------------- Chromium
+
+
+_INSTALL_LOCK = Path("/tmp/mtlstudy-chromium-install.lock")
+
+
+def _chromium() -> str:
+    """The chromium binary; installed with apt-get (Debian's `chromium`) the first time."""
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip("chromium is not installed, and installing it needs apt-get as root")
+    fd = os.open(_INSTALL_LOCK, os.O_CREAT | os.O_RDWR)
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX)  # one install at a time, across test processes
+        if shutil.which("chromium") is None:
+            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+            for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+                done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+                if done.returncode != 0:
+                    last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                    pytest.skip(f"could not install chromium ({' '.join(command)}: {last})")
+    finally:
+        os.close(fd)
+    found = shutil.which("chromium")
+    if not found:
+        pytest.skip("apt-get installed chromium, but it is not on PATH")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A headless Chromium with the DevTools protocol on; yields its page's websocket URL."""
+    binary = _chromium()
+    profile = tmp_path_factory.mktemp("chromium")
+    process = subprocess.Popen(
+        [
+            binary,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--remote-debugging-port=0",
+            f"--user-data-dir={profile}",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not (port_file.is_file() and port_file.read_text().strip()):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("chromium did not start its DevTools endpoint")
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        yield asyncio.run(_page_socket(port))
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def _page_socket(port: int) -> str:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        for _ in range(50):
+            async with session.get(f"http://127.0.0.1:{port}/json/list") as response:
+                pages = [t for t in await response.json() if t.get("type") == "page"]
+            if pages:
+                return str(pages[0]["webSocketDebuggerUrl"])
+            await asyncio.sleep(0.1)
+    raise AssertionError("chromium has no page target")
+
+
+_IMAGES_SHOW = (
+    "Array.from(document.images).map(i => ({complete: i.complete, width: i.naturalWidth,"
+    " shown: i.getBoundingClientRect().width}))"
+)
+
+
+async def _render(socket: str, url: str) -> dict[str, Any]:
+    """Load ``url``; return its console messages, errors, requests and images."""
+    import aiohttp
+
+    events: list[dict[str, Any]] = []
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(socket, max_msg_size=0) as ws:
+            ids = iter(range(1, 1_000_000))
+
+            async def call(method: str, **params: Any) -> dict[str, Any]:
+                number = next(ids)
+                await ws.send_str(json.dumps({"id": number, "method": method, "params": params}))
+                while True:
+                    message = json.loads((await ws.receive(timeout=60)).data)
+                    if message.get("id") == number:
+                        if "error" in message:
+                            raise AssertionError(f"{method}: {message['error']}")
+                        return message.get("result", {})
+                    events.append(message)
+
+            for domain in ("Page", "Runtime", "Log", "Network"):
+                await call(f"{domain}.enable")
+            await call("Page.navigate", url=url)
+            deadline = time.monotonic() + 60
+            while not any(e.get("method") == "Page.loadEventFired" for e in events):
+                assert time.monotonic() < deadline, "the page did not finish loading"
+                events.append(json.loads((await ws.receive(timeout=60)).data))
+            await asyncio.sleep(0.5)  # late console messages
+            result = await call("Runtime.evaluate", expression=_IMAGES_SHOW, returnByValue=True)
+            # Drain what arrived meanwhile.
+            await call("Runtime.evaluate", expression="1")
+    console = [
+        e["params"]
+        for e in events
+        if e.get("method") in ("Runtime.consoleAPICalled", "Log.entryAdded")
+    ]
+    return {
+        "errors": [
+            p
+            for p in console
+            if p.get("type") in ("error", "assert") or p.get("entry", {}).get("level") == "error"
+        ],
+        "exceptions": [e["params"] for e in events if e.get("method") == "Runtime.exceptionThrown"],
+        "requests": [  # shortened: a data: URI is the whole image
+            e["params"]["request"]["url"][:80]
+            for e in events
+            if e.get("method") == "Network.requestWillBeSent"
+        ],
+        "failed": [e["params"] for e in events if e.get("method") == "Network.loadingFailed"],
+        "images": result["result"]["value"],
+    }
+
+
+def test_chromium_shows_every_image_with_no_console_error(browser: str, report: Path) -> None:
+    page = asyncio.run(_render(browser, report.as_uri()))
+    assert page["errors"] == [] and page["exceptions"] == [] and page["failed"] == []
+    images = page["images"]
+    assert len(images) == len(KINDS)
+    assert all(i["complete"] and i["width"] > 0 and i["shown"] > 0 for i in images)
+    # Nothing but the file itself and its data: URIs.
+    assert all(u.startswith(("file:", "data:")) for u in page["requests"])
+
+
+def test_the_browser_check_sees_a_broken_page(browser: str, tmp_path: Path) -> None:
+    """The same check on a page with a broken image and a console error fails."""
+    broken = tmp_path / "broken.html"
+    broken.write_text(
+        '<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body>'
+        '<img src="missing.png"><script>console.error("boom")</script></body></html>'
+    )
+    page = asyncio.run(_render(browser, broken.as_uri()))
+    assert any("boom" in json.dumps(e) for e in page["errors"])
+    assert page["images"] == [{"complete": True, "width": 0, "shown": page["images"][0]["shown"]}]
+
+
+def test_leaderboard_table_of_a_store_without_baselines(store: Path) -> None:
+    trials = load(store, "trials")
+    without = trials.drop(columns=[c for c in trials if c.startswith("baseline_trials.")])
+    table = leaderboard_table(without)
+    assert (table["rank"] > 0).all() and isinstance(table, pd.DataFrame)
