@@ -161,7 +161,7 @@ def test_upload_is_the_project_without_environments_results_or_big_files(tmp_pat
     files = {
         "pyproject.toml": "x",
         "constraints.txt": "x",
-        "study/cli.py": "x",
+        "study/cli/__init__.py": "x",
         "study/results/__init__.py": "x",  # code, though .gitignore says results/
         ".gitignore": "results/\n",
         "study/__pycache__/cli.cpython-311.pyc": "x",
@@ -184,7 +184,7 @@ def test_upload_is_the_project_without_environments_results_or_big_files(tmp_pat
     assert copied == [
         "constraints.txt",
         "pyproject.toml",
-        "study/cli.py",
+        "study/cli/__init__.py",
         "study/results/__init__.py",
         "study/specs/inside.yaml",
         "tests/data/c.json",
@@ -213,7 +213,7 @@ def test_the_real_upload_is_small(tmp_path: Path) -> None:
     _copy_project(root, tmp_path / "stage", keep_out=[])
     files = [p for p in (tmp_path / "stage").rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) < 50 * 2**20
-    assert (tmp_path / "stage/study/cli.py").is_file()
+    assert (tmp_path / "stage/study/cli/__init__.py").is_file()
     assert not any(part in (".venv", ".git", "__pycache__") for p in files for part in p.parts)
 
 

@@ -1,0 +1,44 @@
+"""The ``mtlstudy`` command line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from cluster import ClusterError
+from search_spaces import SearchSpaceError
+from study.cli import _bench, _data, _jobs, _results, _study
+from study.cli._common import _Parser
+from study.cli._results import _PLOT_KINDS
+from study.cli._study import _demo_spec
+from study.errors import UserError
+
+__all__ = ["_PLOT_KINDS", "_demo_spec", "main"]
+
+_USER_ERRORS = (UserError, ClusterError, SearchSpaceError, FileNotFoundError)
+
+
+def _parser() -> _Parser:
+    parser = _Parser(prog="mtlstudy", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for group in (_study, _results, _jobs, _data, _bench):
+        group.add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        return int(args.func(args))
+    except _USER_ERRORS as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"mtlstudy: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mtlstudy: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) left; silence the flush at exit too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -1,0 +1,114 @@
+"""Benchmarks that print figures: bench overhead, balancers, query, sharing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from study.cli._common import _fraction, _method_name, _Parser, _positive_int, _stdout_to_stderr
+from study.errors import UserError
+
+
+def _cmd_bench_overhead(args: argparse.Namespace) -> int:
+    from study.bench.overhead import measure_overhead
+
+    with _stdout_to_stderr():
+        figures = measure_overhead(trials=args.trials, epochs=args.epochs)
+    print(json.dumps(figures, indent=2))
+    return 0
+
+
+def _cmd_bench_balancers(args: argparse.Namespace) -> int:
+    from study.bench.balancers import format_table, measure_balancers
+
+    with _stdout_to_stderr():
+        figures = measure_balancers(
+            num_tasks=tuple(args.tasks),
+            methods=args.methods,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            rounds=args.rounds,
+        )
+    print(json.dumps(figures, indent=2) if args.json else format_table(figures))
+    return 0
+
+
+def _cmd_bench_sharing(args: argparse.Namespace) -> int:
+    from study.bench.sharing import format_table, measure_sharing
+
+    try:
+        figures = measure_sharing(
+            backbone=args.backbone,
+            image_size=args.image_size,
+            patch_size=args.patch_size,
+            batch_size=args.batch_size,
+            weight_density=args.weight_density,
+            activation_density=args.activation_density,
+            rounds=args.rounds,
+            threads=args.threads,
+            depth=args.depth,
+        )
+    except ValueError as err:
+        raise UserError(f"bench sharing: {str(err).strip().splitlines()[0]}") from None
+    print(json.dumps(figures, indent=2) if args.json else format_table(figures))
+    return 0
+
+
+def _cmd_bench_query(args: argparse.Namespace) -> int:
+    from study.bench.query import format_table, measure_query
+
+    try:
+        figures = measure_query(
+            trials=args.trials,
+            history=args.history,
+            files=args.files,
+            threads=args.threads,
+            folder=args.folder,
+            rounds=args.rounds,
+        )
+    except ValueError as err:
+        raise UserError(f"bench query: {str(err).strip().splitlines()[0]}") from None
+    print(json.dumps(figures, indent=2) if args.json else format_table(figures))
+    return 0
+
+
+def add_commands(commands: Any) -> None:
+    bench = commands.add_parser("bench", help="benchmarks that print figures")
+    benches = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
+    overhead = benches.add_parser("overhead", help="study wall time against a plain loop")
+    overhead.add_argument("--trials", type=int, default=8)
+    overhead.add_argument("--epochs", type=int, default=2)
+    overhead.set_defaults(func=_cmd_bench_overhead)
+    balancers = benches.add_parser("balancers", help="step time of every method against ew")
+    balancers.add_argument("--tasks", type=int, nargs="+", default=[3, 5], choices=range(1, 6))
+    balancers.add_argument("--methods", nargs="+", type=_method_name, default=None)
+    balancers.add_argument("--image-size", type=_positive_int, default=64)
+    balancers.add_argument("--batch-size", type=_positive_int, default=16)
+    balancers.add_argument("--rounds", type=_positive_int, default=5)
+    balancers.add_argument("--json", action="store_true", help="print JSON, not a table")
+    balancers.set_defaults(func=_cmd_bench_balancers)
+    bench_query = benches.add_parser("query", help="filtered aggregates over a synthetic store")
+    bench_query.add_argument("--trials", type=_positive_int, default=100_000)
+    bench_query.add_argument("--history", type=_positive_int, default=10_000_000)
+    bench_query.add_argument(
+        "--files", type=_positive_int, default=600, help="trial files (and as many history)"
+    )
+    bench_query.add_argument("--rounds", type=_positive_int, default=5)
+    bench_query.add_argument("--threads", type=_positive_int, help="Arrow CPU threads")
+    bench_query.add_argument("--folder", type=Path, help="write the store here (empty or new)")
+    bench_query.add_argument("--json", action="store_true", help="print JSON, not a table")
+    bench_query.set_defaults(func=_cmd_bench_query)
+    sharing = benches.add_parser("sharing", help="sub-task inference: sharing against dense")
+    sharing.add_argument("--backbone", default="vit_small_patch16_224")
+    sharing.add_argument("--image-size", type=_positive_int, default=224)
+    sharing.add_argument("--patch-size", type=_positive_int, default=16)
+    sharing.add_argument("--depth", type=_positive_int, help="encoder blocks (default: all)")
+    sharing.add_argument("--batch-size", type=_positive_int, default=1)
+    sharing.add_argument("--weight-density", type=_fraction, default=0.05)
+    sharing.add_argument("--activation-density", type=_fraction, default=0.1)
+    sharing.add_argument("--rounds", type=_positive_int, default=10)
+    sharing.add_argument("--threads", type=_positive_int)
+    sharing.add_argument("--json", action="store_true", help="print JSON, not a table")
+    sharing.set_defaults(func=_cmd_bench_sharing)

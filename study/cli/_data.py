@@ -1,0 +1,56 @@
+"""Dataset folders: data check, data synth."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from study.cli._common import _Parser, _positive_int
+
+
+def _print_counts(counts: dict[str, dict[str, int]]) -> None:
+    columns = sorted({task for tasks in counts.values() for task in tasks})
+    print(f"{'split':8s}" + "".join(f"{c:>12s}" for c in columns))
+    for split, tasks in counts.items():
+        print(f"{split:8s}" + "".join(f"{tasks.get(c, 0):12d}" for c in columns))
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from study.data.formats import describe_dataset
+
+    _print_counts(describe_dataset(args.root, args.format))
+    return 0
+
+
+def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from study.data.formats import synthesize
+
+    counts = synthesize(
+        args.out,
+        args.format,
+        train=args.train,
+        val=args.val,
+        image_size=args.image_size,
+        seed=args.seed,
+    )
+    print(f"wrote a synthetic {args.format} dataset to {args.out}")
+    _print_counts(counts)
+    return 0
+
+
+def add_commands(commands: Any) -> None:
+    data = commands.add_parser("data", help="check a dataset folder, or write a synthetic one")
+    datas = data.add_subparsers(dest="data", required=True, parser_class=_Parser)
+    check = datas.add_parser("check", help="validate a dataset; print counts per split and task")
+    check.add_argument("root", type=Path)
+    synth = datas.add_parser("synth", help="write synthetic scenes in a real dataset layout")
+    synth.add_argument("out", type=Path)
+    synth.add_argument("--train", type=_positive_int, default=32)
+    synth.add_argument("--val", type=_positive_int, default=8)
+    synth.add_argument("--image-size", type=_positive_int, default=64)
+    synth.add_argument("--seed", type=int, default=0)
+    for sub in (check, synth):
+        sub.add_argument("--format", choices=("nyud", "pascal", "voc"), required=True)
+    check.set_defaults(func=_cmd_data_check)
+    synth.set_defaults(func=_cmd_data_synth)

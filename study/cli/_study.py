@@ -1,0 +1,81 @@
+"""Running studies: run, demo, methods."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+
+def _demo_spec() -> Path:
+    return Path(str(resources.files("study") / "specs" / "demo.yaml"))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from study.spec import load_spec
+
+    spec, space = load_spec(args.spec)
+    if args.results is not None:
+        spec = spec.model_copy(update={"results": args.results})
+    from study.leaderboard import leaderboard, stage_table
+    from study.store import load_trials
+    from study.tuner import run_study
+
+    outcome = run_study(
+        spec,
+        space,
+        address=args.address,
+        log=lambda line: print(line, flush=True),
+        resume=args.resume,
+    )
+    trials = load_trials(outcome.results)
+    print()
+    if spec.stages is not None:
+        print(stage_table(trials, [(stage.name, stage.task) for stage in spec.stages]))
+    else:
+        print(leaderboard(trials, spec.tasks))
+    if spec.baselines != "none":
+        model = ", ".join(f"{k}={v}" for k, v in spec.baseline_model.items())
+        print(f"Δm against single-task {spec.architecture}{f' ({model})' if model else ''}")
+    print()
+    finished = int((trials["kind"] == "multi_task").sum()) if "kind" in trials else 0
+    print(f"{finished} multi-task trials, {outcome.errors} failed")
+    print(f"results: {outcome.results}  (try: mtlstudy query {outcome.results})")
+    return 1 if outcome.errors and finished == 0 else 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    args.spec = _demo_spec()
+    return _cmd_run(args)
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from models import balancing
+
+    print(f"{'method':13s} {'reads':22s} hyperparameters (defaults)")
+    for name in balancing.list_methods():
+        hp = {k: v for k, v in balancing.defaults(name).items() if k != "potentials"}
+        print(f"{name:13s} {balancing.reads(name):22s} {json.dumps(hp)}")
+        print(f"{'':13s} {balancing.paper(name)}")
+    return 0
+
+
+def add_commands(commands: Any) -> None:
+    run = commands.add_parser("run", help="run the study a spec describes")
+    run.add_argument("spec", type=Path, help="a study spec (YAML)")
+    demo = commands.add_parser("demo", help="run the built-in demo study")
+    for sub in (run, demo):
+        sub.add_argument("--address", help="an existing Ray cluster (default: a local Ray)")
+        sub.add_argument("--results", help="results root (default: the spec's 'results')")
+        sub.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue the study a killed run left: finished trials are kept",
+        )
+    run.set_defaults(func=_cmd_run)
+    demo.set_defaults(func=_cmd_demo)
+
+    methods = commands.add_parser("methods", help="list balancing methods and defaults")
+    methods.set_defaults(func=_cmd_methods)
