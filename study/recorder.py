@@ -43,6 +43,8 @@ def history_rows(result: Mapping[str, Any], tasks: Mapping[str, Task]) -> list[d
         ]
         if f"labels/{name}" in result:
             rows.append(("train", name, "labels", result[f"labels/{name}"]))
+        if f"achievement/{name}" in result:
+            rows.append(("train", name, "achievement", result[f"achievement/{name}"]))
         if f"forgetting/{name}" in result:
             rows.append(("val", name, "forgetting", result[f"forgetting/{name}"]))
         rows += [("val", name, m.name, result[f"{name}/{m.name}"]) for m in task.metrics]
@@ -199,6 +201,7 @@ _REPORT_KEYS = {
     ("train", "loss"): "train_loss/{task}",
     ("train", "weight"): "weight/{task}",
     ("train", "labels"): "labels/{task}",
+    ("train", "achievement"): "achievement/{task}",
     ("val", "loss"): "val_loss/{task}",
     ("val", "forgetting"): "forgetting/{task}",
 }

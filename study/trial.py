@@ -327,7 +327,10 @@ class TrialRunner:
             report["stage_kpi"] = metrics[task][self.tasks[task].kpi]
             report |= {f"compute/{k}": v for k, v in self._sharing_costs(task).items()}
         weights = self._weights()
+        achievements = self.balancer.achievements() if self.training_task is None else None
         for i, (name, task) in enumerate(self.tasks.items()):
+            if achievements is not None:
+                report[f"achievement/{name}"] = float(achievements[i])
             report[f"train_loss/{name}"] = float(train_losses[i])
             report[f"val_loss/{name}"] = float(val_losses[i])
             report[f"weight/{name}"] = weights[i]

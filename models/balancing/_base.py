@@ -84,6 +84,10 @@ class Balancer:
     def end_epoch(self, mean_losses: torch.Tensor) -> None:
         """Called after every training epoch with the epoch's mean task losses (T,)."""
 
+    def achievements(self) -> torch.Tensor | None:
+        """Each task's achievement (KPI ÷ single-task potential), for methods that keep one."""
+        return None
+
     def update_kpis(self, kpis: Mapping[str, float]) -> None:
         """Called after every evaluation with each task's validation KPI, in (0, 1]."""
 

@@ -129,6 +129,10 @@ class AchievementWeighting(Balancer):
         new = _kpi_vector(self.method, self.tasks, kpis)
         self.kpis = new if self.kpis is None else self.ema * new + (1 - self.ema) * self.kpis
 
+    def achievements(self) -> torch.Tensor | None:
+        """The smoothed KPIs over the potentials (T,), once a KPI has been seen."""
+        return None if self.kpis is None else self.kpis / self.potentials
+
     def achievement_weights(self) -> torch.Tensor:
         """The softmax weights w (T,), summing to 1; float64 on the CPU."""
         if self.kpis is None:

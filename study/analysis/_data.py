@@ -216,10 +216,12 @@ def curves_data(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
 
 
 def weights_data(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
-    """The balancer's task weights per epoch: one row per ``train/<task>/weight`` history row
-    of a completed or stopped-early multi-task trial (``value`` is the weight)."""
+    """The balancer's task weights per epoch, and the achievements of methods that keep
+    them (AMTL's KPI ÷ potential): one row per ``train/<task>/weight`` or
+    ``train/<task>/achievement`` history row of a completed or stopped-early multi-task
+    trial (``metric`` says which, ``value`` is it)."""
     runs, rows = _history_of(trials, history, "train", "weights")
-    return _join(runs, rows[rows["metric"] == "weight"], "weights")
+    return _join(runs, rows[rows["metric"].isin(["weight", "achievement"])], "weights")
 
 
 def _headline_columns(rows: pd.DataFrame) -> list[tuple[str, str]]:

@@ -93,20 +93,24 @@ def draw_curves(data: pd.DataFrame) -> Figure:
 
 
 def draw_weights(data: pd.DataFrame) -> Figure:
-    """Per balancing method, each task's weight over epochs (mean ± sd over its trials)."""
-    methods = sorted(data["method"].unique())
+    """Per balancing method, each task's weight over epochs (mean ± sd over its trials),
+    and, for methods that keep them, each task's achievement below."""
+    panels = [(m, "weight") for m in sorted(data["method"].unique())]
+    achieved = data[data["metric"] == "achievement"]
+    panels += [(m, "achievement") for m in sorted(achieved["method"].unique())]
     tasks = list(dict.fromkeys(data["task"]))
     names = {t: TASK_NAMES.get(t, t) for t in tasks}
     shown = data.assign(task=data["task"].map(names))
     palette = dict(zip(names.values(), sns.color_palette("colorblind", len(tasks)), strict=True))
+    labels = {"weight": "task weight", "achievement": "achievement (KPI ÷ potential)"}
     with style():
-        cols = _columns(len(methods))
-        rows = -(-len(methods) // cols)
+        cols = _columns(len(panels))
+        rows = -(-len(panels) // cols)
         fig = Figure(layout="constrained", figsize=(4.2 * cols + 1.8, 3.3 * rows + 0.9))
-        axes = _grid(fig, len(methods), cols)
-        for ax, method in zip(axes, methods, strict=True):
+        axes = _grid(fig, len(panels), cols)
+        for ax, (method, metric) in zip(axes, panels, strict=True):
             sns.lineplot(
-                data=shown[shown["method"] == method],
+                data=shown[(shown["method"] == method) & (shown["metric"] == metric)],
                 x="epoch",
                 y="value",
                 hue="task",
@@ -119,25 +123,16 @@ def draw_weights(data: pd.DataFrame) -> Figure:
                 errorbar="sd",
                 ax=ax,
             )
-            _tag_lines(ax, {t: palette[names[t]] for t in tasks}, f"{method}:")
-            ax.set_title(f"method: {method}")
+            _tag_lines(ax, {t: palette[names[t]] for t in tasks}, f"{method}/{metric}:")
+            ax.set_title(f"method: {method}" + ("" if metric == "weight" else ", achievements"))
             ax.set_xlabel("epoch")
-            ax.set_ylabel("task weight")
+            ax.set_ylabel(labels[metric])
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         _shared_legend(fig, axes, "task", list(palette))
         fig.suptitle(
-            "Task weights over training (mean ± sd over a method's trials)", fontweight="bold"
+            "Task weights (and achievements) over training, mean ± sd over a method's trials",
+            fontweight="bold",
         )
-        if any(m.startswith("amtl") or m.endswith("_amtl") for m in methods):
-            # Below the panels: the layout keeps the bottom 4 % free for it.
-            fig.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
-            fig.text(
-                0.01,
-                0.01,
-                "AMTL's achievements are not in the store's history; only its weights are drawn.",
-                fontsize=9,
-                color="0.35",
-            )
     return fig
 
 

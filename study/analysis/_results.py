@@ -14,8 +14,9 @@ from study.store import HISTORY_COLUMNS
 
 __all__ = ["HISTORY_WHERE", "StudyResults", "load_results"]
 
-#: The history rows the plots draw: validation metrics, and the balancers' weights.
-HISTORY_WHERE = "split == 'val' or metric == 'weight'"
+#: The history rows the plots draw: validation metrics, the balancers' weights and
+#: achievements.
+HISTORY_WHERE = "split == 'val' or metric in ('weight', 'achievement')"
 
 PathLike = str | os.PathLike[str]
 

@@ -55,6 +55,10 @@ def test_kpi_methods_receive_validation_kpis() -> None:
     report = runner.run_epoch()
     expected = torch.tensor([report["semseg/miou"], report["depth/delta1"]], dtype=torch.float64)
     assert torch.allclose(runner.balancer.kpis, expected)
+    # Reported for the plots: each task's achievement, its KPI over its potential.
+    for task, kpi in zip(("semseg", "depth"), expected.tolist(), strict=True):
+        assert report[f"achievement/{task}"] == pytest.approx(kpi / POTENTIALS[task])
+    assert "achievement/semseg" not in TrialRunner(_setup(), _config("dwa")).run_epoch()
 
 
 @pytest.mark.parametrize("space", ["params", "representation"])

@@ -115,6 +115,9 @@ def _trial(
         _epoch_result(e, quality * e / epochs, delta - 5 * (epochs - e), rng)
         for e in range(1, epochs + 1)
     ]
+    if method == "amtl":  # AMTL also reports each task's achievement (KPI ÷ potential)
+        for result in results:
+            result |= {f"achievement/{t}": float(rng.uniform(0.3, 1.1)) for t in TASKS}
     heads = hp["model"]["head_channels"]
     row: dict[str, Any] = {
         "trial_id": trial_id,

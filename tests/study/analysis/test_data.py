@@ -142,11 +142,15 @@ def test_curves_are_the_headline_validation_rows_of_completed_and_stopped_trials
     assert list(dict.fromkeys(data["task"])) == list(TASKS)  # the trials' task order
 
 
-def test_weights_are_the_train_weight_rows(trials: pd.DataFrame, history: pd.DataFrame) -> None:
+def test_weights_are_the_train_weight_and_achievement_rows(
+    trials: pd.DataFrame, history: pd.DataFrame
+) -> None:
     data = weights_data(trials, history)
-    rows = history[(history["split"] == "train") & (history["metric"] == "weight")]
+    wanted = history["metric"].isin(["weight", "achievement"])
+    rows = history[(history["split"] == "train") & wanted]
     want = rows.merge(_runs(trials), on=["study", "trial_id"])
-    key = ["trial_id", "task", "epoch"]
+    assert set(data[data["metric"] == "achievement"]["method"]) == {"amtl"}
+    key = ["trial_id", "task", "metric", "epoch"]
     got = data.sort_values(key).reset_index(drop=True)
     want = want.sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(got[[*key, "value"]], want[[*key, "value"]])
@@ -252,5 +256,8 @@ def test_no_multi_task_trial_is_one_clear_error(trials: pd.DataFrame) -> None:
 def test_load_results_reads_only_the_rows_the_plots_draw(store: Path) -> None:
     results = load_results(store)
     assert set(results.history["split"]) == {"val", "train"}
-    assert set(results.history[results.history["split"] == "train"]["metric"]) == {"weight"}
+    assert set(results.history[results.history["split"] == "train"]["metric"]) == {
+        "weight",
+        "achievement",
+    }
     assert {d.name for d in results.study_dirs} == {f"{a}-seed{s}" for a in ARCHS for s in SEEDS}

@@ -126,13 +126,13 @@ def test_weights_draw_each_tasks_mean_weight_per_method(plots: dict[str, Plot]) 
     plot = plots["weights"]
     data = plot.data
     assert data is not None
-    for method in ("ew", "dwa", "amtl"):
+    panels = [(m, "weight") for m in ("ew", "dwa", "amtl")] + [("amtl", "achievement")]
+    for method, metric in panels:
         for task in ("semseg", "depth"):
-            (line,) = _by_gid(plot.figure, f"{method}:{task}")
-            want = _means(data[data["method"] == method], "task", task)
-            assert list(line.get_ydata()) == pytest.approx(list(want))
-    texts = [t.get_text() for t in plot.figure.texts]
-    assert any("achievements are not in the store" in t for t in texts)
+            (line,) = _by_gid(plot.figure, f"{method}/{metric}:{task}")
+            rows = data[(data["method"] == method) & (data["metric"] == metric)]
+            assert list(line.get_ydata()) == pytest.approx(list(_means(rows, "task", task)))
+    assert not _by_gid(plot.figure, "ew/achievement:semseg")
 
 
 def test_parallel_lines_go_through_each_trials_positions(plots: dict[str, Plot]) -> None:
