@@ -21,6 +21,7 @@ from study.baselines import Baselines, find_baselines
 from study.engine import torch_extensions_dir, warm_up
 from study.errors import UserError
 from study.potentials import resolve_potentials
+from study.progress import ProgressLine
 from study.recorder import StoreRecorder
 from study.spec import StageSpec, StudySpec
 from study.store import load_trials
@@ -67,25 +68,46 @@ def optuna_storage(root: Path, spec: StudySpec) -> JournalStorage:
     return JournalStorage(JournalFileBackend(str(path)))
 
 
-def _run_config(spec: StudySpec, root: Path, phase: str, setup: TrialSetup) -> tune.RunConfig:
+@dataclass(frozen=True)
+class _Run:
+    """How this driver runs the study: resuming a killed one or not, and what it shows
+    (a progress line, and/or Tune's own table)."""
+
+    resume: bool = False
+    progress: Callable[[str], None] | None = None
+    verbose: bool = False
+
+
+def _run_config(
+    spec: StudySpec,
+    root: Path,
+    phase: str,
+    setup: TrialSetup,
+    trials: int = 0,
+    run: _Run = _Run(),
+) -> tune.RunConfig:
+    callbacks: list[tune.Callback] = [StoreRecorder(root, setup, setup.epochs)]
+    if run.progress is not None:
+        metric, mode = spec.objective if setup.kind == "multi_task" else ("val_loss", "min")
+        callbacks.append(ProgressLine(phase, trials, setup.epochs, metric, mode, run.progress))
     return tune.RunConfig(
         name=phase,
         storage_path=str(root / spec.name / "tune"),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        callbacks=[StoreRecorder(root, setup, setup.epochs)],
-        verbose=0,
+        callbacks=callbacks,
+        verbose=2 if run.verbose else 0,
     )
 
 
 def _fit(
-    tuner: Callable[[], tune.Tuner], setup: TrialSetup, root: Path, phase: str, resume: bool
+    tuner: Callable[[], tune.Tuner], setup: TrialSetup, root: Path, phase: str, run: _Run
 ) -> int:
     """Run a phase's experiment, or continue it where a killed driver left it: finished
     trials stay finished, unfinished ones restart from their last checkpoint, and the
     searcher (with its Optuna journal) keeps its history and its trial budget."""
     path = root / setup.spec.name / "tune" / phase
-    if resume and tune.Tuner.can_restore(path):
+    if run.resume and tune.Tuner.can_restore(path):
         restored = tune.Tuner.restore(
             str(path), trainable=trainable(setup), resume_unfinished=True, resume_errored=True
         )
@@ -98,7 +120,7 @@ def _errors(results: tune.ResultGrid) -> int:
 
 
 def _run_baselines(
-    spec: StudySpec, space: SearchSpace, root: Path, tasks: list[str], resume: bool
+    spec: StudySpec, space: SearchSpace, root: Path, tasks: list[str], run: _Run
 ) -> int:
     """One single-task trial per task, at the search space's defaults with equal weights."""
     setup = TrialSetup(spec=spec, tasks=tuple(spec.tasks), kind="single_task")
@@ -114,12 +136,12 @@ def _run_baselines(
                 reuse_actors=True,
                 scheduler=FIFOScheduler(),
             ),
-            run_config=_run_config(spec, root, "single_task", setup),
+            run_config=_run_config(spec, root, "single_task", setup, len(tasks), run),
         ),
         setup,
         root,
         "single_task",
-        resume,
+        run,
     )
 
 
@@ -129,7 +151,7 @@ def _run_search(
     root: Path,
     baselines: Baselines | None,
     potentials: Mapping[str, float] | None,
-    resume: bool,
+    run: _Run,
 ) -> int:
     setup = TrialSetup(
         spec=spec,
@@ -138,11 +160,11 @@ def _run_search(
         baseline_trials=None if baselines is None else baselines.trials,
         potentials=potentials,
     )
-    return _search_phase(setup, space, root, "multi_task", spec.trials, resume)
+    return _search_phase(setup, space, root, "multi_task", spec.trials, run)
 
 
 def _search_phase(
-    setup: TrialSetup, space: SearchSpace, root: Path, phase: str, trials: int, resume: bool
+    setup: TrialSetup, space: SearchSpace, root: Path, phase: str, trials: int, run: _Run
 ) -> int:
     """``trials`` trials Optuna proposes (its history in the study's journal) under the
     spec's scheduler, as the Tune experiment ``phase``."""
@@ -168,17 +190,17 @@ def _search_phase(
                 max_concurrent_trials=spec.concurrency,
                 reuse_actors=True,
             ),
-            run_config=_run_config(spec, root, phase, setup),
+            run_config=_run_config(spec, root, phase, setup, trials, run),
         ),
         setup,
         root,
         phase,
-        resume,
+        run,
     )
 
 
 def _run_stages(
-    spec: StudySpec, space: SearchSpace, root: Path, resume: bool, log: Callable[[str], None]
+    spec: StudySpec, space: SearchSpace, root: Path, run: _Run, log: Callable[[str], None]
 ) -> int:
     """Staged training: each stage's trials start from the best model of the one before."""
     errors = 0
@@ -195,7 +217,7 @@ def _run_stages(
             models_dir=str(root / spec.name / "models"),
         )
         log(f"stage {i + 1}/{len(stages)}, {stage.name}: {stage.trials} trial(s)")
-        errors += _search_phase(setup, space, root, f"stage-{stage.name}", stage.trials, resume)
+        errors += _search_phase(setup, space, root, f"stage-{stage.name}", stage.trials, run)
     return errors
 
 
@@ -232,9 +254,13 @@ def run_study(
     address: str | None = None,
     log: Callable[[str], None] = print,
     resume: bool = False,
+    progress: Callable[[str], None] | None = None,
+    verbose: bool = False,
 ) -> StudyOutcome:
     """Run the whole study and return where its results are; with ``resume``, continue
-    the experiments a killed driver left under the study's folder."""
+    the experiments a killed driver left under the study's folder. ``progress`` gets a
+    line on each change of a phase's trials; ``verbose`` shows Tune's own table."""
+    run = _Run(resume=resume, progress=progress, verbose=verbose)
     root = Path(spec.results).resolve()
     env = {"TORCH_EXTENSIONS_DIR": str(torch_extensions_dir())}
     _quiet_ray_tune()
@@ -253,17 +279,17 @@ def run_study(
         if baselines is not None and baselines.missing(spec.tasks):
             missing = baselines.missing(spec.tasks)
             log(f"training single-task baselines of {missing}")
-            errors += _run_baselines(spec, space, root, missing, resume)
+            errors += _run_baselines(spec, space, root, missing, run)
             baselines = find_baselines(root, spec)
             if baselines.missing(spec.tasks):
                 raise UserError(
                     f"a single-task baseline trial failed; see: mtlstudy query {root / spec.name}"
                 )
         if spec.stages is not None:
-            errors += _run_stages(spec, space, root, resume, log)
+            errors += _run_stages(spec, space, root, run, log)
             trials = sum(stage.trials for stage in spec.stages)
             return StudyOutcome(results=root / spec.name, trials=trials, errors=errors)
         potentials = resolve_potentials(root, spec, space)
         log(f"searching: {spec.trials} multi-task trials, {spec.concurrency} at a time")
-        errors += _run_search(spec, space, root, baselines, potentials, resume)
+        errors += _run_search(spec, space, root, baselines, potentials, run)
     return StudyOutcome(results=root / spec.name, trials=spec.trials, errors=errors)

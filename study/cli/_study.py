@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,11 @@ from typing import Any
 
 def _demo_spec() -> Path:
     return Path(str(resources.files("study") / "specs" / "demo.yaml"))
+
+
+def _progress(line: str) -> None:
+    # On stderr, so the leaderboard on stdout stays clean to pipe.
+    print(line, file=sys.stderr, flush=True)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -29,6 +35,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         address=args.address,
         log=lambda line: print(line, flush=True),
         resume=args.resume,
+        progress=_progress,
+        verbose=args.verbose,
     )
     trials = load_trials(outcome.results)
     print()
@@ -73,6 +81,9 @@ def add_commands(commands: Any) -> None:
             "--resume",
             action="store_true",
             help="continue the study a killed run left: finished trials are kept",
+        )
+        sub.add_argument(
+            "--verbose", action="store_true", help="also show Ray Tune's own status table"
         )
     run.set_defaults(func=_cmd_run)
     demo.set_defaults(func=_cmd_demo)

@@ -38,9 +38,13 @@ def finished_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     spec_path = tmp / "spec.yaml"
     spec_path.write_text(SPEC.format(results=tmp / "results"))
     spec, space = load_spec(spec_path)
-    outcome = run_study(spec, space, log=lambda line: None)
+    PROGRESS.clear()
+    outcome = run_study(spec, space, log=lambda line: None, progress=PROGRESS.append)
     assert outcome.errors == 0
     return outcome.results, spec_path
+
+
+PROGRESS: list[str] = []
 
 
 def test_one_trials_row_per_trial_with_tidy_history(finished_study: tuple[Path, Path]) -> None:
@@ -141,3 +145,16 @@ def test_optuna_history_persists_in_a_journal(finished_study: tuple[Path, Path])
     assert len(journal.trials) == len(trials) == 4
     told = {t.params["method"] for t in journal.trials}
     assert told == set(trials["method"])
+
+
+def test_progress_lines_follow_each_phase(finished_study: tuple[Path, Path]) -> None:
+    results, _ = finished_study
+    baselines = [line for line in PROGRESS if line.startswith("[single_task]")]
+    search = [line for line in PROGRESS if line.startswith("[multi_task]")]
+    assert baselines[-1].startswith("[single_task] 2/2 done, 0 running, 0 failed")
+    assert search[-1].startswith("[multi_task] 4/4 done, 0 running, 0 failed")
+    best = load_trials(results, where="kind == 'multi_task'")["best_delta_m"].max()
+    assert f"best Δm {best:+.2f} %" in search[-1]
+    assert "elapsed" in search[-1] and "~0s left" in search[-1]
+    done = [int(line.split("/")[0].split()[-1]) for line in search]
+    assert done == sorted(done)  # counts only grow
