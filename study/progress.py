@@ -114,5 +114,8 @@ class ProgressLine(Callback):
         if not force and now - self._last_write < self.min_interval_s:
             return
         self._last_write = now
-        running = sum(1 for t in trials if t.status == Trial.RUNNING)
+        # A trial that just ended may still read RUNNING while its callbacks run.
+        running = sum(
+            1 for t in trials if t.status == Trial.RUNNING and t.trial_id not in self._ended
+        )
         self.write(self.line(running))

@@ -37,6 +37,7 @@ __all__ = [
     "read_trial_history",
     "read_trial_row",
     "write_history",
+    "write_spec",
     "write_trial",
 ]
 
@@ -122,6 +123,19 @@ def _atomic_write(table: pa.Table, path: Path) -> Path:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_TMP_SUFFIX}")
     try:
         pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_spec(root: Path, study: str, text: str) -> Path:
+    """``<root>/<study>/spec.yaml``: the spec the study ran with, for its report."""
+    path = Path(root) / _check_name("study", study) / "spec.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_TMP_SUFFIX}")
+    try:
+        tmp.write_text(text)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import yaml
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from ray import tune
@@ -24,7 +25,7 @@ from study.potentials import resolve_potentials
 from study.progress import ProgressLine
 from study.recorder import StoreRecorder
 from study.spec import StageSpec, StudySpec
-from study.store import load_trials
+from study.store import load_trials, write_spec
 from study.trainable import trainable
 from study.trial import TrialSetup
 
@@ -262,6 +263,7 @@ def run_study(
     line on each change of a phase's trials; ``verbose`` shows Tune's own table."""
     run = _Run(resume=resume, progress=progress, verbose=verbose)
     root = Path(spec.results).resolve()
+    write_spec(root, spec.name, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     env = {"TORCH_EXTENSIONS_DIR": str(torch_extensions_dir())}
     _quiet_ray_tune()
     baselines = None if spec.baselines == "none" else find_baselines(root, spec)

@@ -158,3 +158,12 @@ def test_progress_lines_follow_each_phase(finished_study: tuple[Path, Path]) -> 
     assert "elapsed" in search[-1] and "~0s left" in search[-1]
     done = [int(line.split("/")[0].split()[-1]) for line in search]
     assert done == sorted(done)  # counts only grow
+
+
+def test_the_spec_is_stored_with_the_results(finished_study: tuple[Path, Path]) -> None:
+    import yaml
+
+    results, spec_path = finished_study
+    spec, _ = load_spec(spec_path)
+    stored = yaml.safe_load((results / "spec.yaml").read_text())
+    assert stored == spec.model_dump(mode="json")
