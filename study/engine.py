@@ -37,16 +37,22 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_JOINED = False
+
+
 def ensure_distributed(launched: bool = False) -> None:
     """Join a process group once per process (gloo on CPU); DeepSpeed otherwise wants MPI.
 
     A single-process trial makes its own rendezvous on a free port: variables inherited
     from the driver (Ray workers inherit its environment) could name a port in use.
-    ``launched`` keeps the variables a multi-worker launcher (Ray Train) has set.
+    ``launched`` keeps the variables a multi-worker launcher has set; a group that is
+    already up (Ray Train's) is joined as it is.
     """
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    global _JOINED
+    if _JOINED:
         return
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))
+    launched = launched or (torch.distributed.is_available() and torch.distributed.is_initialized())
     if not launched:
         os.environ.update(
             MASTER_ADDR="127.0.0.1",
@@ -59,7 +65,8 @@ def ensure_distributed(launched: bool = False) -> None:
     import deepspeed
 
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    deepspeed.init_distributed(backend, verbose=False)
+    deepspeed.init_distributed(backend, verbose=False)  # reuses a torch group that is up
+    _JOINED = True
     buffer = _shm_buffer()
     # DeepSpeed's CPU all-reduce maps a 64 MB /dev/shm file per process and never removes
     # it; a study of many trials would fill RAM with them. A lone process can unlink its

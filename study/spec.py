@@ -164,6 +164,9 @@ class StudySpec(_Strict):
     trials: int = Field(8, ge=1)
     concurrency: int = Field(2, ge=1)
     cpus_per_trial: float = Field(1.0, gt=0)
+    #: Data-parallel workers per trial (a Ray Train TorchTrainer with DeepSpeed at that
+    #: world size, ``cpus_per_trial`` CPUs each); 1 trains in the trial's own process.
+    workers_per_trial: int = Field(1, ge=1)
     sampler: SamplerSpec = SamplerSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
     #: Epochs of a trial; with ``incremental``, epochs of each task in turn.

@@ -20,7 +20,7 @@ from study.data import SyntheticScenes
 from study.data.formats import open_dataset
 from study.spec import DatasetSpec, PartSpec
 
-__all__ = ["Batch", "DiskSplit", "Split", "TensorSplit", "trial_splits"]
+__all__ = ["Batch", "DiskSplit", "Split", "TensorSplit", "trial_splits", "worker_batches"]
 
 #: Images, targets, and per task a bool (B,) of the samples labelled for it.
 Batch = tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]
@@ -238,3 +238,28 @@ def trial_splits(dataset: DatasetSpec, seed: int, tasks: tuple[str, ...]) -> tup
     train = open_dataset(dataset.name, root, "train", tasks, dataset.image_size, augmentation)
     val = open_dataset(dataset.name, root, "val", tasks, dataset.image_size)
     return DiskSplit(train, augmentation), DiskSplit(val)
+
+
+def worker_batches(
+    split: Split,
+    batch_size: int,
+    seed: int | None,
+    rank: int = 0,
+    world: int = 1,
+    drop_last: bool = False,
+) -> Iterator[Batch]:
+    """Worker ``rank``'s part (``batch_size`` samples) of each global batch of ``world``
+    data-parallel workers. With ``drop_last`` a last global batch too small for every
+    worker is dropped: each worker must take each training step."""
+    if world == 1:
+        yield from split.batches(batch_size, seed)
+        return
+    for images, targets, labelled in split.batches(batch_size * world, seed):
+        if drop_last and images.shape[0] < batch_size * world:
+            return
+        part = slice(rank * batch_size, (rank + 1) * batch_size)
+        yield (
+            images[part],
+            {t: v[part] for t, v in targets.items()},
+            {t: v[part] for t, v in labelled.items()},
+        )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +28,7 @@ from models import (
 from study.engine import build_engine, side_backward
 from study.metrics import MultiTaskMeter, delta_m
 from study.spec import StageSpec, StudySpec
-from study.splits import trial_splits
+from study.splits import Batch, Split, trial_splits, worker_batches
 
 __all__ = ["TrialRunner", "TrialSetup"]
 
@@ -84,6 +84,11 @@ class TrialRunner:
         #: Every task this trial trains, in order; ``tasks`` are those the model has now.
         self.all_tasks = setup.task_records(config)
         names = tuple(self.all_tasks)
+        dist = torch.distributed
+        grouped = dist.is_available() and dist.is_initialized()
+        #: This process's place among a trial's data-parallel workers.
+        self.rank = dist.get_rank() if grouped else 0
+        self.world = dist.get_world_size() if grouped else 1
         self.train, self.val = trial_splits(spec.dataset, spec.seed, names)
 
         torch.manual_seed(spec.seed)
@@ -218,7 +223,8 @@ class TrialRunner:
         gramian = None
         if self.task_gramian is not None:
             with side_backward(preds):
-                gramian = _all_reduced(self.task_gramian(task_losses))
+                # Every rank must weigh the tasks alike: the mean of the per-rank Gramians.
+                gramian = _all_reduced(self.task_gramian(task_losses), mean=True)
         losses = torch.stack(task_losses)
         self.engine.backward(self.balancer.combine(losses, gramian))
         self.engine.step()
@@ -251,17 +257,23 @@ class TrialRunner:
         # Seeded by epoch, so a resumed trial sees the order it would have seen.
         seed = self.setup.spec.seed * 100_003 + self.epoch
         counts = torch.zeros(len(self.tasks), dtype=torch.float64)
-        for images, targets, labelled in self.train.batches(self.setup.spec.batch_size, seed):
+        for images, targets, labelled in self._shard(self.train, seed, drop_last=True):
             losses = self.train_step(images, targets)
             n = self._label_counts(labelled)
             self._check_finite(losses, n)
             total += losses.double() * n
             counts += n
+        total, counts = _all_reduced(total), _all_reduced(counts)
         self.label_counts = counts
         mean = _mean(total, counts)
         if self.training_task is None:
             self.balancer.end_epoch(mean)
         return mean
+
+    def _shard(self, split: Split, seed: int | None, drop_last: bool) -> Iterator[Batch]:
+        return worker_batches(
+            split, self.setup.spec.batch_size, seed, self.rank, self.world, drop_last
+        )
 
     def _check_finite(self, losses: torch.Tensor, labels: torch.Tensor) -> None:
         """A diverged trial fails with its reason, rather than training on NaNs."""
@@ -287,7 +299,7 @@ class TrialRunner:
         meter = MultiTaskMeter(self.tasks)
         total = torch.zeros(len(self.tasks), dtype=torch.float64)
         counts = torch.zeros(len(self.tasks), dtype=torch.float64)
-        for images, targets, labelled in self.val.batches(self.setup.spec.batch_size, None):
+        for images, targets, labelled in self._shard(self.val, None, drop_last=False):
             out = self.engine(self._inputs(images), tasks=tuple(self.tasks))
             preds = {k: v.float() for k, v in out.items()}
             meter.update(preds, targets, labelled)
@@ -295,7 +307,7 @@ class TrialRunner:
             total += self._losses(preds, targets).double() * n
             counts += n
         meter.all_reduce()
-        return meter.compute(), _mean(total, counts)
+        return meter.compute(), _mean(_all_reduced(total), _all_reduced(counts))
 
     def run_epoch(self) -> dict[str, Any]:
         started = time.perf_counter()
@@ -404,10 +416,12 @@ def _create_balancer(
     return balancer
 
 
-def _all_reduced(gramian: torch.Tensor) -> torch.Tensor:
-    # Every rank must weigh the tasks alike: the mean of the per-rank Gramians.
+def _all_reduced(total: torch.Tensor, mean: bool = False) -> torch.Tensor:
+    """The sum (or mean) over a trial's workers; the tensor itself with one worker."""
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(gramian)
-        gramian /= dist.get_world_size()
-    return gramian
+        total = total.clone()
+        dist.all_reduce(total)
+        if mean:
+            total /= dist.get_world_size()
+    return total

@@ -52,6 +52,18 @@ def _scheduler(spec: StudySpec, epochs: int) -> TrialScheduler:
     )
 
 
+def _concurrency(spec: StudySpec) -> int:
+    """Trials at a time: the spec's, and no more than the cluster's CPUs can give workers
+    (a multi-worker trial's own process holds none, so it never starves them)."""
+    if spec.workers_per_trial == 1:
+        return spec.concurrency
+    import ray
+
+    cpus = float(ray.cluster_resources().get("CPU", 0))
+    fits = int(cpus // (spec.workers_per_trial * spec.cpus_per_trial))
+    return max(1, min(spec.concurrency, fits))
+
+
 def _sampler(spec: StudySpec, space: SearchSpace) -> optuna.samplers.BaseSampler:
     if spec.sampler.name == "grid":
         return optuna.samplers.GridSampler(space.grid(), seed=spec.seed)
@@ -133,7 +145,7 @@ def _run_baselines(
             trainable(setup),
             param_space=param_space,
             tune_config=tune.TuneConfig(
-                max_concurrent_trials=spec.concurrency,
+                max_concurrent_trials=_concurrency(spec),
                 reuse_actors=True,
                 scheduler=FIFOScheduler(),
             ),
@@ -188,7 +200,7 @@ def _search_phase(
                 metric=metric,
                 mode=mode,
                 num_samples=trials,
-                max_concurrent_trials=spec.concurrency,
+                max_concurrent_trials=_concurrency(spec),
                 reuse_actors=True,
             ),
             run_config=_run_config(spec, root, phase, setup, trials, run),
@@ -263,6 +275,8 @@ def run_study(
     line on each change of a phase's trials; ``verbose`` shows Tune's own table."""
     run = _Run(resume=resume, progress=progress, verbose=verbose)
     root = Path(spec.results).resolve()
+    # Trial processes run in folders of their own: they get the root as an absolute path.
+    spec = spec.model_copy(update={"results": str(root)})
     write_spec(root, spec.name, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     env = {"TORCH_EXTENSIONS_DIR": str(torch_extensions_dir())}
     _quiet_ray_tune()

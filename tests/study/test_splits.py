@@ -81,3 +81,22 @@ def test_bad_dataset_fields_are_one_line(
     with pytest.raises(SpecError) as info:
         load_spec(_spec(tmp_path, fmt, **replace))
     assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_worker_batches_deal_each_global_batch_out_once() -> None:
+    from study.splits import TensorSplit, worker_batches
+
+    images = torch.arange(20, dtype=torch.float32).view(20, 1, 1, 1)
+    split = TensorSplit(images=images, targets={"depth": images.clone()})
+    whole = [b[0].flatten().tolist() for b in split.batches(8, seed=5)]
+    parts = [
+        [b[0].flatten().tolist() for b in worker_batches(split, 4, 5, rank, 2, drop_last=True)]
+        for rank in (0, 1)
+    ]
+    # Two full global batches of 8: rank 0 takes each one's first half, rank 1 the second.
+    assert [a + b for a, b in zip(*parts, strict=True)] == whole[:2]
+    evaluated = [
+        b[0].flatten().tolist() for rank in (0, 1) for b in worker_batches(split, 4, None, rank, 2)
+    ]
+    assert sorted(sum(evaluated, [])) == list(range(20))  # evaluation drops nothing
+    assert [b[0].shape[0] for b in worker_batches(split, 4, None, 0, 1)] == [4] * 5
