@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,26 @@ def _cmd_bench_balancers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _measured(
+    name: str,
+    measure: Callable[[], dict[str, Any]],
+    table: Callable[[dict[str, Any]], str],
+    as_json: bool,
+) -> int:
+    """Run a benchmark; its figures as JSON or a table, a bad argument as one line."""
+    try:
+        figures = measure()
+    except ValueError as err:
+        raise UserError(f"bench {name}: {str(err).strip().splitlines()[0]}") from None
+    print(json.dumps(figures, indent=2) if as_json else table(figures))
+    return 0
+
+
 def _cmd_bench_sharing(args: argparse.Namespace) -> int:
     from study.bench.sharing import format_table, measure_sharing
 
-    try:
-        figures = measure_sharing(
+    def measure() -> dict[str, Any]:
+        return measure_sharing(
             backbone=args.backbone,
             image_size=args.image_size,
             patch_size=args.patch_size,
@@ -50,17 +66,15 @@ def _cmd_bench_sharing(args: argparse.Namespace) -> int:
             threads=args.threads,
             depth=args.depth,
         )
-    except ValueError as err:
-        raise UserError(f"bench sharing: {str(err).strip().splitlines()[0]}") from None
-    print(json.dumps(figures, indent=2) if args.json else format_table(figures))
-    return 0
+
+    return _measured("sharing", measure, format_table, args.json)
 
 
 def _cmd_bench_query(args: argparse.Namespace) -> int:
     from study.bench.query import format_table, measure_query
 
-    try:
-        figures = measure_query(
+    def measure() -> dict[str, Any]:
+        return measure_query(
             trials=args.trials,
             history=args.history,
             files=args.files,
@@ -68,10 +82,8 @@ def _cmd_bench_query(args: argparse.Namespace) -> int:
             folder=args.folder,
             rounds=args.rounds,
         )
-    except ValueError as err:
-        raise UserError(f"bench query: {str(err).strip().splitlines()[0]}") from None
-    print(json.dumps(figures, indent=2) if args.json else format_table(figures))
-    return 0
+
+    return _measured("query", measure, format_table, args.json)
 
 
 def add_commands(commands: Any) -> None:
