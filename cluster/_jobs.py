@@ -5,8 +5,9 @@ tree (the folder holding ``pyproject.toml``), with the spec placed inside it. Th
 filter is the only one: ``.gitignore`` files stay out of the copy, so Ray does not
 apply them too. A spec that lives in the project keeps its place; one from elsewhere
 goes to ``_submitted/`` with the search-space file it names. The job runs ``python -m
-study.cli run SPEC --address auto`` on the head node, with the head's ``python``: the
-one first on the PATH Ray was started with.
+study.cli run SPEC --address auto --resume`` on the head node, with the head's
+``python`` (the one first on the PATH Ray was started with); a study submitted again
+under the same name and results root resumes instead of starting over.
 
 Token authentication: the Jobs API is asked for its authentication mode first
 (``/api/authentication_mode`` needs no token); when it is ``token``, the token comes
@@ -90,7 +91,11 @@ def submit_study(
         stage = Path(tmp) / root.name
         _copy_project(root, stage, keep_out=[Path(chosen)])
         placed = _place_spec(spec_path, data, root, stage)
-        command = ["python", "-m", "study.cli", "run", placed.as_posix(), "--address", "auto"]
+        # --resume: a study submitted again under its name goes on where it stood.
+        command = [
+            *("python", "-m", "study.cli", "run", placed.as_posix()),
+            *("--address", "auto", "--resume"),
+        ]
         if results is not None:
             command += ["--results", results]
         try:

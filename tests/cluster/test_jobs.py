@@ -411,7 +411,17 @@ def test_submit_runs_a_study_that_jobs_commands_follow(head: Head, tmp_path: Pat
 
     trials = list((results / "jobtest" / "trials").glob("*.parquet"))
     assert len(trials) == 1
-    _no_token_in(head, submitted, follow, status, logs, listing)
+
+    # Submitted again under its name, the study resumes: its trial is not run twice.
+    again = _mtlstudy("submit", str(spec), "--address", head.address, env=head.env())
+    assert again.returncode == 0, again.stderr
+    second = again.stdout.splitlines()[0]
+    resumed = _mtlstudy(
+        "jobs", "logs", second, "--follow", "--address", head.address, env=head.env(), timeout=600
+    )
+    assert "1 multi-task trials, 0 failed" in resumed.stdout, resumed.stdout[-3000:]
+    assert sorted((results / "jobtest" / "trials").glob("*.parquet")) == sorted(trials)
+    _no_token_in(head, submitted, follow, status, logs, listing, again, resumed)
     for path in results.rglob("*"):
         if path.is_file():
             assert head.token.encode() not in path.read_bytes(), path
