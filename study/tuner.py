@@ -251,6 +251,24 @@ def _best_stage_model(root: Path, spec: StudySpec, stage: StageSpec) -> str:
     return str(trials.loc[trials[kpi].idxmax(), "model_path"])
 
 
+def _warm_up_every_node() -> None:
+    """Compile DeepSpeed's op once on each node (into its own cache), not once per trial;
+    nodes that share a cache folder take turns on torch's build lock."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    task = ray.remote(num_cpus=0)(warm_up)
+    nodes = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
+    ray.get(
+        [
+            task.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
+            ).remote()
+            for node in nodes
+        ]
+    )
+
+
 def _quiet_ray_tune() -> None:
     # The leaderboard is the output; Tune's status boxes and its warning about forced
     # snapshots (num_to_keep=1 keeps disk use flat) would bury it.
@@ -291,7 +309,7 @@ def run_study(
     errors = 0
     with ray_session(address=address, env_vars=env):
         log("warming DeepSpeed's op cache (compiles once per machine)")
-        warm_up()
+        _warm_up_every_node()
         if baselines is not None and baselines.missing(spec.tasks):
             missing = baselines.missing(spec.tasks)
             log(f"training single-task baselines of {missing}")
