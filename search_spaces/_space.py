@@ -137,6 +137,22 @@ class SearchSpace(_Strict):
                 grid[f"{method}/{name}"] = [param.default]
         return grid
 
+    def default_points(self) -> list[dict[str, Any]]:
+        """Each method at every default, as define-by-run parameters (a warm start)."""
+        shared = {
+            f"{group}/{name}": param.default
+            for group in ("optim", "model")
+            for name, param in getattr(self, group).items()
+        }
+        return [
+            {
+                **shared,
+                "method": method,
+                **{f"{method}/{name}": p.default for name, p in params.items()},
+            }
+            for method, params in self.methods.items()
+        ]
+
     def grid_size(self) -> int:
         return math.prod(len(values) for values in self.grid().values())
 

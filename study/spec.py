@@ -106,7 +106,10 @@ class DatasetSpec(_Strict):
 
 
 class SchedulerSpec(_Strict):
-    name: Literal["asha", "fifo"] = "asha"
+    """Early stopping: ``asha`` (default), ``hyperband``, ``median`` (stop a trial below
+    the median of the others at the same epoch, after ``grace_period``), or ``fifo``."""
+
+    name: Literal["asha", "hyperband", "median", "fifo"] = "asha"
     grace_period: int = Field(1, ge=1)
     reduction_factor: float = Field(2.0, gt=1)
 
@@ -168,6 +171,9 @@ class StudySpec(_Strict):
     #: world size, ``cpus_per_trial`` CPUs each); 1 trains in the trial's own process.
     workers_per_trial: int = Field(1, ge=1)
     sampler: SamplerSpec = SamplerSpec()
+    #: Start with each method at the search space's defaults (the papers' settings), one
+    #: trial per method, before the sampler proposes its own.
+    warm_start: bool = False
     scheduler: SchedulerSpec = SchedulerSpec()
     #: Epochs of a trial; with ``incremental``, epochs of each task in turn.
     epochs: int = Field(5, ge=1)

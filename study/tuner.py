@@ -12,7 +12,13 @@ import yaml
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import (
+    ASHAScheduler,
+    FIFOScheduler,
+    HyperBandScheduler,
+    MedianStoppingRule,
+    TrialScheduler,
+)
 from ray.tune.search.optuna import OptunaSearch
 
 from cluster import ray_session
@@ -44,6 +50,18 @@ class StudyOutcome:
 def _scheduler(spec: StudySpec, epochs: int) -> TrialScheduler:
     if spec.scheduler.name == "fifo":
         return FIFOScheduler()
+    if spec.scheduler.name == "hyperband":
+        return HyperBandScheduler(
+            time_attr="training_iteration",
+            max_t=epochs,
+            reduction_factor=spec.scheduler.reduction_factor,
+        )
+    if spec.scheduler.name == "median":
+        return MedianStoppingRule(
+            time_attr="training_iteration",
+            grace_period=min(spec.scheduler.grace_period, epochs),
+            min_samples_required=2,
+        )
     return ASHAScheduler(
         time_attr="training_iteration",
         max_t=epochs,
@@ -188,6 +206,7 @@ def _search_phase(
         metric=metric,
         mode=mode,
         sampler=_sampler(spec, space),
+        points_to_evaluate=space.default_points() if spec.warm_start else None,
         study_name=phase,
         storage=optuna_storage(root, spec),
     )

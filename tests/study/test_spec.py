@@ -39,7 +39,7 @@ def test_defaults_fill_a_small_spec(tmp_path: Path) -> None:
         ("trials: 0", "trials", "greater than or equal to 1"),
         ("tasks: [semseg, sonar]", "tasks", "unknown task(s) ['sonar']"),
         ("architecture: vgg", "architecture", "unknown architecture 'vgg'"),
-        ("scheduler: {name: pbt}", "scheduler.name", "'asha' or 'fifo'"),
+        ("scheduler: {name: pbt}", "scheduler.name", "'median' or 'fifo'"),
         ("deepspeed: {zero_stage: 3, precision: bf16}", "deepspeed", "zero_stage 0 or 2"),
         ("epochs: 3\nepoch: 3", "epoch", "unknown field"),
         ("methods: [ew, fixed]", "search_space", "not in the search space"),

@@ -1,0 +1,70 @@
+"""A warm-started study first runs every method at the search space's defaults."""
+
+from pathlib import Path
+
+from search_spaces import load_space
+from study.spec import load_spec
+from study.store import load_trials
+from study.tuner import run_study
+
+SPEC = """
+name: warm
+seed: 5
+dataset: {{image_size: 32, train_samples: 16, val_samples: 8}}
+tasks: [semseg, depth]
+model: {{backbone: regnetx_002}}
+methods: [ew, dwa]
+warm_start: true
+trials: 2
+concurrency: 1
+epochs: 2
+batch_size: 8
+scheduler: {{name: median, grace_period: 1}}
+baselines: none
+results: {results}
+"""
+
+
+def test_warm_start_runs_each_method_at_its_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(SPEC.format(results=tmp_path))
+    spec, space = load_spec(path)
+    assert run_study(spec, space, log=lambda line: None).errors == 0
+    trials = load_trials(tmp_path / "warm").set_index("method")
+    assert sorted(trials.index) == ["dwa", "ew"]
+    defaults = load_space("default")
+    for method in ("ew", "dwa"):
+        config = defaults.default_config(method)
+        row = trials.loc[method]
+        assert row["hp.optim.lr"] == config["optim"]["lr"]
+        assert row["hp.model.head_channels"] == config["model"]["head_channels"]
+    assert (
+        trials.loc["dwa", "hp.dwa.temperature"]
+        == defaults.default_config("dwa")["dwa"]["temperature"]
+    )
+
+
+def test_each_scheduler_name_builds_its_ray_scheduler(tmp_path: Path) -> None:
+    from ray.tune.schedulers import (
+        ASHAScheduler,
+        FIFOScheduler,
+        HyperBandScheduler,
+        MedianStoppingRule,
+    )
+
+    from study.tuner import _scheduler
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(SPEC.format(results=tmp_path))
+    spec, _ = load_spec(path)
+    kinds = {
+        "asha": ASHAScheduler,
+        "hyperband": HyperBandScheduler,
+        "median": MedianStoppingRule,
+        "fifo": FIFOScheduler,
+    }
+    for name, kind in kinds.items():
+        chosen = spec.model_copy(
+            update={"scheduler": spec.scheduler.model_copy(update={"name": name})}
+        )
+        assert type(_scheduler(chosen, 4)) is kind
