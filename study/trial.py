@@ -6,7 +6,6 @@ under Ray Tune.
 
 from __future__ import annotations
 
-import functools
 import platform
 import time
 from collections.abc import Iterator, Mapping
@@ -19,12 +18,10 @@ import torch
 from models import (
     Task,
     balancing,
-    count_gflops,
-    count_parameters,
     create_model,
     get_task,
-    task_costs,
 )
+from study.costs import model_costs
 from study.engine import build_engine, side_backward
 from study.metrics import MultiTaskMeter, delta_m
 from study.spec import StageSpec, StudySpec
@@ -145,24 +142,7 @@ class TrialRunner:
             spec.deepspeed.zero_stage,
             spec.deepspeed.precision,
         )
-        self._measure_costs()
-
-    def _measure_costs(self) -> None:
-        spec = self.setup.spec
-        self.gflops = count_gflops(self.model, spec.dataset.image_size)
-        # The compute a multi-task model saves: its GFLOPs against one model per task.
-        self.single_task_gflops = sum(
-            _single_task_gflops(
-                spec.architecture,
-                name,
-                spec.dataset.num_classes,
-                spec.dataset.image_size,
-                tuple(sorted(self.model_kw.items())),
-            )
-            for name in self.tasks
-        )
-        self.params = count_parameters(self.model)
-        self.task_costs = task_costs(self.model, spec.dataset.image_size)
+        self.costs = model_costs(self.model, spec, self.model_kw, tuple(self.tasks))
 
     def _start_task(self, task: str) -> None:
         """Incremental training: add ``task`` (and any before it) if new, and train it
@@ -324,10 +304,7 @@ class TrialRunner:
         report: dict[str, Any] = {
             "epoch": self.epoch,
             "val_loss": float(val_losses.nansum()),
-            "gflops": self.gflops,
-            "gflops_single_task_sum": self.single_task_gflops,
-            "gflops_ratio": self.gflops / self.single_task_gflops,
-            "params": self.params,
+            **self.costs.report(),
             "epoch_time_s": time.perf_counter() - started,
             "restored_from_epoch": self.restored_from_epoch,
             "node": platform.node(),
@@ -349,7 +326,7 @@ class TrialRunner:
             report[f"labels/{name}"] = int(self.label_counts[i])
             for metric, value in metrics[name].items():
                 report[f"{name}/{metric}"] = value
-            for cost, value in self.task_costs[name].items():
+            for cost, value in self.costs.per_task[name].items():
                 report[f"{cost}/{name}"] = value
             if name in self.kpi_when_trained:
                 # Positive: the KPI fell since the task's own training ended.
@@ -385,18 +362,6 @@ class TrialRunner:
         self.restored_from_epoch = self.epoch
         self.balancer.load_state_dict(state["balancer"])
         self.kpi_when_trained = dict(state.get("kpi_when_trained", {}))
-
-
-@functools.lru_cache(maxsize=32)
-def _single_task_gflops(
-    architecture: str,
-    task: str,
-    num_classes: int,
-    image_size: int,
-    model_kw: tuple[tuple[str, Any], ...],
-) -> float:
-    model = create_model(architecture, (task,), num_classes=num_classes, **dict(model_kw))
-    return count_gflops(model, image_size)
 
 
 def _mean(total: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
