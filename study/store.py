@@ -18,7 +18,6 @@ are listed in docs/RESULTS.md.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from study.atomic import write_atomically
 from study.results import load_history, load_trials
-from study.results._files import _HISTORY, _SUFFIX, _TMP_SUFFIX, _TRIALS
+from study.results._files import _HISTORY, _SUFFIX, _TRIALS
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -118,28 +118,13 @@ def _column(name: str, value: Any) -> pa.Array:
 
 
 def _atomic_write(table: pa.Table, path: Path) -> Path:
-    """Write next to ``path`` under a hidden temporary name, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_TMP_SUFFIX}")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomically(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def write_spec(root: Path, study: str, text: str) -> Path:
     """``<root>/<study>/spec.yaml``: the spec the study ran with, for its report."""
     path = Path(root) / _check_name("study", study) / "spec.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_TMP_SUFFIX}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def _folder(root: PathLike, study: str, kind: str) -> Path:

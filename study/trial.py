@@ -21,6 +21,7 @@ from models import (
     create_model,
     get_task,
 )
+from study.atomic import write_atomically
 from study.costs import model_costs
 from study.engine import build_engine, side_backward
 from study.metrics import MultiTaskMeter, delta_m
@@ -169,13 +170,9 @@ class TrialRunner:
 
     def save_model(self, path: Path) -> None:
         """The trained weights alone (what the next stage starts from), written atomically."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.tmp")
         state = self.model.state_dict()
-        torch.save(
-            {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, partial
-        )
-        partial.replace(path)
+        weights = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        write_atomically(path, lambda tmp: torch.save(weights, tmp))
 
     def _task_of_epoch(self, epoch: int) -> str:
         names = tuple(self.all_tasks)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import io
-import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from study.analysis._plots import (
 )
 from study.analysis._plots_runs import draw_curves, draw_parallel, draw_weights
 from study.analysis._results import StudyResults
+from study.atomic import write_atomically
 
 __all__ = ["FORMATS", "KINDS", "Plot", "make_plot", "png_bytes", "save_figure"]
 
@@ -101,19 +101,15 @@ def save_figure(
 ) -> list[Path]:
     """Write ``<folder>/<name>.<format>`` for each format, each to a hidden temporary name
     first and then renamed, so an existing file is replaced whole or not at all."""
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for fmt in formats:
-        path = folder / f"{name}.{fmt}"
-        tmp = folder / f".{name}.{fmt}.{uuid.uuid4().hex}.tmp"
-        try:
-            with style():
-                figure.savefig(tmp, format=fmt, dpi=_DPI)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        written.append(path)
-    return written
+    return [
+        write_atomically(folder / f"{name}.{fmt}", functools.partial(_savefig, figure, fmt))
+        for fmt in formats
+    ]
+
+
+def _savefig(figure: Figure, fmt: str, path: Path) -> None:
+    with style():
+        figure.savefig(path, format=fmt, dpi=_DPI)
 
 
 def png_bytes(figure: Figure) -> bytes:

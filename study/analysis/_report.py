@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import datetime
 import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from study.analysis._figures import KINDS, make_plot, png_bytes
 from study.analysis._labels import param_label, sorted_params
 from study.analysis._results import StudyResults, load_results
 from study.analysis._tables import esc, fmt, html_table, leaderboard_html, unique
+from study.atomic import write_atomically
 
 __all__ = ["CAPTIONS", "render_report", "write_report"]
 
@@ -254,11 +254,4 @@ def write_report(
     if multi_task_trials(results.trials, ("completed", "stopped_early", "running", "error")).empty:
         raise PlotDataError(f"report: no multi-task trials in {', '.join(map(str, items))}")
     text = render_report(results, sources=[str(p) for p in items])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return write_atomically(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,18 +41,15 @@ def _cmd_query(args: argparse.Namespace) -> int:
     if args.out is None:
         sys.stdout.write(text or "")
         return 0
-    # A hidden temporary name renamed over --out: a reader never sees half a file.
-    tmp = args.out.with_name(f".{args.out.name}.{os.getpid()}.tmp")
+    from study.atomic import write_atomically
+
     try:
         if text is None:
-            frame.to_parquet(tmp, index=False)
+            write_atomically(args.out, lambda tmp: frame.to_parquet(tmp, index=False))
         else:
-            tmp.write_text(text)
-        os.replace(tmp, args.out)
+            write_atomically(args.out, lambda tmp: tmp.write_text(text))
     except (OSError, ValueError, TypeError) as err:
         raise UserError(f"--out {args.out}: {str(err).strip().splitlines()[0]}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     print(f"wrote {len(frame)} rows to {args.out}", file=sys.stderr)
     return 0
 

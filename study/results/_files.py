@@ -8,6 +8,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
+from study.atomic import TMP_SUFFIX
+
 Kind = Literal["trials", "history"]
 PathLike = str | os.PathLike[str]
 
@@ -16,7 +18,7 @@ _TRIALS = "trials"
 _HISTORY = "history"
 _KINDS = (_TRIALS, _HISTORY)
 _SUFFIX = ".parquet"
-_TMP_SUFFIX = ".tmp"
+_TMP_SUFFIX = TMP_SUFFIX
 
 
 # ---------------------------------------------------------------------------- files
