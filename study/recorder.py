@@ -29,6 +29,18 @@ def _versions() -> dict[str, str]:
     return found
 
 
+#: The per-task report keys a history row stands for, by (split, metric); every other
+#: per-task row is a validation metric, ``<task>/<metric>``.
+_REPORT_KEYS = {
+    ("train", "loss"): "train_loss/{task}",
+    ("train", "weight"): "weight/{task}",
+    ("val", "loss"): "val_loss/{task}",
+    ("train", "labels"): "labels/{task}",
+    ("train", "achievement"): "achievement/{task}",
+    ("val", "forgetting"): "forgetting/{task}",
+}
+
+
 def history_rows(result: Mapping[str, Any], tasks: Mapping[str, Task]) -> list[dict[str, Any]]:
     """Tidy rows (epoch, split, task, metric, value) of one epoch's report."""
     epoch = int(result["epoch"])
@@ -36,17 +48,9 @@ def history_rows(result: Mapping[str, Any], tasks: Mapping[str, Task]) -> list[d
     if "delta_m" in result:
         rows.append(("val", "all", "delta_m", result["delta_m"]))
     for name, task in _reported(result, tasks).items():
-        rows += [
-            ("train", name, "loss", result[f"train_loss/{name}"]),
-            ("train", name, "weight", result[f"weight/{name}"]),
-            ("val", name, "loss", result[f"val_loss/{name}"]),
-        ]
-        if f"labels/{name}" in result:
-            rows.append(("train", name, "labels", result[f"labels/{name}"]))
-        if f"achievement/{name}" in result:
-            rows.append(("train", name, "achievement", result[f"achievement/{name}"]))
-        if f"forgetting/{name}" in result:
-            rows.append(("val", name, "forgetting", result[f"forgetting/{name}"]))
+        for (split, metric), key in _REPORT_KEYS.items():
+            if key.format(task=name) in result:
+                rows.append((split, name, metric, result[key.format(task=name)]))
         rows += [("val", name, m.name, result[f"{name}/{m.name}"]) for m in task.metrics]
     return [
         {"epoch": epoch, "split": s, "task": t, "metric": m, "value": float(v)}
@@ -195,16 +199,6 @@ class StoreRecorder(Callback):
             model = Path(self._setup.models_dir) / f"{trial.trial_id}.pt"
             row["model_path"] = str(model) if model.is_file() else None
         write_trial(self.root, spec.name, row)
-
-
-_REPORT_KEYS = {
-    ("train", "loss"): "train_loss/{task}",
-    ("train", "weight"): "weight/{task}",
-    ("train", "labels"): "labels/{task}",
-    ("train", "achievement"): "achievement/{task}",
-    ("val", "loss"): "val_loss/{task}",
-    ("val", "forgetting"): "forgetting/{task}",
-}
 
 
 def _report(epoch: int, rows: list[Mapping[str, Any]]) -> dict[str, Any]:
