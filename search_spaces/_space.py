@@ -93,6 +93,9 @@ class SearchSpace(_Strict):
     optim: dict[str, Param] = {}
     model: dict[str, Param] = {}
     methods: dict[str, dict[str, Param]] = Field(min_length=1)
+    #: Architectures a study searches jointly (sampled as ``architecture``); set by the
+    #: study, not the file, since each comes with the spec's model arguments.
+    architectures: list[str] = []
 
     @model_validator(mode="after")
     def _check_methods(self) -> SearchSpace:
@@ -131,6 +134,8 @@ class SearchSpace(_Strict):
             for name, param in getattr(self, group).items():
                 grid[f"{group}/{name}"] = _grid_values(param)
         grid["method"] = list(self.methods)
+        if self.architectures:
+            grid["architecture"] = list(self.architectures)
         for method, params in self.methods.items():
             for name, param in params.items():
                 # One value per method parameter, so no method is run twice.
@@ -138,19 +143,23 @@ class SearchSpace(_Strict):
         return grid
 
     def default_points(self) -> list[dict[str, Any]]:
-        """Each method at every default, as define-by-run parameters (a warm start)."""
+        """Each method (on each architecture searched) at every default, as define-by-run
+        parameters (a warm start)."""
         shared = {
             f"{group}/{name}": param.default
             for group in ("optim", "model")
             for name, param in getattr(self, group).items()
         }
+        architectures = [{"architecture": a} for a in self.architectures] or [{}]
         return [
             {
                 **shared,
+                **architecture,
                 "method": method,
                 **{f"{method}/{name}": p.default for name, p in params.items()},
             }
             for method, params in self.methods.items()
+            for architecture in architectures
         ]
 
     def grid_size(self) -> int:
@@ -182,6 +191,8 @@ class _DefineByRun:
         for group in ("optim", "model"):
             for name, param in getattr(space, group).items():
                 param.suggest(trial, f"{group}/{name}")
+        if space.architectures:
+            trial.suggest_categorical("architecture", list(space.architectures))
         method = trial.suggest_categorical("method", list(space.methods))
         for name, param in space.methods[method].items():
             param.suggest(trial, f"{method}/{name}")

@@ -17,11 +17,17 @@ __all__ = ["check_runnable"]
 def check_runnable(path: Path, spec: StudySpec, space: SearchSpace) -> None:
     """Build the model as trials will (the spec's arguments over the space's defaults),
     and refuse what a study could not run."""
-    model_kw = {**spec.model, **{k: p.default for k, p in space.model.items()}}
-    model = _model(path, spec, "model", model_kw)
+    defaults = {k: p.default for k, p in space.model.items()}
+    model_kw = {**spec.model, **defaults}
+    model = _model(path, spec, spec.architecture, "model", model_kw)
     if spec.baselines != "none" and spec.baseline_model:
-        _model(path, spec, "baseline_model", {**model_kw, **spec.baseline_model})
+        _model(path, spec, spec.architecture, "baseline_model", {**model_kw, **spec.baseline_model})
+    searched = [
+        _model(path, spec, name, f"architectures.{name}", {**kw, **defaults})
+        for name, kw in (spec.architectures or {}).items()
+    ]
     _check_sampler(path, spec, space)
+    _check_search(path, spec)
     if spec.incremental:
         _check_incremental(path, spec, space, model)
     if spec.stages is not None:
@@ -33,19 +39,22 @@ def check_runnable(path: Path, spec: StudySpec, space: SearchSpace) -> None:
             f"{path}: field 'deepspeed': zero_stage 3 cannot serve gradient-level methods "
             f"{gradient_methods}; use zero_stage 0-2 or restrict 'methods'"
         )
-    if gradient_methods and not any(p.requires_grad for p in model.shared_parameters()):
-        # RCM's banks are frozen: tasks share no trained weight, so nothing conflicts.
-        raise SpecError(
-            f"{path}: field 'methods': {spec.architecture} shares no trained parameter, so "
-            f"gradient-level methods {gradient_methods} have nothing to balance; restrict "
-            "'methods' to loss-level ones"
-        )
+    for built in searched or [model]:
+        if gradient_methods and not any(p.requires_grad for p in built.shared_parameters()):
+            # RCM's banks are frozen: tasks share no trained weight, so nothing conflicts.
+            raise SpecError(
+                f"{path}: field 'methods': {type(built).__name__} shares no trained parameter, "
+                f"so gradient-level methods {gradient_methods} have nothing to balance; "
+                "restrict 'methods' to loss-level ones"
+            )
 
 
-def _model(path: Path, spec: StudySpec, field: str, kwargs: dict[str, object]) -> Any:
+def _model(
+    path: Path, spec: StudySpec, architecture: str, field: str, kwargs: dict[str, object]
+) -> Any:
     try:
         return create_model(
-            spec.architecture, spec.tasks, num_classes=spec.dataset.num_classes, **kwargs
+            architecture, spec.tasks, num_classes=spec.dataset.num_classes, **kwargs
         )
     except (TypeError, ValueError, RuntimeError) as err:
         line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -59,6 +68,51 @@ def _check_sampler(path: Path, spec: StudySpec, space: SearchSpace) -> None:
         raise SpecError(
             f"{path}: field 'trials': the grid of methods × categorical choices has "
             f"{space.grid_size()} points; set trials: {space.grid_size()}"
+        )
+
+
+def _check_search(path: Path, spec: StudySpec) -> None:
+    """Objectives, constraints, repeats and schedulers that can run together."""
+
+    def refuse(field: str, message: str) -> SpecError:
+        return SpecError(f"{path}: field '{field}': {message}")
+
+    measured = [o.metric for o in spec.objectives or ()] + [c.metric for c in spec.constraints]
+    if spec.stages is not None and (spec.objectives or spec.constraints or spec.repeats > 1):
+        raise refuse(
+            "stages",
+            "a staged study optimises each stage's KPI; it takes no "
+            "objectives, constraints or repeats",
+        )
+    if spec.stages is not None or spec.incremental:
+        if spec.architectures is not None:
+            raise refuse(
+                "architectures",
+                "staged and incremental studies train one architecture; set 'architecture' instead",
+            )
+    if "delta_m" in measured and spec.baselines == "none":
+        raise refuse("objectives", "delta_m needs single-task baselines; set baselines: auto")
+    metrics = [o.metric for o in spec.objectives or ()]
+    if len(set(metrics)) != len(metrics):
+        raise refuse("objectives", f"a metric is listed twice in {metrics}")
+    early_stopping = spec.scheduler.name != "fifo"
+    if len(metrics) > 1 and early_stopping:
+        raise refuse(
+            "scheduler",
+            f"{spec.scheduler.name} stops trials on one metric, but the study has "
+            f"{len(metrics)} objectives {metrics}; use scheduler: {{name: fifo}}",
+        )
+    if spec.repeats > 1 and early_stopping:
+        raise refuse(
+            "scheduler",
+            f"{spec.scheduler.name} would stop some seeds of a configuration and not others, "
+            f"biasing its mean over repeats: {spec.repeats}; use scheduler: {{name: fifo}}",
+        )
+    if spec.sampler.name == "grid" and spec.constraints:
+        raise refuse(
+            "constraints",
+            "the grid sampler runs every point whatever its "
+            "constraints; use sampler tpe, random or nsga2",
         )
 
 

@@ -36,13 +36,18 @@ class ModelCosts:
 
 
 def model_costs(
-    model: nn.Module, spec: StudySpec, model_kw: Mapping[str, Any], tasks: Sequence[str]
+    model: nn.Module,
+    spec: StudySpec,
+    architecture: str,
+    model_kw: Mapping[str, Any],
+    tasks: Sequence[str],
 ) -> ModelCosts:
-    """The costs of ``model`` (built from ``model_kw``) on ``spec``'s images."""
+    """The costs of ``model`` (``architecture`` built from ``model_kw``) on ``spec``'s
+    images, against one model of that architecture per task."""
     size = spec.dataset.image_size
     single = sum(
         _single_task_gflops(
-            spec.architecture, name, spec.dataset.num_classes, size, tuple(sorted(model_kw.items()))
+            architecture, name, spec.dataset.num_classes, size, tuple(sorted(model_kw.items()))
         )
         for name in tasks
     )

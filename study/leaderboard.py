@@ -7,8 +7,10 @@ from collections.abc import Sequence
 import pandas as pd
 
 from models import get_task
+from study.pareto import configurations
+from study.uncertainty import compare_best_two
 
-__all__ = ["leaderboard", "stage_table"]
+__all__ = ["configuration_table", "leaderboard", "pareto_table", "stage_table", "study_summary"]
 
 _PREFIXES = ("hp.optim.", "hp.model.", "hp.")
 
@@ -44,6 +46,83 @@ def leaderboard(trials: pd.DataFrame, tasks: Sequence[str], limit: int = 20) -> 
     if "delta_m" in table:
         table = table.rename(columns={"delta_m": "Δm %"})
     return table.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
+
+
+_LABELS = {"delta_m": "Δm %", "gflops": "GFLOPs", "params": "params M", "val_loss": "val loss"}
+_SCALE = {"params": 1e-6}
+
+
+def _headline(tasks: Sequence[str]) -> list[str]:
+    return [f"final.{t}.{get_task(t).headline}" for t in tasks]
+
+
+def configuration_table(
+    trials: pd.DataFrame,
+    tasks: Sequence[str],
+    objectives: Sequence[tuple[str, str]],
+    limit: int = 20,
+    front_only: bool = False,
+) -> str:
+    """One row per configuration: its method, architecture, seeds and each objective's
+    mean ± standard deviation over them, best first by the first objective."""
+    metrics = list(dict.fromkeys([*(m for m, _ in objectives), *_headline(tasks), "params"]))
+    metrics = [m for m in metrics if m in trials]
+    table = configurations(trials, metrics)
+    if front_only:
+        if "pareto" not in trials:
+            return "no Pareto front flagged"
+        on_front = trials.loc[trials["pareto"].fillna(False).astype(bool), "config_id"]
+        table = table[table["config_id"].isin(set(on_front))]
+    first, mode = objectives[0]
+    if f"{first}_mean" in table:
+        table = table.sort_values(f"{first}_mean", ascending=mode == "min", na_position="last")
+    out = table[["config_id", "method", "architecture", "seeds"]].head(limit).copy()
+    for metric in metrics:
+        scale = _SCALE.get(metric, 1.0)
+        mean, std = table[f"{metric}_mean"] * scale, table[f"{metric}_std"] * scale
+        label = _LABELS.get(metric, _short(metric).removeprefix("final."))
+        out[label] = [_pm(m, s) for m, s in zip(mean.head(limit), std.head(limit), strict=True)]
+    if out.empty:
+        return "no completed configurations"
+    return out.to_string(index=False)
+
+
+def _pm(mean: float, std: float) -> str:
+    if pd.isna(mean):
+        return "-"
+    return f"{mean:.4g}" if pd.isna(std) else f"{mean:.4g} ± {std:.2g}"
+
+
+def pareto_table(
+    trials: pd.DataFrame, tasks: Sequence[str], objectives: Sequence[tuple[str, str]]
+) -> str:
+    """The configurations on the Pareto front of ``objectives``."""
+    arrows = ", ".join(f"{_LABELS.get(m, m)} {'↑' if d == 'max' else '↓'}" for m, d in objectives)
+    body = configuration_table(trials, tasks, objectives, front_only=True)
+    return f"Pareto front ({arrows}):\n{body}"
+
+
+def study_summary(
+    trials: pd.DataFrame,
+    tasks: Sequence[str],
+    objectives: Sequence[tuple[str, str]],
+    repeats: int = 1,
+) -> str:
+    """What ``mtlstudy run`` prints at the end: the leaderboard (per configuration, with
+    the spread over seeds, when there are repeats), the Pareto front of several
+    objectives, and whether the best method's lead survives the seeds."""
+    blocks = [
+        configuration_table(trials, tasks, objectives)
+        if repeats > 1
+        else leaderboard(trials, tasks)
+    ]
+    if len(objectives) > 1:
+        blocks.append(pareto_table(trials, tasks, objectives))
+    metric, mode = objectives[0]
+    comparison = compare_best_two(trials, metric, mode) if repeats > 1 else None
+    if comparison is not None:
+        blocks.append(comparison.describe())
+    return "\n\n".join(blocks)
 
 
 _COMPUTE = {

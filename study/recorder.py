@@ -11,10 +11,14 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from models import Task
+from study.objectives import feasible
 from study.store import read_trial_history, read_trial_row, write_history, write_trial
 from study.trial import TrialSetup
 
 __all__ = ["StoreRecorder", "history_rows", "trained_with"]
+
+#: Config keys that say which trial this is, not how it trains.
+_NOT_HYPERPARAMETERS = ("task", "repeat", "config_id", "architecture")
 
 _PACKAGES = ("mtlstudy", "torch", "deepspeed", "ray", "optuna", "timm")
 
@@ -138,7 +142,7 @@ class StoreRecorder(Callback):
 
     def _write_row(self, trial: Trial, status: str, error: str | None) -> None:
         spec = self._setup.spec
-        config = {k: v for k, v in trial.config.items() if k != "task"}
+        config = {k: v for k, v in trial.config.items() if k not in _NOT_HYPERPARAMETERS}
         results = self._results.get(trial.trial_id, [])
         tasks = self._tasks(trial)
         row: dict[str, Any] = {
@@ -146,12 +150,14 @@ class StoreRecorder(Callback):
             "status": status,
             "error": error,
             "kind": self._setup.kind,
-            "architecture": spec.architecture,
+            "architecture": self._setup.model_for(trial.config)[0],
             "method": config.get("method", "ew"),
             "dataset": spec.dataset.name,
             "dataset_key": spec.dataset_key,
             "tasks": list(tasks),
-            "seed": spec.seed,
+            "seed": self._setup.seed_for(trial.config),
+            "repeat": int(trial.config.get("repeat", 0)),
+            "config_id": trial.config.get("config_id", trial.trial_id),
             "hp": config,
             "incremental": self._setup.incremental,
             "stage": None if self._setup.stage is None else self._setup.stage.name,
@@ -181,6 +187,7 @@ class StoreRecorder(Callback):
                     for k, v in last.items()
                     if k.startswith("compute/")
                 },
+                "val_loss": last["val_loss"],
                 "gflops": last["gflops"],
                 "gflops_ratio": last["gflops_ratio"],
                 "gflops_single_task_sum": last["gflops_single_task_sum"],
@@ -189,6 +196,8 @@ class StoreRecorder(Callback):
                 "restored_from_epoch": last["restored_from_epoch"],
                 "node": last["node"],
             }
+            if self._setup.kind == "multi_task":
+                row["feasible"] = feasible(spec.constraints, last)
             if "delta_m" in last:
                 row["delta_m"] = last["delta_m"]
                 row["baseline_trials"] = dict(self._setup.baseline_trials or {})

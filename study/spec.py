@@ -19,6 +19,7 @@ from search_spaces import SearchSpace, SearchSpaceError, load_space, read_model
 from study.data import SYNTHETIC_TASKS
 from study.data.formats import format_tasks
 from study.errors import UserError
+from study.objectives import ConstraintSpec, ObjectiveSpec
 
 __all__ = ["SpecError", "StudySpec", "load_spec"]
 
@@ -118,7 +119,8 @@ class SamplerSpec(_Strict):
     """How Optuna proposes trials: ``grid`` runs every combination of the methods and the
     categorical choices once, each at its default numeric hyperparameters."""
 
-    name: Literal["tpe", "random", "grid"] = "tpe"
+    #: ``nsga2`` is Optuna's genetic sampler for multi-objective studies (TPE serves both).
+    name: Literal["tpe", "random", "grid", "nsga2"] = "tpe"
 
 
 STEPS = ("base", "gates", "masked", "delta_act")
@@ -155,8 +157,13 @@ class StudySpec(_Strict):
     seed: int = 0
     dataset: DatasetSpec = DatasetSpec()
     tasks: list[str] = Field(min_length=1)
+    #: The architecture, or with ``architectures`` the single-task baselines' one (Δm's
+    #: reference for every architecture searched).
     architecture: str = "hard_sharing"
     model: dict[str, str | int | float | bool] = {}
+    #: Architectures searched jointly with the methods, each with its own fixed model
+    #: arguments (they take the place of ``model`` for that architecture).
+    architectures: dict[str, dict[str, str | int | float | bool]] | None = None
     #: Model arguments of the single-task baselines, over ``model`` and the search space's
     #: (e.g. ``{variant: conv}``: RCM's Δm is against plain single-task ResNets).
     baseline_model: dict[str, str | int | float | bool] = {}
@@ -164,7 +171,16 @@ class StudySpec(_Strict):
     gradient_space: Literal["params", "representation"] = "params"
     potentials: dict[str, float] | None = None
     search_space: str = "default"
+    #: Configurations the sampler proposes; each runs ``repeats`` times.
     trials: int = Field(8, ge=1)
+    #: Seeds per configuration (``seed``, ``seed + 1``, …): its trials are grouped by
+    #: ``config_id`` and the sampler is told their mean.
+    repeats: int = Field(1, ge=1, le=100)
+    #: What the search optimises; several make a multi-objective study with a Pareto
+    #: front (default: Δm, or the validation loss without baselines).
+    objectives: tuple[ObjectiveSpec, ...] | None = Field(None, min_length=1)
+    #: Caps on reported measures; trials outside them are recorded as infeasible.
+    constraints: tuple[ConstraintSpec, ...] = ()
     concurrency: int = Field(2, ge=1)
     cpus_per_trial: float = Field(1.0, gt=0)
     #: Data-parallel workers per trial (a Ray Train TorchTrainer with DeepSpeed at that
@@ -229,17 +245,44 @@ class StudySpec(_Strict):
             raise ValueError(f"unknown architecture {name!r}; expected one of {list_models()}")
         return name
 
+    @field_validator("architectures")
+    @classmethod
+    def _known_architectures(
+        cls, architectures: dict[str, dict[str, str | int | float | bool]] | None
+    ) -> dict[str, dict[str, str | int | float | bool]] | None:
+        unknown = [a for a in architectures or {} if a not in list_models()]
+        if unknown:
+            raise ValueError(f"unknown architecture(s) {unknown}; expected some of {list_models()}")
+        if architectures is not None and not architectures:
+            raise ValueError("expected at least one architecture")
+        return architectures
+
+    @property
+    def searched_architectures(self) -> dict[str, dict[str, str | int | float | bool]]:
+        """Each architecture multi-task trials train, with its fixed model arguments."""
+        return dict(self.architectures or {self.architecture: self.model})
+
+    def model_args(self, architecture: str) -> dict[str, str | int | float | bool]:
+        return dict(self.searched_architectures.get(architecture, self.model))
+
     @property
     def total_epochs(self) -> int:
         """Epochs a multi-task trial runs (and reports) in all."""
         return self.epochs * (len(self.tasks) if self.incremental else 1)
 
     @property
-    def objective(self) -> tuple[str, Literal["min", "max"]]:
-        """The metric Optuna and the scheduler optimise, with its mode."""
+    def search_objectives(self) -> list[tuple[str, Literal["min", "max"]]]:
+        """The metrics Optuna optimises, with their modes."""
         if self.stages is not None:
-            return ("stage_kpi", "max")  # the KPI of the task a stage trains
-        return ("val_loss", "min") if self.baselines == "none" else ("delta_m", "max")
+            return [("stage_kpi", "max")]  # the KPI of the task a stage trains
+        if self.objectives is not None:
+            return [(o.metric, o.direction) for o in self.objectives]
+        return [("val_loss", "min") if self.baselines == "none" else ("delta_m", "max")]
+
+    @property
+    def objective(self) -> tuple[str, Literal["min", "max"]]:
+        """The first objective: what the scheduler stops on and progress shows."""
+        return self.search_objectives[0]
 
     def stage_epochs(self, stage: StageSpec) -> int:
         return stage.epochs or self.epochs
@@ -298,7 +341,9 @@ def load_spec(path: str | Path) -> tuple[StudySpec, SearchSpace]:
             space = space.restricted_to(spec.methods)
         # A model argument the spec fixes is not searched.
         searched = {k: p for k, p in space.model.items() if k not in spec.model}
-        space = space.model_copy(update={"model": searched})
+        space = space.model_copy(
+            update={"model": searched, "architectures": list(spec.architectures or [])}
+        )
     except SearchSpaceError as err:
         raise SpecError(f"{path}: field 'search_space': {err}") from None
     from study._spec_checks import check_runnable  # it imports this module

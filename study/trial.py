@@ -62,6 +62,19 @@ class TrialSetup:
     def incremental(self) -> bool:
         return self.kind == "multi_task" and self.spec.incremental
 
+    def model_for(self, config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The architecture a config trains and its arguments: the sampled ones under what
+        the spec fixes, except a baseline's, whose ``baseline_model`` is in its config."""
+        architecture = config.get("architecture", self.spec.architecture)
+        sampled = dict(config.get("model", {}))
+        if self.kind == "single_task":
+            return architecture, {**self.spec.model, **sampled}
+        return architecture, {**sampled, **self.spec.model_args(architecture)}
+
+    def seed_for(self, config: Mapping[str, Any]) -> int:
+        """The seed of a config's repeat (the data stays the spec's seed's)."""
+        return self.spec.seed + int(config.get("repeat", 0))
+
     def tasks_for(self, config: Mapping[str, Any]) -> tuple[str, ...]:
         """A single-task trial trains the one task its config names."""
         return (config["task"],) if self.kind == "single_task" else self.tasks
@@ -89,19 +102,20 @@ class TrialRunner:
         self.world = dist.get_world_size() if grouped else 1
         self.train, self.val = trial_splits(spec.dataset, spec.seed, names)
 
-        torch.manual_seed(spec.seed)
-        self.model_kw = {**spec.model, **self.config.get("model", {})}
+        self.seed = setup.seed_for(config)
+        torch.manual_seed(self.seed)
+        self.architecture, self.model_kw = setup.model_for(config)
         self.model = create_model(
-            spec.architecture,
+            self.architecture,
             names[:1] if setup.incremental else names,
             num_classes=spec.dataset.num_classes,
             **self.model_kw,
         )
         if hasattr(self.model, "initialise_from_data"):
             # One seeded training batch: RCM's response initialisation takes PCA of it.
-            images, _, _ = next(iter(self.train.batches(spec.batch_size, spec.seed)))
+            images, _, _ = next(iter(self.train.batches(spec.batch_size, self.seed)))
             self.model.initialise_from_data(images)
-        self.balancer = _create_balancer(setup, self.config, names)
+        self.balancer = _create_balancer(setup, self.config, names, self.seed)
         self.task_gramian = None
         self.epoch = 0
         #: The epoch of the checkpoint this run went on from (0: it started afresh).
@@ -143,7 +157,9 @@ class TrialRunner:
             spec.deepspeed.zero_stage,
             spec.deepspeed.precision,
         )
-        self.costs = model_costs(self.model, spec, self.model_kw, tuple(self.tasks))
+        self.costs = model_costs(
+            self.model, spec, self.architecture, self.model_kw, tuple(self.tasks)
+        )
 
     def _start_task(self, task: str) -> None:
         """Incremental training: add ``task`` (and any before it) if new, and train it
@@ -232,7 +248,7 @@ class TrialRunner:
         self.engine.train()
         total = torch.zeros(len(self.tasks), dtype=torch.float64)
         # Seeded by epoch, so a resumed trial sees the order it would have seen.
-        seed = self.setup.spec.seed * 100_003 + self.epoch
+        seed = self.seed * 100_003 + self.epoch
         counts = torch.zeros(len(self.tasks), dtype=torch.float64)
         for images, targets, labelled in self._shard(self.train, seed, drop_last=True):
             losses = self.train_step(images, targets)
@@ -367,14 +383,14 @@ def _mean(total: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
 
 
 def _create_balancer(
-    setup: TrialSetup, config: Mapping[str, Any], tasks: tuple[str, ...]
+    setup: TrialSetup, config: Mapping[str, Any], tasks: tuple[str, ...], seed: int
 ) -> balancing.Balancer:
     method = config.get("method", "ew")
     hp = dict(config.get(method, {}))
     if "potentials" in balancing.defaults(method):
         hp["potentials"] = setup.potentials
     balancer = balancing.create(method, tasks, **hp)
-    balancer.generator.manual_seed(setup.spec.seed)
+    balancer.generator.manual_seed(seed)
     return balancer
 
 

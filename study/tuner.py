@@ -19,7 +19,6 @@ from ray.tune.schedulers import (
     MedianStoppingRule,
     TrialScheduler,
 )
-from ray.tune.search.optuna import OptunaSearch
 
 from cluster import ray_session
 from models import get_task
@@ -27,9 +26,11 @@ from search_spaces import SearchSpace
 from study.baselines import Baselines, find_baselines
 from study.engine import torch_extensions_dir, warm_up
 from study.errors import UserError
+from study.pareto import flag_pareto
 from study.potentials import resolve_potentials
 from study.progress import ProgressLine
 from study.recorder import StoreRecorder
+from study.search import StudySearch
 from study.spec import StageSpec, StudySpec
 from study.store import load_trials, write_spec
 from study.trainable import trainable
@@ -87,6 +88,11 @@ def _sampler(spec: StudySpec, space: SearchSpace) -> optuna.samplers.BaseSampler
         return optuna.samplers.GridSampler(space.grid(), seed=spec.seed)
     if spec.sampler.name == "random":
         return optuna.samplers.RandomSampler(seed=spec.seed)
+    if spec.sampler.name == "nsga2":
+        # Generations of at least 4, and a few of them within the study's budget.
+        return optuna.samplers.NSGAIISampler(
+            seed=spec.seed, population_size=max(4, min(50, spec.trials // 3))
+        )
     # TPE models the results after a few random trials, even in a small study.
     startup = max(2, min(10, spec.trials // 2))
     return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup)
@@ -191,38 +197,46 @@ def _run_search(
         baseline_trials=None if baselines is None else baselines.trials,
         potentials=potentials,
     )
-    return _search_phase(setup, space, root, "multi_task", spec.trials, run)
+    errors = _search_phase(setup, space, root, "multi_task", spec.trials, run)
+    flag_pareto(root, spec.name, spec.search_objectives, spec.repeats)
+    return errors
 
 
 def _search_phase(
     setup: TrialSetup, space: SearchSpace, root: Path, phase: str, trials: int, run: _Run
 ) -> int:
-    """``trials`` trials Optuna proposes (its history in the study's journal) under the
-    spec's scheduler, as the Tune experiment ``phase``."""
+    """``trials`` configurations Optuna proposes (its history in the study's journal), each
+    run ``repeats`` times, under the spec's scheduler, as the Tune experiment ``phase``."""
     spec = setup.spec
-    metric, mode = spec.objective
-    search = OptunaSearch(
+    objectives = spec.search_objectives
+    metrics, modes = [m for m, _ in objectives], [d for _, d in objectives]
+    single = len(objectives) == 1
+    search = StudySearch(
+        repeats=spec.repeats,
+        constraints=spec.constraints,
         space=space.define_by_run(),
-        metric=metric,
-        mode=mode,
+        metric=metrics[0] if single else metrics,
+        mode=modes[0] if single else modes,
         sampler=_sampler(spec, space),
         points_to_evaluate=space.default_points() if spec.warm_start else None,
         study_name=phase,
         storage=optuna_storage(root, spec),
     )
+    runs = trials * spec.repeats
     return _fit(
         lambda: tune.Tuner(
             trainable(setup),
             tune_config=tune.TuneConfig(
                 search_alg=search,
                 scheduler=_scheduler(spec, setup.epochs),
-                metric=metric,
-                mode=mode,
-                num_samples=trials,
+                # A scheduler stops on one metric; several objectives run to the end.
+                metric=metrics[0] if single else None,
+                mode=modes[0] if single else None,
+                num_samples=runs,
                 max_concurrent_trials=_concurrency(spec),
                 reuse_actors=True,
             ),
-            run_config=_run_config(spec, root, phase, setup, trials, run),
+            run_config=_run_config(spec, root, phase, setup, runs, run),
         ),
         setup,
         root,
@@ -343,6 +357,10 @@ def run_study(
             trials = sum(stage.trials for stage in spec.stages)
             return StudyOutcome(results=root / spec.name, trials=trials, errors=errors)
         potentials = resolve_potentials(root, spec, space)
-        log(f"searching: {spec.trials} multi-task trials, {spec.concurrency} at a time")
+        repeats = f" × {spec.repeats} seeds" if spec.repeats > 1 else ""
+        log(
+            f"searching: {spec.trials} multi-task configurations{repeats}, "
+            f"{spec.concurrency} at a time"
+        )
         errors += _run_search(spec, space, root, baselines, potentials, run)
-    return StudyOutcome(results=root / spec.name, trials=spec.trials, errors=errors)
+    return StudyOutcome(results=root / spec.name, trials=spec.trials * spec.repeats, errors=errors)

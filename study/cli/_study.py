@@ -25,7 +25,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     spec, space = load_spec(args.spec)
     if args.results is not None:
         spec = spec.model_copy(update={"results": args.results})
-    from study.leaderboard import leaderboard, stage_table
+    from study.leaderboard import stage_table, study_summary
     from study.store import load_trials
     from study.tuner import run_study
 
@@ -43,7 +43,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if spec.stages is not None:
         print(stage_table(trials, [(stage.name, stage.task) for stage in spec.stages]))
     else:
-        print(leaderboard(trials, spec.tasks))
+        print(study_summary(trials, spec.tasks, spec.search_objectives, spec.repeats))
     if spec.baselines != "none":
         model = ", ".join(f"{k}={v}" for k, v in spec.baseline_model.items())
         print(f"Δm against single-task {spec.architecture}{f' ({model})' if model else ''}")

@@ -187,8 +187,9 @@ def test_bad_variant_and_pretrained(tmp_path) -> None:
 
 
 def test_trained_bank_gets_lr_over_tasks_and_blocks_task_addition() -> None:
-    model = RCMResNet(("semseg", "depth", "normals"), variant="rc", decoder_width=16,
-                      train_bank=True)
+    model = RCMResNet(
+        ("semseg", "depth", "normals"), variant="rc", decoder_width=16, train_bank=True
+    )
     banks = list(model.shared_parameters())
     assert banks and all(p.requires_grad for p in banks)
     groups = model.optimizer_groups(3.0)

@@ -29,8 +29,12 @@ def _brute_force(losses: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tens
     for loss in losses:
         grads = torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True)
         rows.append(
-            torch.cat([(torch.zeros_like(x) if g is None else g).reshape(-1)
-                       for g, x in zip(grads, inputs, strict=True)])
+            torch.cat(
+                [
+                    (torch.zeros_like(x) if g is None else g).reshape(-1)
+                    for g, x in zip(grads, inputs, strict=True)
+                ]
+            )
         )
     jacobian = torch.stack(rows).double()
     return jacobian @ jacobian.T

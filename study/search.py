@@ -1,0 +1,104 @@
+"""The study's searcher: Optuna through Ray Tune, with repeats over seeds, several
+objectives and constraints.
+
+Each configuration Optuna proposes runs ``repeats`` times as Tune trials of their own
+(``repeat`` 0, 1, … in the config; ``config_id`` names the group). Optuna is told once per
+configuration, when its last repeat ends: the mean of each objective over the repeats that
+reported it, and each constraint's violation at the mean (``trial.set_constraint``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray.tune.search.optuna import OptunaSearch
+
+from study.objectives import ConstraintSpec, constraint_values
+
+__all__ = ["StudySearch", "mean_result"]
+
+
+@dataclass
+class _Group:
+    """One configuration and the repeats of it issued and finished so far."""
+
+    config: dict[str, Any]
+    issued: int = 0
+    results: dict[str, Mapping[str, Any] | None] = field(default_factory=dict)
+
+
+def mean_result(
+    results: Sequence[Mapping[str, Any] | None], metrics: Sequence[str]
+) -> dict[str, float] | None:
+    """Each metric's mean over the results that have a finite value of it; ``None`` when
+    some metric has none (every repeat failed before reporting it)."""
+    means = {}
+    for metric in metrics:
+        values = [float(r[metric]) for r in results if r is not None and metric in r]
+        values = [v for v in values if math.isfinite(v)]
+        if not values:
+            return None
+        means[metric] = sum(values) / len(values)
+    return means
+
+
+class StudySearch(OptunaSearch):
+    """:class:`OptunaSearch` that repeats each configuration and sets constraints."""
+
+    def __init__(
+        self,
+        *,
+        repeats: int = 1,
+        constraints: Sequence[ConstraintSpec] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._repeats = repeats
+        self._constraints = tuple(constraints)
+        #: By the Tune trial id of its first repeat (which holds the Optuna trial).
+        self._groups: dict[str, _Group] = {}
+        self._group_of: dict[str, str] = {}
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        for leader, group in self._groups.items():
+            if group.issued < self._repeats:
+                return self._issue(trial_id, leader)
+        config = super().suggest(trial_id)
+        if not isinstance(config, dict):
+            return config  # None (wait) or FINISHED
+        self._groups[trial_id] = _Group(config=config)
+        return self._issue(trial_id, trial_id)
+
+    def _issue(self, trial_id: str, leader: str) -> dict[str, Any]:
+        group = self._groups[leader]
+        self._group_of[trial_id] = leader
+        repeat = group.issued
+        group.issued += 1
+        return {**group.config, "repeat": repeat, "config_id": leader}
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        # Repeats share one Optuna trial, which takes one value per step.
+        if self._repeats == 1:
+            super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        leader = self._group_of.get(trial_id)
+        if leader is None:
+            return
+        group = self._groups[leader]
+        group.results[trial_id] = None if error else result
+        if len(group.results) < self._repeats:
+            return
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        measured = list(dict.fromkeys([*metrics, *(c.metric for c in self._constraints)]))
+        mean = mean_result(list(group.results.values()), measured)
+        if mean is not None and self._constraints:
+            violations = constraint_values(self._constraints, mean)
+            for name, value in (violations or {}).items():
+                self._ot_trials[leader].set_constraint(name, value)
+        super().on_trial_complete(leader, result=mean, error=mean is None)

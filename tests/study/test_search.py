@@ -1,0 +1,92 @@
+"""The study's searcher on a real in-memory Optuna study: repeats share one configuration
+and one Optuna trial, which is told their mean; constraints and warm starts reach Optuna."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+from search_spaces import load_space
+from study.objectives import ConstraintSpec
+from study.search import StudySearch, mean_result
+
+
+def _search(repeats: int, metric, mode, **kwargs) -> StudySearch:
+    space = load_space("default").restricted_to(["ew", "dwa"])
+    return StudySearch(
+        repeats=repeats,
+        space=space.define_by_run(),
+        metric=metric,
+        mode=mode,
+        sampler=optuna.samplers.RandomSampler(seed=3),
+        **kwargs,
+    )
+
+
+def test_repeats_share_a_configuration_and_are_numbered() -> None:
+    search = _search(3, "delta_m", "max")
+    configs = [search.suggest(f"t{i}") for i in range(6)]
+    assert [c["repeat"] for c in configs] == [0, 1, 2, 0, 1, 2]
+    assert [c["config_id"] for c in configs] == ["t0"] * 3 + ["t3"] * 3
+    strip = [{k: v for k, v in c.items() if k != "repeat"} for c in configs]
+    assert strip[0] == strip[1] == strip[2]
+    assert strip[3] == strip[4] == strip[5]
+    assert strip[0] != strip[3]
+
+
+def test_optuna_is_told_the_mean_once_every_repeat_ended() -> None:
+    search = _search(2, ["delta_m", "gflops"], ["max", "min"])
+    for i in range(4):
+        search.suggest(f"t{i}")
+    search.on_trial_complete("t0", {"delta_m": 1.0, "gflops": 2.0})
+    study = search._ot_study
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING] * 2
+    search.on_trial_complete("t1", {"delta_m": 3.0, "gflops": 2.0})
+    search.on_trial_complete("t2", None, error=True)
+    search.on_trial_complete("t3", {"delta_m": -1.0, "gflops": 4.0})
+    first, second = study.trials
+    assert first.values == [2.0, 2.0]
+    # A failed repeat does not count; the configuration is its other seed's.
+    assert second.values == [-1.0, 4.0]
+
+
+def test_every_repeat_failing_fails_the_configuration() -> None:
+    search = _search(2, "delta_m", "max")
+    search.suggest("a")
+    search.suggest("b")
+    search.on_trial_complete("a", None, error=True)
+    search.on_trial_complete("b", None, error=True)
+    assert search._ot_study.trials[0].state == optuna.trial.TrialState.FAIL
+
+
+def test_constraints_reach_optuna_as_violations_of_the_mean() -> None:
+    caps = (ConstraintSpec(metric="gflops", max=1.5), ConstraintSpec(metric="params", min=10))
+    search = _search(1, "delta_m", "max", constraints=caps)
+    search.suggest("a")
+    search.on_trial_complete("a", {"delta_m": 0.5, "gflops": 2.0, "params": 30})
+    trial = search._ot_study.trials[0]
+    assert trial.constraints == {"gflops <= 1.5": 0.5, "10 <= params": -20.0}
+
+
+def test_warm_start_points_come_first_and_are_repeated() -> None:
+    space = load_space("default").restricted_to(["ew", "dwa"])
+    points = space.default_points()
+    search = _search(2, "delta_m", "max", points_to_evaluate=points)
+    configs = [search.suggest(f"t{i}") for i in range(4)]
+    for config, point in zip(configs, [points[0], points[0], points[1], points[1]], strict=True):
+        assert config["method"] == point["method"]
+        assert config["optim"]["lr"] == point["optim/lr"]
+
+
+@pytest.mark.parametrize(
+    ("results", "expected"),
+    [
+        ([{"a": 1.0}, {"a": 3.0}], {"a": 2.0}),
+        ([{"a": 1.0}, None, {"a": math.nan}], {"a": 1.0}),
+        ([None, {"b": 1.0}], None),
+    ],
+)
+def test_mean_result(results, expected) -> None:
+    assert mean_result(results, ["a"]) == expected
