@@ -89,7 +89,7 @@ def flag_pareto(
         rows = rows[rows["stage"].isna()]
     metrics = [metric for metric, _ in objectives]
     table = configurations(rows, metrics, repeats)
-    means = table[[f"{m}_mean" for m in metrics]].to_numpy(dtype=float)
+    means = table[[f"{m}_mean" for m in metrics]].to_numpy(dtype=float, copy=True)
     means[~table["eligible"].to_numpy()] = np.nan
     table["pareto"] = pareto_mask(means, [d for _, d in objectives])
     front = set(table.loc[table["pareto"], "config_id"])

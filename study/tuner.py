@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,19 +84,23 @@ def _concurrency(spec: StudySpec) -> int:
     return max(1, min(spec.concurrency, fits))
 
 
-def _sampler(spec: StudySpec, space: SearchSpace) -> optuna.samplers.BaseSampler:
+def _sampler(
+    spec: StudySpec, space: SearchSpace, phase: str = "multi_task"
+) -> optuna.samplers.BaseSampler:
+    # Each stage of a staged study draws its own random start, not the stage before's.
+    seed = spec.seed if phase == "multi_task" else spec.seed + zlib.crc32(phase.encode())
     if spec.sampler.name == "grid":
-        return optuna.samplers.GridSampler(space.grid(), seed=spec.seed)
+        return optuna.samplers.GridSampler(space.grid(), seed=seed)
     if spec.sampler.name == "random":
-        return optuna.samplers.RandomSampler(seed=spec.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler.name == "nsga2":
         # Generations of at least 4, and a few of them within the study's budget.
         return optuna.samplers.NSGAIISampler(
-            seed=spec.seed, population_size=max(4, min(50, spec.trials // 3))
+            seed=seed, population_size=max(4, min(50, spec.trials // 3))
         )
     # TPE models the results after a few random trials, even in a small study.
     startup = max(2, min(10, spec.trials // 2))
-    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
 
 
 def optuna_storage(root: Path, spec: StudySpec) -> JournalStorage:
@@ -217,7 +222,7 @@ def _search_phase(
         space=space.define_by_run(),
         metric=metrics[0] if single else metrics,
         mode=modes[0] if single else modes,
-        sampler=_sampler(spec, space),
+        sampler=_sampler(spec, space, phase),
         points_to_evaluate=space.default_points() if spec.warm_start else None,
         study_name=phase,
         storage=optuna_storage(root, spec),

@@ -23,6 +23,7 @@ import pandas as pd
 
 from models import get_task
 from study.analysis._labels import higher_is_better, param_label, sorted_params
+from study.pareto import pareto_mask
 
 __all__ = [
     "FINISHED",
@@ -91,27 +92,17 @@ def _require(rows: pd.DataFrame, column: str, what: str, statuses: Sequence[str]
 
 
 def pareto_front(x: Sequence[float], y: Sequence[float], higher_y: bool = True) -> np.ndarray:
-    """Which points are non-dominated, with lower ``x`` better and ``y`` in its direction.
-
-    A point is dominated when another is at least as good in both and better in one;
-    equal points are on the front together. O(n log n).
-    """
-    xs = np.asarray(x, dtype=float)
-    ys = np.asarray(y, dtype=float) * (1.0 if higher_y else -1.0)
-    front = np.zeros(len(xs), dtype=bool)
-    best_before = -np.inf  # the best y among points of strictly smaller x
-    for value in np.unique(xs):
-        group = np.flatnonzero(xs == value)
-        top = ys[group].max()
-        if top > best_before:
-            front[group[ys[group] == top]] = True
-        best_before = max(best_before, top)
-    return front
+    """Which points are non-dominated, with lower ``x`` better and ``y`` in its direction;
+    equal points are on the front together."""
+    values = np.column_stack([np.asarray(x, dtype=float), np.asarray(y, dtype=float)])
+    return pareto_mask(values, ["min", "max" if higher_y else "min"])
 
 
 def pareto_data(trials: pd.DataFrame, x: str = "gflops", y: str = "delta_m") -> pd.DataFrame:
-    """One row per completed multi-task trial with ``x`` and ``y``: the columns ``x``
-    (GFLOPs, or parameters in millions for ``x='params'``), ``y`` and ``on_front``."""
+    """One row per configuration (``config_id``; a trial without one is its own) of the
+    completed multi-task trials with ``x`` and ``y``: the means over its seeds ``x`` (GFLOPs,
+    or parameters in millions for ``x='params'``) and ``y``, ``y_std`` (NaN with one seed),
+    ``seeds``, and ``on_front``."""
     if x not in _X:
         raise ValueError(f"x must be one of {sorted(_X)}, got {x!r}")
     higher = higher_is_better(y)
@@ -122,8 +113,20 @@ def pareto_data(trials: pd.DataFrame, x: str = "gflops", y: str = "delta_m") -> 
     if rows.empty:
         raise PlotDataError(f"pareto: no completed trial has both {_X[x]!r} and {y!r}")
     data = rows[["study", "trial_id", "architecture", "method"]].copy()
+    data["config_id"] = (
+        rows["config_id"].fillna(rows["trial_id"]) if "config_id" in rows else (rows["trial_id"])
+    )
     data["x"] = rows[_X[x]].astype(float) / (1e6 if x == "params" else 1.0)
     data["y"] = rows[y].astype(float)
+    data = data.groupby(["study", "config_id"], as_index=False, sort=False).agg(
+        trial_id=("trial_id", "first"),
+        architecture=("architecture", "first"),
+        method=("method", "first"),
+        x=("x", "mean"),
+        y=("y", "mean"),
+        y_std=("y", "std"),
+        seeds=("y", "size"),
+    )
     data["on_front"] = pareto_front(data["x"], data["y"], higher)
     data.attrs = {"x": "params_m" if x == "params" else x, "y": y, "higher_is_better": higher}
     return data.sort_values(["x", "y"]).reset_index(drop=True)

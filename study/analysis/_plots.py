@@ -80,7 +80,9 @@ def _legend_right(ax: Axes, handles: list, labels: list[str]) -> None:
 
 
 def draw_pareto(data: pd.DataFrame) -> Figure:
-    """Each trial a point (colour: method, marker: architecture); the front as a staircase."""
+    """Each configuration a point at its mean over seeds, with ±1 standard deviation of
+    ``y`` as a bar when it has several (colour: method, marker: architecture); the front
+    as a staircase."""
     x, y = data.attrs.get("x", "gflops"), data.attrs.get("y", "delta_m")
     higher = data.attrs.get("higher_is_better", True)
     colors = method_colors(data["method"])
@@ -106,6 +108,19 @@ def draw_pareto(data: pd.DataFrame) -> Figure:
             legend="full",
         )
         ax.collections[-1].set_gid("points")
+        spread = data[data["y_std"].notna()] if "y_std" in data else data.iloc[:0]
+        if not spread.empty:
+            ax.errorbar(
+                spread["x"],
+                spread["y"],
+                yerr=spread["y_std"],
+                fmt="none",
+                ecolor="0.4",
+                elinewidth=1,
+                capsize=3,
+                zorder=2,
+                gid="spread",
+            )
         front = data[data["on_front"]].sort_values(["x", "y"], ascending=[True, not higher])
         # The staircase goes on to the costliest trial: everything below it is dominated.
         steps_x = [*front["x"], data["x"].max()]

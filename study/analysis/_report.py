@@ -24,9 +24,11 @@ __all__ = ["CAPTIONS", "render_report", "write_report"]
 CAPTIONS: dict[str, tuple[str, str]] = {
     "pareto": (
         "Accuracy against cost",
-        "Each completed multi-task trial: Δm (%) against inference GFLOPs per image. Colour "
-        "is the balancing method, marker the architecture; the dashed staircase joins the "
-        "non-dominated trials (fewer GFLOPs, higher Δm), which are ringed.",
+        "Each configuration of completed multi-task trials: Δm (%) against inference GFLOPs "
+        "per image, at the mean over its seeds, with a bar of ±1 standard deviation when it "
+        "has several. Colour is the balancing method, marker the architecture; the dashed "
+        "staircase joins the non-dominated configurations (fewer GFLOPs, higher Δm), which "
+        "are ringed.",
     ),
     "heatmap": (
         "Method × architecture",

@@ -68,3 +68,22 @@ def test_each_scheduler_name_builds_its_ray_scheduler(tmp_path: Path) -> None:
             update={"scheduler": spec.scheduler.model_copy(update={"name": name})}
         )
         assert type(_scheduler(chosen, 4)) is kind
+
+
+def test_each_stage_samples_from_its_own_random_start(tmp_path: Path) -> None:
+    from study.tuner import _sampler
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(SPEC.format(results=tmp_path).replace("median", "fifo"))
+    spec, space = load_spec(path)
+    spec = spec.model_copy(update={"sampler": spec.sampler.model_copy(update={"name": "random"})})
+
+    def first_lr(phase: str) -> float:
+        import optuna
+
+        study = optuna.create_study(sampler=_sampler(spec, space, phase))
+        return study.ask().suggest_float("lr", 1e-4, 1e-2, log=True)
+
+    assert first_lr("stage-depth-gates") != first_lr("stage-normals-gates")
+    assert first_lr("stage-depth-gates") == first_lr("stage-depth-gates")
+    assert first_lr("multi_task") == first_lr("multi_task")

@@ -69,6 +69,29 @@ def test_pareto_points_are_the_completed_trials_and_the_front_is_non_dominated(
     assert set(got["method"]) == set(METHODS) and set(got["architecture"]) == set(ARCHS)
 
 
+def test_pareto_points_of_repeated_configurations_are_their_means(
+    trials: pd.DataFrame,
+) -> None:
+    # Two seeds of one configuration become one point at their mean, with their spread.
+    done = _completed(trials)
+    first, second = done.index[:2]
+    repeated = trials.copy()
+    repeated["config_id"] = repeated["trial_id"]
+    repeated.loc[second, "config_id"] = repeated.loc[first, "config_id"]
+    repeated.loc[second, ["method", "architecture"]] = repeated.loc[
+        first, ["method", "architecture"]
+    ]
+    data = pareto_data(repeated).set_index("config_id")
+    assert len(data) == len(done) - 1
+    pair = done.loc[[first, second]]
+    point = data.loc[repeated.loc[first, "config_id"]]
+    assert point["seeds"] == 2
+    assert point["x"] == pytest.approx(pair["gflops"].mean())
+    assert point["y"] == pytest.approx(pair["delta_m"].mean())
+    assert point["y_std"] == pytest.approx(pair["delta_m"].std(ddof=1))
+    assert data.drop(index=point.name)["y_std"].isna().all()
+
+
 def test_pareto_on_parameters_in_millions_and_a_lower_is_better_metric(
     trials: pd.DataFrame,
 ) -> None:
