@@ -10,6 +10,7 @@ from typing import Any
 from models import balancing, create_model
 from search_spaces import SearchSpace
 from study.spec import SpecError, StudySpec
+from study.splits import missing_neighbours
 
 __all__ = ["check_runnable"]
 
@@ -32,6 +33,7 @@ def check_runnable(path: Path, spec: StudySpec, space: SearchSpace) -> None:
         _check_incremental(path, spec, space, model)
     if spec.stages is not None:
         _check_stages(path, spec, space, model)
+    _check_temporal(path, spec, space, model)
     gradient_methods = [m for m in space.methods if balancing.needs_gradients(m)]
     if gradient_methods and spec.deepspeed.zero_stage == 3:
         # ZeRO-3 frees each layer's weights after use; a task-gradient pass cannot see them.
@@ -170,3 +172,21 @@ def _check_stages(path: Path, spec: StudySpec, space: SearchSpace, model: Any) -
         if stage.step in ("masked", "delta_act") and (stage.task, "gates") not in seen:
             raise refuse(field, f"{stage.name} needs a {stage.task}-gates stage before it")
         seen.add((stage.task, stage.step))
+
+
+def _check_temporal(path: Path, spec: StudySpec, space: SearchSpace, model: Any) -> None:
+    """A temporal penalty needs staged training and a dataset with neighbouring frames."""
+    if not getattr(model, "temporal", False) and "temporal_l1_weight" not in space.model:
+        return
+    field = "model.temporal_l1_weight"
+    if spec.stages is None:
+        raise SpecError(
+            f"{path}: field '{field}': the temporal penalty is added in staged training; "
+            "add 'stages' or set it to 0"
+        )
+    missing = missing_neighbours(spec.dataset)
+    if missing is not None:
+        raise SpecError(
+            f"{path}: field '{field}': the temporal penalty compares each frame with its "
+            f"neighbouring frame, but {missing}; set it to 0 or use such a dataset"
+        )

@@ -2,13 +2,17 @@
 
 Synthetic scenes are rendered once per process and held as tensors; datasets on disk
 are read through a loader, with the papers' augmentation on the training split.
+
+A training split made by :func:`train_with_neighbours` also yields each sample's
+neighbouring video frame (for ``vit_sharing``'s temporal penalty) as a fourth item of
+its batches; no other split renders or reads them.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -17,20 +21,34 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from models.tasks import IGNORE_INDEX, get_task
 from study.data import SyntheticScenes
+from study.data._common import DatasetError
 from study.data.formats import open_dataset
 from study.spec import DatasetSpec, PartSpec
 
-__all__ = ["Batch", "DiskSplit", "Split", "TensorSplit", "trial_splits", "worker_batches"]
+__all__ = [
+    "Batch",
+    "DiskSplit",
+    "FrameBatch",
+    "Split",
+    "TensorSplit",
+    "missing_neighbours",
+    "train_with_neighbours",
+    "trial_splits",
+    "worker_batches",
+]
 
 #: Images, targets, and per task a bool (B,) of the samples labelled for it.
 Batch = tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]
+#: A :data:`Batch` and each image's neighbouring frame (B, 3, H, W), normalised alike.
+FrameBatch = tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]
 
 
 class Split(Protocol):
     def __len__(self) -> int: ...
 
-    def batches(self, batch_size: int, seed: int | None) -> Iterator[Batch]:
-        """Batches in an order drawn from ``seed`` (file order when None)."""
+    def batches(self, batch_size: int, seed: int | None) -> Iterator[Batch | FrameBatch]:
+        """Batches in an order drawn from ``seed`` (file order when None); frame batches
+        from a split made with neighbouring frames."""
         ...
 
 
@@ -55,6 +73,8 @@ class TensorSplit:
     #: Each sample's part of a mix, for the balanced sampler (one part, when None).
     parts: torch.Tensor | None = None
     balanced: bool = False
+    #: Each image's neighbouring frame: batches are then :data:`FrameBatch`.
+    neighbours: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -62,13 +82,14 @@ class TensorSplit:
     def _order(self, seed: int | None) -> torch.Tensor:
         return _order(len(self), seed, self.parts if self.balanced else None)
 
-    def batches(self, batch_size: int, seed: int | None) -> Iterator[Batch]:
+    def batches(self, batch_size: int, seed: int | None) -> Iterator[Batch | FrameBatch]:
         for index in self._order(seed).split(batch_size):
             if self.labelled is None:
                 labelled = {t: torch.ones(len(index), dtype=torch.bool) for t in self.targets}
             else:
                 labelled = {t: v[index] for t, v in self.labelled.items()}
-            yield self.images[index], {t: v[index] for t, v in self.targets.items()}, labelled
+            batch = self.images[index], {t: v[index] for t, v in self.targets.items()}, labelled
+            yield batch if self.neighbours is None else (*batch, self.neighbours[index])
 
 
 @dataclass(frozen=True)
@@ -82,13 +103,16 @@ class DiskSplit:
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def batches(self, batch_size: int, seed: int | None) -> Iterator[Batch]:
+    def batches(self, batch_size: int, seed: int | None) -> Iterator[Batch | FrameBatch]:
         if self.augmentation is not None and seed is not None:
             self.augmentation.manual_seed(seed)
         order = _order(len(self), seed, self.parts if self.balanced else None).tolist()
         loader = DataLoader(self.dataset, batch_size=batch_size, sampler=order)
         for batch in loader:
-            yield batch["image"], batch["targets"], batch["labelled"]
+            if "neighbour" in batch:  # a loader asked for neighbouring frames
+                yield batch["image"], batch["targets"], batch["labelled"], batch["neighbour"]
+            else:
+                yield batch["image"], batch["targets"], batch["labelled"]
 
 
 def _scenes(
@@ -240,6 +264,46 @@ def trial_splits(dataset: DatasetSpec, seed: int, tasks: tuple[str, ...]) -> tup
     return DiskSplit(train, augmentation), DiskSplit(val)
 
 
+def missing_neighbours(dataset: DatasetSpec) -> str | None:
+    """Why ``dataset`` has no neighbouring frames (None: it has): synthetic scenes render
+    them, an NYUD root stores them under ``neighbours/``."""
+    if dataset.parts is not None:
+        return "a mix of parts has no neighbouring frames"
+    if dataset.name == "synthetic":
+        return None
+    if dataset.name != "nyud":
+        return f"{dataset.name} has no neighbouring frames (synthetic and nyud have)"
+    from study.data.nyud import NEIGHBOUR_DIR
+
+    folder = Path(str(dataset.root)) / NEIGHBOUR_DIR
+    if not folder.is_dir():
+        return f"the NYUD root has no {NEIGHBOUR_DIR}/ folder of neighbouring frames ({folder})"
+    return None
+
+
+@functools.lru_cache(maxsize=2)
+def _neighbour_images(dataset: DatasetSpec, seed: int) -> torch.Tensor:
+    scenes = _scenes(dataset, "train", seed, (), dataset.train_samples)
+    return torch.stack([scenes.neighbour(i) for i in range(len(scenes))])
+
+
+def train_with_neighbours(dataset: DatasetSpec, seed: int, tasks: tuple[str, ...]) -> Split:
+    """The training split of :func:`trial_splits`, its batches with each image's
+    neighbouring frame (:data:`FrameBatch`)."""
+    missing = missing_neighbours(dataset)
+    if missing is not None:
+        raise DatasetError(missing)
+    if dataset.name == "synthetic":
+        split = _rendered(dataset, "train", seed, tasks)
+        return replace(split, neighbours=_neighbour_images(dataset, seed))
+    augmentation = torch.Generator().manual_seed(seed)
+    root = Path(str(dataset.root))
+    train = open_dataset(
+        dataset.name, root, "train", tasks, dataset.image_size, augmentation, neighbours=True
+    )
+    return DiskSplit(train, augmentation)
+
+
 def worker_batches(
     split: Split,
     batch_size: int,
@@ -247,14 +311,14 @@ def worker_batches(
     rank: int = 0,
     world: int = 1,
     drop_last: bool = False,
-) -> Iterator[Batch]:
+) -> Iterator[Batch | FrameBatch]:
     """Worker ``rank``'s part (``batch_size`` samples) of each global batch of ``world``
     data-parallel workers. With ``drop_last`` a last global batch too small for every
     worker is dropped: each worker must take each training step."""
     if world == 1:
         yield from split.batches(batch_size, seed)
         return
-    for images, targets, labelled in split.batches(batch_size * world, seed):
+    for images, targets, labelled, *frames in split.batches(batch_size * world, seed):
         if drop_last and images.shape[0] < batch_size * world:
             return
         part = slice(rank * batch_size, (rank + 1) * batch_size)
@@ -262,4 +326,5 @@ def worker_batches(
             images[part],
             {t: v[part] for t, v in targets.items()},
             {t: v[part] for t, v in labelled.items()},
+            *(f[part] for f in frames),
         )

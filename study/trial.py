@@ -26,7 +26,7 @@ from study.costs import model_costs
 from study.engine import build_engine, side_backward
 from study.metrics import MultiTaskMeter, delta_m
 from study.spec import StageSpec, StudySpec
-from study.splits import Batch, Split, trial_splits, worker_batches
+from study.splits import Batch, Split, train_with_neighbours, trial_splits, worker_batches
 
 __all__ = ["TrialRunner", "TrialSetup"]
 
@@ -180,6 +180,10 @@ class TrialRunner:
             self.model.load_state_dict(state)
         self.model.set_stage(stage.task, stage.step)
         self.training_task = stage.task
+        if getattr(self.model, "temporal", False):
+            # Only the temporal penalty reads neighbouring frames; no other trial loads them.
+            spec = self.setup.spec
+            self.train = train_with_neighbours(spec.dataset, spec.seed, tuple(self.all_tasks))
         self._build_engine()
         self.tasks = {stage.task: self.all_tasks[stage.task]}
         self.label_counts = torch.zeros(1, dtype=torch.float64)
@@ -207,10 +211,15 @@ class TrialRunner:
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
         return images.to(dtype=next(self.engine.module.parameters()).dtype)
 
-    def train_step(self, images: torch.Tensor, targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def train_step(
+        self,
+        images: torch.Tensor,
+        targets: Mapping[str, torch.Tensor],
+        neighbours: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """One optimiser step on one batch; the detached task losses (T,)."""
         if self.training_task is not None:
-            return self._train_one_task_step(images, targets)
+            return self._train_one_task_step(images, targets, neighbours)
         preds = self.engine(self._inputs(images))
         task_losses = self._task_losses(preds, targets)
         gramian = None
@@ -225,14 +234,21 @@ class TrialRunner:
         return losses.detach()
 
     def _train_one_task_step(
-        self, images: torch.Tensor, targets: Mapping[str, torch.Tensor]
+        self,
+        images: torch.Tensor,
+        targets: Mapping[str, torch.Tensor],
+        neighbours: torch.Tensor | None = None,
     ) -> torch.Tensor:
         # Frozen tasks are neither run nor trained: their losses are NaN, not stale.
         task = self.training_task
         pred = self.engine(self._inputs(images), tasks=(task,))[task]
         loss = self.tasks[task].loss(pred.float(), targets[task])
         penalty = getattr(self.model, "penalty", None)  # a stage's sparsity penalties
-        self.engine.backward(loss if penalty is None else loss + penalty())
+        total = loss if penalty is None else loss + penalty()
+        if neighbours is not None:  # video: the frame's activations against its neighbour's
+            frames = self._inputs(images), self._inputs(neighbours)
+            total = total + self.model.temporal_penalty(*frames)
+        self.engine.backward(total)
         self.engine.step()
         losses = torch.full((len(self.tasks),), torch.nan)
         losses[list(self.tasks).index(task)] = loss.detach()
@@ -250,8 +266,8 @@ class TrialRunner:
         # Seeded by epoch, so a resumed trial sees the order it would have seen.
         seed = self.seed * 100_003 + self.epoch
         counts = torch.zeros(len(self.tasks), dtype=torch.float64)
-        for images, targets, labelled in self._shard(self.train, seed, drop_last=True):
-            losses = self.train_step(images, targets)
+        for images, targets, labelled, *frames in self._shard(self.train, seed, drop_last=True):
+            losses = self.train_step(images, targets, *frames)
             n = self._label_counts(labelled)
             self._check_finite(losses, n)
             total += losses.double() * n

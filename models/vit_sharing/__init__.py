@@ -51,6 +51,18 @@ Then per sub-task and block:
   O(tokens·channels), not counted in FLOPs (as FlopCounterMode does not count them), but
   they do take wall time.
 
+Video (``temporal_l1_weight``, default 0: off; :mod:`models.vit_sharing._temporal`): the
+paper's delta *temporal* activations ``ΔX``, a task's activations on a frame against its
+own on a neighbouring frame.  :meth:`ViTSharing.temporal_penalty` is
+``Σ_point w_point·Σ|a(frame) − a(neighbour)|`` for the task the stage trains, through the
+delta-L1 tap with the neighbour's pass as the reference (gradient through the frame only,
+one gate draw for both).  :meth:`ViTSharing.forward_temporal` emulates a non-keyframe in
+eval: the base task reuses its previous frame's activations where they moved by at most
+``temporal_threshold``, a sub-task takes task deltas from the base for its first
+``task_blocks`` blocks and temporal deltas after; :meth:`ViTSharing.temporal_report` (and
+``compute_report(x, neighbours)``) counts the kept temporal deltas and the FLOPs that
+non-keyframe would cost.  The temporal path is counted, not run with sparse kernels.
+
 :meth:`ViTSharing.calibrate_thresholds` sets per-point thresholds for a target fraction of
 kept deltas on a batch.  :meth:`ViTSharing.delta_activation_density` gives the kept
 fraction per point (and ``all`` points together); :meth:`ViTSharing.compute_report` gives,
@@ -78,6 +90,11 @@ Deviations and choices:
   1×1 predict, bilinear to the input) instead of the paper's heads.
 * ``pretrained_path`` loads the parameters whose name and shape match (no position
   embedding resampling).
+* Temporal deltas: the training form (an L1 against the neighbouring frame, the
+  neighbour's pass detached, added in every stage for the stage's task) follows the issue;
+  the paper's Fig. 2 fixes the inference scheme (base temporal on every block, sub-tasks
+  task deltas on ``[1, l]`` and temporal after), which ``forward_temporal`` emulates with
+  ``l = task_blocks`` (default 0).  A non-keyframe's patch embedding is counted dense.
 """
 
 from models.vit_sharing._cost import attention_gflops, decoder_gflops, sharing_stats
@@ -92,6 +109,7 @@ from models.vit_sharing._gates import (
 from models.vit_sharing._layers import POINTS, ConvDecoder, linear_of
 from models.vit_sharing._model import BACKBONES, STEPS, ViTSharing, vit_sharing
 from models.vit_sharing._sharing import BaseTrace, SharingPlan, SharingStats
+from models.vit_sharing._temporal import DeltaWork, FrameTrace
 
 __all__ = [
     "BACKBONES",
@@ -102,6 +120,8 @@ __all__ = [
     "TEMPERATURE",
     "BaseTrace",
     "ConvDecoder",
+    "DeltaWork",
+    "FrameTrace",
     "GatedDelta",
     "HardConcreteGate",
     "SharingPlan",

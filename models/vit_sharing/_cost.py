@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from models._cost import count_gflops, count_parameters
 from models.vit_sharing._layers import POINTS, DeltaTap, base_pass, block_forward, identity_tap
 from models.vit_sharing._sharing import SharingStats, sub_features
+from models.vit_sharing._temporal import DeltaWork, frame_pass
 
 if TYPE_CHECKING:
     from models.vit_sharing._model import ViTSharing
@@ -31,9 +32,11 @@ __all__ = [
     "delta_activation_density",
     "delta_weight_density",
     "dense_gflops",
+    "patch_embed_gflops",
     "sharing_stats",
     "stored_parameters",
     "task_gflops",
+    "temporal_report",
 ]
 
 
@@ -186,8 +189,56 @@ def task_gflops(model: ViTSharing, task: str, x: torch.Tensor) -> float:
     return stats.flops / x.shape[0] / 1e9 + decoder_gflops(model, task)
 
 
-def compute_report(model: ViTSharing, x: torch.Tensor) -> dict[str, dict[str, float]]:
-    """Per task: densities, stored parameters, GFLOPs with sharing and dense."""
+def patch_embed_gflops(model: ViTSharing) -> float:
+    """The patch embedding's convolution on one image."""
+    proj = model.encoder.patch_embed.proj
+    kernel = proj.in_channels * math.prod(proj.kernel_size)
+    return 2.0 * kernel * proj.out_channels * model.encoder.patch_embed.num_patches / 1e9
+
+
+def temporal_report(
+    model: ViTSharing, x: torch.Tensor, previous: torch.Tensor, task_blocks: int = 0
+) -> dict[str, dict[str, float]]:
+    """Per task, ``x`` run as the frame after ``previous`` (a keyframe, one per image):
+    the fraction of temporal deltas kept (all points and per point; NaN where a sub-task
+    takes every block from the base) and the GFLOPs per image of that non-keyframe,
+    decoder included, against a dense single-task ViT.
+
+    The base task pays its patch embedding and temporal delta work; a sub-task its delta
+    work (task deltas on its first ``task_blocks`` blocks, temporal after) and ``z⊙ΔW``.
+    """
+    if x.shape != previous.shape:
+        raise ValueError(
+            f"previous frames of shape {tuple(previous.shape)} do not match {tuple(x.shape)}"
+        )
+    work: dict[str, dict[str, DeltaWork]] = {}
+    with _evaluating(model):
+        _, keyframe = frame_pass(model, previous, None, model.tasks)
+        frame_pass(model, x, keyframe, model.tasks, task_blocks, work)
+    tokens = model.encoder.patch_embed.num_patches + model.encoder.num_prefix_tokens
+    report: dict[str, dict[str, float]] = {}
+    for task in model.tasks:
+        counted = work.get(task, {})
+        temporal = counted.get("temporal", DeltaWork.of(model))
+        if task == model.base_task:
+            gflops = patch_embed_gflops(model)
+        else:
+            gflops = 2.0 * _delta_nnz(model, task)[0] * tokens / 1e9
+        gflops += sum(w.flops for w in counted.values()) / x.shape[0] / 1e9
+        gflops += decoder_gflops(model, task)
+        row = {"temporal_density": temporal.density()}
+        row.update({f"temporal_density/{p}": temporal.density(p) for p in POINTS})
+        row["temporal_gflops"] = gflops
+        row["temporal_gflops_vs_dense"] = gflops / dense_gflops(model, task)
+        report[task] = row
+    return report
+
+
+def compute_report(
+    model: ViTSharing, x: torch.Tensor, neighbours: torch.Tensor | None = None
+) -> dict[str, dict[str, float]]:
+    """Per task: densities, stored parameters, GFLOPs with sharing and dense; with
+    ``neighbours`` (the frames before ``x``) also :func:`temporal_report`'s figures."""
     report: dict[str, dict[str, float]] = {}
     for task in model.tasks:
         dense = dense_gflops(model, task)
@@ -203,4 +254,7 @@ def compute_report(model: ViTSharing, x: torch.Tensor) -> dict[str, dict[str, fl
             row["gflops"] = stats.flops / x.shape[0] / 1e9 + decoder_gflops(model, task)
         row["gflops_vs_dense"] = row["gflops"] / dense
         report[task] = row
+    if neighbours is not None:
+        for task, temporal in temporal_report(model, x, neighbours).items():
+            report[task].update(temporal)
     return report

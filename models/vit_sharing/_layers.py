@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,7 @@ __all__ = [
     "POINTS",
     "ConvDecoder",
     "DeltaTap",
+    "KeptCounter",
     "Recorder",
     "Tap",
     "attention",
@@ -29,6 +31,12 @@ POINTS: tuple[str, ...] = ("norm1", "qkv", "attn", "proj", "norm2", "fc1", "act"
 
 #: ``tap(point, activation) -> activation``: what a pass does at each delta point.
 Tap = Callable[[str, torch.Tensor], torch.Tensor]
+
+
+class KeptCounter(Protocol):
+    """Shown each point's thresholded delta (``SharingStats`` is one)."""
+
+    def record(self, point: str, delta: torch.Tensor) -> None: ...
 
 
 def identity_tap(point: str, a: torch.Tensor) -> torch.Tensor:
@@ -49,10 +57,13 @@ class Recorder:
 class DeltaTap:
     """A sub-task's tap in one block: ``δ = a − a_base`` at every point.
 
-    ``l1`` (if given) accumulates ``Σ|δ|`` per point, ``magnitudes`` (if given) collects
-    ``|δ|``.  With ``thresholds`` (inference) the activation passed on is
-    ``a_base + hardshrink(δ, thr)``: entries with ``|δ| ≤ thr`` are dropped, i.e. take the
-    base task's value.
+    ``base`` is any reference pass's points: the base task's on the same frame (task
+    deltas), or the same task's on a neighbouring frame (temporal deltas, see
+    :mod:`models.vit_sharing._temporal`).  ``l1`` (if given) accumulates ``Σ|δ|`` per
+    point, ``magnitudes`` (if given) collects ``|δ|``.  With ``thresholds`` (inference)
+    the activation passed on is ``a_base + hardshrink(δ, thr)``: entries with
+    ``|δ| ≤ thr`` are dropped, i.e. take the reference's value; ``kept`` (if given) is
+    shown every kept ``hardshrink(δ, thr)``, to count the delta work.
     """
 
     def __init__(
@@ -61,11 +72,13 @@ class DeltaTap:
         l1: dict[str, torch.Tensor] | None,
         thresholds: Mapping[str, float] | None,
         magnitudes: dict[str, list[torch.Tensor]] | None = None,
+        kept: KeptCounter | None = None,
     ) -> None:
         self.base = base
         self.l1 = l1
         self.thresholds = thresholds
         self.magnitudes = magnitudes
+        self.kept = kept
 
     def __call__(self, point: str, a: torch.Tensor) -> torch.Tensor:
         delta = a - self.base[point]
@@ -76,7 +89,10 @@ class DeltaTap:
             self.l1[point] = self.l1[point] + l1 if point in self.l1 else l1
         if self.thresholds is None:
             return a
-        return self.base[point] + F.hardshrink(delta, self.thresholds[point])
+        kept = F.hardshrink(delta, self.thresholds[point])
+        if self.kept is not None:
+            self.kept.record(point, kept)
+        return self.base[point] + kept
 
 
 def attention(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ from torch import nn
 from models._registry import register_model
 from models._weights import load_matching
 from models.tasks import activate, get_task
-from models.vit_sharing import _cost
+from models.vit_sharing import _cost, _temporal
 from models.vit_sharing._gates import LINEARS, TaskDeltas
 from models.vit_sharing._layers import (
     POINTS,
@@ -27,6 +27,7 @@ from models.vit_sharing._layers import (
     tokens_to_grid,
 )
 from models.vit_sharing._sharing import BaseTrace, SharingPlan, base_trace, build_plan, sub_features
+from models.vit_sharing._temporal import FrameTrace, frame_pass
 
 __all__ = ["BACKBONES", "STEPS", "ViTSharing", "vit_sharing"]
 
@@ -73,6 +74,8 @@ class ViTSharing(nn.Module):
         delta_l1_weight: float | Mapping[str, float] = 2.5e-10,
         l0_lambda: float | Mapping[str, float] = 5e-8,
         gate_lr: float | None = None,
+        temporal_l1_weight: float | Mapping[str, float] = 0.0,
+        temporal_threshold: float | Mapping[str, float] = 0.15,
     ) -> None:
         super().__init__()
         if not tasks or len(set(tasks)) != len(tasks):
@@ -113,6 +116,12 @@ class ViTSharing(nn.Module):
         self.delta_threshold = _per_name(delta_threshold, POINTS, 0.15, "delta_threshold")
         self.delta_l1_weight = _per_name(delta_l1_weight, POINTS, 2.5e-10, "delta_l1_weight")
         self.l0_lambda = _per_name(l0_lambda, self.sub_tasks, 5e-8, "l0_lambda")
+        # Video: the L1 of a frame's activations against its neighbour's (0: off), and
+        # the thresholds below which a non-keyframe reuses the previous frame's.
+        self.temporal_l1_weight = _per_name(temporal_l1_weight, POINTS, 0.0, "temporal_l1_weight")
+        if any(w < 0 for w in self.temporal_l1_weight.values()):
+            raise ValueError(f"temporal_l1_weight must be non-negative, got {temporal_l1_weight}")
+        self.temporal_threshold = _per_name(temporal_threshold, POINTS, 0.15, "temporal_threshold")
         self.gate_lr = gate_lr
         self.stage: tuple[str, str] | None = None
         self._frozen: set[str] = set()
@@ -312,6 +321,50 @@ class ViTSharing(nn.Module):
                 total = total + sum(self.delta_l1_weight[p] * v for p, v in l1.items())
         return total
 
+    # -- video: temporal deltas -----------------------------------------------------------
+    @property
+    def temporal(self) -> bool:
+        """Whether training adds the temporal penalty (some ``temporal_l1_weight`` > 0)."""
+        return any(w > 0 for w in self.temporal_l1_weight.values())
+
+    def temporal_l1(
+        self, task: str, frames: torch.Tensor, neighbours: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """``Σ|a(frames) − a(neighbours)|`` per point of ``task``'s encoder (gradient
+        through the frames only; one gate draw for both)."""
+        return _temporal.temporal_l1(self, task, frames, neighbours)
+
+    def temporal_penalty(
+        self, frames: torch.Tensor, neighbours: torch.Tensor, tasks: Sequence[str] | None = None
+    ) -> torch.Tensor:
+        """``Σ_point temporal_l1_weight[point]·Σ|a(frame) − a(neighbour)|`` of the task the
+        stage trains (each of ``tasks`` without a stage); add it to the loss."""
+        return _temporal.temporal_penalty(self, frames, neighbours, self._requested(tasks))
+
+    @torch.no_grad()
+    def forward_temporal(
+        self,
+        x: torch.Tensor,
+        previous: FrameTrace | None = None,
+        tasks: Sequence[str] | None = None,
+        task_blocks: int = 0,
+    ) -> tuple[dict[str, torch.Tensor], FrameTrace]:
+        """Eval-mode predictions of ``x`` as a keyframe (``previous`` None, equal to
+        ``forward``) or as the frame after ``previous``, reusing the previous frame's
+        activations where they moved by at most ``temporal_threshold``; and the trace the
+        next frame takes as ``previous``.  A sub-task takes task deltas from the base for
+        its first ``task_blocks`` blocks, temporal deltas after."""
+        if self.training:
+            raise RuntimeError("forward_temporal is an inference path; call model.eval() first")
+        requested = self._requested(tasks)
+        outputs, trace = frame_pass(self, x, previous, requested, task_blocks)
+        size = (x.shape[-2], x.shape[-1])
+        preds = {}
+        for task in requested:
+            features = self.grid(self.encoder.norm(outputs[task]))
+            preds[task] = activate(task, self.decoders[task](features, size))
+        return preds, trace
+
     # -- parameter groups -----------------------------------------------------------------
     def shared_parameters(self) -> Iterator[nn.Parameter]:
         """The base encoder: the weights every sub-task reuses (``W_sub = W_base + z⊙ΔW``)."""
@@ -370,8 +423,15 @@ class ViTSharing(nn.Module):
     def dense_gflops(self, task: str | None = None) -> float:
         return _cost.dense_gflops(self, self.base_task if task is None else task)
 
-    def compute_report(self, x: torch.Tensor) -> dict[str, dict[str, float]]:
-        return _cost.compute_report(self, x)
+    def compute_report(
+        self, x: torch.Tensor, neighbours: torch.Tensor | None = None
+    ) -> dict[str, dict[str, float]]:
+        return _cost.compute_report(self, x, neighbours)
+
+    def temporal_report(
+        self, x: torch.Tensor, previous: torch.Tensor, task_blocks: int = 0
+    ) -> dict[str, dict[str, float]]:
+        return _cost.temporal_report(self, x, previous, task_blocks)
 
 
 @register_model

@@ -33,6 +33,7 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
         val=args.val,
         image_size=args.image_size,
         seed=args.seed,
+        neighbours=args.neighbours,
     )
     print(f"wrote a synthetic {args.format} dataset to {args.out}")
     _print_counts(counts)
@@ -50,6 +51,11 @@ def add_commands(commands: Any) -> None:
     synth.add_argument("--val", type=_positive_int, default=8)
     synth.add_argument("--image-size", type=_positive_int, default=64)
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--neighbours",
+        action="store_true",
+        help="also write each image's neighbouring frame (nyud: neighbours/<id>.jpg)",
+    )
     for sub in (check, synth):
         sub.add_argument("--format", choices=("nyud", "pascal", "voc"), required=True)
     check.set_defaults(func=_cmd_data_check)

@@ -10,6 +10,9 @@ geometry, so every task is learnable from pixels:
 
 Camera: pinhole, focal length ``image_size`` pixels, principal point at the image centre,
 looking along +z with x to the right and y down. ``depth`` is the z coordinate in metres.
+
+A scene's *neighbouring frame* (for temporal deltas) is the same scene a moment later:
+the camera, floor and noise stay, every object moves by up to 1/32 of the image size.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ _NOISE_STD = 0.02
 
 _SHAPES = ("disc", "square", "triangle", "ellipse", "diamond")
 _CURVED = frozenset({"disc", "ellipse"})
+# How far (a fraction of the image size, per axis) an object moves to its neighbouring frame.
+_MOTION = 1.0 / 32.0
 
 # Per-channel statistics of rendered images (64x64, 5 classes, 4 objects, 2000 samples).
 IMAGE_MEAN = (0.400, 0.409, 0.432)
@@ -142,12 +147,16 @@ def render_scene(
     image_size: int = 64,
     num_classes: int = 5,
     max_objects: int = 4,
+    motion: np.random.Generator | None = None,
 ) -> Scene:
     """Render one scene; everything random comes from ``rng``.
 
     ``num_classes`` counts the background (class 0); objects take classes
     ``1 .. num_classes - 1``. Between 1 and ``max_objects`` objects are placed, some of
-    which may end up hidden behind nearer ones (hidden objects get no box).
+    which may end up hidden behind nearer ones (hidden objects get no box).  With
+    ``motion`` each object is moved by up to ``image_size / 32`` pixels per axis, drawn
+    from it: the scene's neighbouring frame.  ``rng`` is drawn from alike either way, so
+    the rest of the scene is the same.
     """
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8, got {image_size}")
@@ -193,6 +202,9 @@ def render_scene(
         radius = rng.uniform(0.3, 0.6)  # metres
         u0 = rng.uniform(0.1, 0.9) * (size - 1)
         v0 = rng.uniform(0.15, 0.9) * (size - 1)
+        if motion is not None:
+            u0 += motion.uniform(-1.0, 1.0) * _MOTION * size
+            v0 += motion.uniform(-1.0, 1.0) * _MOTION * size
         z0 = rng.uniform(1.5, 5.5)
         # Keep the object in front of the floor: the floor is nearest at the footprint's
         # lowest row, and a nearer object has a larger footprint, hence a few passes.
@@ -280,7 +292,8 @@ class SyntheticScenes(Dataset):
 
     Items are ``{"image": (3, H, W) float32 normalised with IMAGE_MEAN/IMAGE_STD,
     "targets": {task: tensor}, "labelled": {task: True}}`` for the requested tasks, in
-    the formats of :mod:`models.tasks`.
+    the formats of :mod:`models.tasks`; with ``neighbours`` also ``"neighbour"``, the
+    image of the scene's neighbouring frame (:meth:`neighbour_scene`), normalised alike.
     """
 
     def __init__(
@@ -292,6 +305,7 @@ class SyntheticScenes(Dataset):
         num_classes: int = 5,
         max_objects: int = 4,
         seed: int = 0,
+        neighbours: bool = False,
     ) -> None:
         if isinstance(tasks, str):
             raise ValueError(f"tasks must be a sequence of task names, got the string {tasks!r}")
@@ -318,25 +332,42 @@ class SyntheticScenes(Dataset):
         self.num_classes = num_classes
         self.max_objects = max_objects
         self.seed = seed
+        self.neighbours = neighbours
         self._mean = torch.tensor(IMAGE_MEAN, dtype=torch.float32).view(3, 1, 1)
         self._std = torch.tensor(IMAGE_STD, dtype=torch.float32).view(3, 1, 1)
 
     def __len__(self) -> int:
         return self.num_samples
 
-    def scene(self, index: int) -> Scene:
-        """The raw rendered scene behind item ``index``."""
+    def _key(self, index: int) -> list[int]:
         index = int(index)
         if index < 0:
             index += self.num_samples
         if not 0 <= index < self.num_samples:
             raise IndexError(f"index out of range for {self.num_samples} samples")
-        rng = np.random.default_rng([self.seed, _SPLIT_CODES[self.split], index])
+        return [self.seed, _SPLIT_CODES[self.split], index]
+
+    def scene(self, index: int) -> Scene:
+        """The raw rendered scene behind item ``index``."""
+        rng = np.random.default_rng(self._key(index))
         return render_scene(rng, self.image_size, self.num_classes, self.max_objects)
+
+    def neighbour_scene(self, index: int) -> Scene:
+        """Scene ``index`` a moment later: its objects slightly moved."""
+        key = self._key(index)
+        rng, motion = np.random.default_rng(key), np.random.default_rng([*key, 1])
+        return render_scene(rng, self.image_size, self.num_classes, self.max_objects, motion)
+
+    def neighbour(self, index: int) -> torch.Tensor:
+        """The image of :meth:`neighbour_scene`, normalised as items' images are."""
+        return self._normalised(self.neighbour_scene(index).image)
+
+    def _normalised(self, image: np.ndarray) -> torch.Tensor:
+        chw = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return (chw - self._mean) / self._std
 
     def __getitem__(self, index: int) -> dict[str, dict[str, torch.Tensor | bool] | torch.Tensor]:
         scene = self.scene(index)
-        image = torch.from_numpy(np.ascontiguousarray(scene.image.transpose(2, 0, 1)))
         targets: dict[str, torch.Tensor] = {}
         for task in self.tasks:
             if task == "semseg":
@@ -347,8 +378,11 @@ class SyntheticScenes(Dataset):
                 targets[task] = torch.from_numpy(scene.normals)
             else:
                 targets[task] = torch.from_numpy(getattr(scene, task))[None]
-        return {
-            "image": (image - self._mean) / self._std,
+        item: dict[str, dict[str, torch.Tensor | bool] | torch.Tensor] = {
+            "image": self._normalised(scene.image),
             "targets": targets,
             "labelled": {task: True for task in self.tasks},
         }
+        if self.neighbours:
+            item["neighbour"] = self.neighbour(index)
+        return item

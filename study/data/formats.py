@@ -58,14 +58,19 @@ def open_dataset(
     tasks: Sequence[str],
     image_size: int,
     generator: torch.Generator | None = None,
+    neighbours: bool = False,
 ) -> Dataset:
     """A split of a dataset on disk, at ``image_size`` squared.
 
     With a ``generator`` the papers' training augmentation applies (scale 0.5-2, crop or
     pad, flip, photometric jitter), drawn from it; without, images are resized for
-    evaluation.
+    evaluation.  With ``neighbours`` each sample also carries its neighbouring video
+    frame (``neighbour``, augmented alike); only ``nyud`` stores them (``neighbours/``).
     """
     from study.data import transforms as T
+
+    if neighbours and fmt != "nyud":
+        raise DatasetError(f"{fmt} has no neighbouring frames; only nyud stores them")
 
     size = (image_size, image_size)
     steps: list[T.Transform]
@@ -82,7 +87,7 @@ def open_dataset(
     if fmt == "nyud":
         from study.data.nyud import NYUD
 
-        return NYUD(root, split, tasks, transform=transform)
+        return NYUD(root, split, tasks, transform=transform, neighbours=neighbours)
     if fmt == "voc":
         from study.data.voc import VOCDetection
 
@@ -117,11 +122,18 @@ def synthesize(
     image_size: int = 64,
     num_classes: int = 5,
     seed: int = 0,
+    neighbours: bool = False,
 ) -> dict[str, dict[str, int]]:
-    """Render synthetic scenes into ``out`` in the real layout of ``fmt``; its description."""
+    """Render synthetic scenes into ``out`` in the real layout of ``fmt``; its description.
+
+    With ``neighbours`` (nyud only) each scene's neighbouring frame is written too.
+    """
     if out.exists() and any(out.iterdir()):
         raise DatasetError(f"output folder {out} is not empty; expected a new or empty folder")
+    if neighbours and fmt != "nyud":
+        raise DatasetError(f"{fmt} has no neighbouring frames; only nyud stores them")
     splits: dict[str, Sequence[tuple[str, Scene]]] = {}
+    moved: dict[str, Scene] = {}
     for split, count in (("train", train), ("val", val)):
         scenes = SyntheticScenes(
             count,
@@ -132,18 +144,23 @@ def synthesize(
             seed=seed,
         )
         splits[split] = [(f"{split}_{i:05d}", scenes.scene(i)) for i in range(count)]
-    _write(out, fmt, splits)
+        if neighbours:
+            moved |= {f"{split}_{i:05d}": scenes.neighbour_scene(i) for i in range(count)}
+    _write(out, fmt, splits, moved or None)
     return describe_dataset(out, fmt)
 
 
 def _write(
-    out: Path, fmt: DatasetFormat, splits: Mapping[str, Sequence[tuple[str, Scene]]]
+    out: Path,
+    fmt: DatasetFormat,
+    splits: Mapping[str, Sequence[tuple[str, Scene]]],
+    neighbours: Mapping[str, Scene] | None = None,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if fmt == "nyud":
         from study.data.nyud import write_nyud
 
-        write_nyud(out, splits)
+        write_nyud(out, splits, neighbours=neighbours)
     elif fmt == "voc":
         from study.data.voc import write_voc
 

@@ -13,6 +13,11 @@ Two on-disk layouts are read, both with one id per line in ``gt_sets/{split}.txt
   The ASTMT loader (``fblib/dataloaders/nyud.py``) reads its splits from the same
   ``gt_sets/{train,val}.txt`` files.
 
+Either layout may add ``neighbours/<id>.jpg``: a neighbouring frame of the same video as
+``images/<id>.jpg`` (NYU Depth v2 ships the raw video its labelled frames come from), of
+the same size, for the temporal delta penalty of ``vit_sharing``.  It is read only when
+asked for (``NYUD(..., neighbours=True)``); a sample then carries it as ``neighbour``.
+
 Targets follow :mod:`models.tasks`: semseg int64 (H, W) with 255 ignored, depth float32
 (1, H, W) with 0 invalid, normals float32 (3, H, W) with all-zero invalid, edges float32
 (1, H, W) in {0, 1}.
@@ -39,6 +44,7 @@ __all__ = [
     "NUM_CLASSES",
     "NYUD",
     "TASKS",
+    "NEIGHBOUR_DIR",
     "Layout",
     "describe",
     "detect_layout",
@@ -56,6 +62,8 @@ DEPTH_RANGE = (0.001, 10.0)  # metres; survey depth outside it is invalid
 
 _IMAGE_DIR = "images"
 _SPLIT_DIR = "gt_sets"
+#: Optional: each image's neighbouring video frame, under the image's id.
+NEIGHBOUR_DIR = "neighbours"
 # Per task: its folder and the file suffix in each layout.
 _FOLDERS = {"semseg": "segmentation", "depth": "depth", "normals": "normals", "edges": "edge"}
 _SUFFIXES: dict[Layout, dict[str, str]] = {
@@ -266,6 +274,7 @@ class NYUD(Dataset):
         tasks: Sequence[str],
         layout: Literal["auto", "survey", "astmt"] = "auto",
         transform: Callable[[Sample], Sample] | None = None,
+        neighbours: bool = False,
     ) -> None:
         self.root = Path(root)
         self.tasks = _check_tasks(tasks)
@@ -273,19 +282,25 @@ class NYUD(Dataset):
         require_dir(self.root / _IMAGE_DIR, "NYUD images")
         for task in self.tasks:
             require_dir(self.root / _FOLDERS[task], f"NYUD {task}")
+        self.neighbours = neighbours
+        if neighbours:
+            require_dir(self.root / NEIGHBOUR_DIR, "NYUD neighbouring frames")
         self.layout: Layout = _resolve_layout(self.root, layout)
         self.split = split
         self.names = read_split(self.root / _SPLIT_DIR / f"{split}.txt")
         self.transform = transform
         for name in self.names:
-            for path in self._paths(name).values():
+            for key, path in self._paths(name).items():
                 if not path.is_file():
-                    raise DatasetError(f"NYUD {split} sample {name!r}: file {path} not found")
+                    what = "neighbouring frame" if key == "neighbour" else "file"
+                    raise DatasetError(f"NYUD {split} sample {name!r}: {what} {path} not found")
 
     def _paths(self, name: str) -> dict[str, Path]:
         paths = {"image": self.root / _IMAGE_DIR / f"{name}.jpg"}
         for task in self.tasks:
             paths[task] = _task_path(self.root, self.layout, task, name)
+        if self.neighbours:
+            paths["neighbour"] = self.root / NEIGHBOUR_DIR / f"{name}.jpg"
         return paths
 
     def __len__(self) -> int:
@@ -303,6 +318,14 @@ class NYUD(Dataset):
             targets=targets,
             labelled={task: True for task in self.tasks},
         )
+        if self.neighbours:
+            neighbour = read_rgb(paths["neighbour"])
+            if neighbour.shape != image.shape:
+                raise DatasetError(
+                    f"neighbouring frame {paths['neighbour']} is {tuple(neighbour.shape[1:])}; "
+                    f"expected {size} like its image"
+                )
+            sample["neighbour"] = neighbour
         if self.transform is not None:
             sample = self.transform(sample)
         return sample
@@ -310,14 +333,15 @@ class NYUD(Dataset):
     def __repr__(self) -> str:
         return (
             f"NYUD(root={str(self.root)!r}, split={self.split!r}, tasks={list(self.tasks)}, "
-            f"layout={self.layout!r}, samples={len(self)})"
+            f"layout={self.layout!r}, samples={len(self)}, neighbours={self.neighbours})"
         )
 
 
 def describe(
     root: str | os.PathLike[str], layout: Literal["auto", "survey", "astmt"] = "auto"
 ) -> dict[str, dict[str, int]]:
-    """Per split in ``gt_sets``: how many listed samples have an image and each task's file."""
+    """Per split in ``gt_sets``: how many listed samples have an image and each task's file
+    (and a neighbouring frame, where the root has ``neighbours/``)."""
     root = Path(root)
     require_dir(root, "NYUD root")
     splits_dir = require_dir(root / _SPLIT_DIR, "NYUD splits")
@@ -332,6 +356,8 @@ def describe(
         row["images"] = sum((root / _IMAGE_DIR / f"{n}.jpg").is_file() for n in names)
         for task in TASKS:
             row[task] = sum(_task_path(root, resolved, task, n).is_file() for n in names)
+        if (root / NEIGHBOUR_DIR).is_dir():
+            row["neighbours"] = sum((root / NEIGHBOUR_DIR / f"{n}.jpg").is_file() for n in names)
         counts[split_file.stem] = row
     return counts
 
@@ -360,8 +386,10 @@ def write_nyud(
     out: Path,
     split_scenes: Mapping[str, Sequence[tuple[str, Scene]]],
     layout: Literal["survey", "astmt"] = "survey",
+    neighbours: Mapping[str, Scene] | None = None,
 ) -> None:
-    """Write ``(id, scene)`` pairs per split into ``out`` in the real NYUD ``layout``.
+    """Write ``(id, scene)`` pairs per split into ``out`` in the real NYUD ``layout``, and
+    the image of each ``neighbours[id]`` (a neighbouring frame) as ``neighbours/<id>.jpg``.
 
     The synthetic class c is stored as c + 1, so the stored 0 keeps meaning "unlabelled".
     Images are JPEG quality 95; ASTMT normals are JPEG quality 100 without chroma
@@ -377,6 +405,11 @@ def write_nyud(
             _write_scene(out, layout, name, scene)
         lines = "".join(f"{name}\n" for name, _ in scenes)
         (out / _SPLIT_DIR / f"{split}.txt").write_text(lines)
+    if neighbours is not None:
+        (out / NEIGHBOUR_DIR).mkdir(exist_ok=True)
+        for name, scene in neighbours.items():
+            path = out / NEIGHBOUR_DIR / f"{name}.jpg"
+            Image.fromarray(_to_uint8(scene.image)).save(path, quality=95)
 
 
 def _write_scene(out: Path, layout: Layout, name: str, scene: Scene) -> None:

@@ -9,6 +9,9 @@ Geometric transforms move the image and every target together:
   neighbour, so label values stay in their original set. Depth values are kept as they
   are (metres are not rescaled with the image).
 
+A sample's neighbouring frame (``neighbour``, if it has one) goes through every image
+operation with the same draws as the image, so the two differ only by what moved.
+
 Padding fills the image with 0, normals and depth with 0 (invalid) and label maps with
 255 (ignore). Random transforms draw from the ``torch.Generator`` they are given (or
 torch's global one), so a seeded generator reproduces the same augmentations. Inputs are
@@ -48,10 +51,24 @@ def _uniform(low: float, high: float, generator: torch.Generator | None) -> floa
     return low + (high - low) * float(torch.rand((), generator=generator))
 
 
-def _with(sample: Sample, image: torch.Tensor, targets: dict[str, torch.Tensor]) -> Sample:
-    return Sample(
-        name=sample["name"], image=image, targets=targets, labelled=dict(sample["labelled"])
+def _with(
+    sample: Sample, op: Callable[[torch.Tensor], torch.Tensor], targets: dict[str, torch.Tensor]
+) -> Sample:
+    """``sample`` with ``op`` applied to its image (and its neighbouring frame), and
+    ``targets``."""
+    out = Sample(
+        name=sample["name"],
+        image=op(sample["image"]),
+        targets=targets,
+        labelled=dict(sample["labelled"]),
     )
+    if "neighbour" in sample:
+        out["neighbour"] = op(sample["neighbour"])
+    return out
+
+
+def _same(image: torch.Tensor) -> torch.Tensor:
+    return image
 
 
 def _resize_nearest(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -102,9 +119,12 @@ def _boxes_flipped(rows: torch.Tensor, width: int) -> torch.Tensor:
 def _resize(sample: Sample, size: tuple[int, int]) -> Sample:
     image = sample["image"]
     if tuple(image.shape[-2:]) == size:
-        return _with(sample, image, dict(sample["targets"]))
+        return _with(sample, _same, dict(sample["targets"]))
     h, w = image.shape[-2:]
-    image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+
+    def resized(x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
+
     targets = {}
     for task, t in sample["targets"].items():
         if task == "detection":
@@ -113,7 +133,7 @@ def _resize(sample: Sample, size: tuple[int, int]) -> Sample:
             targets[task] = _resize_normals(t, size)
         else:
             targets[task] = _resize_nearest(t, size)
-    return _with(sample, image, targets)
+    return _with(sample, resized, targets)
 
 
 class Compose:
@@ -185,14 +205,13 @@ class RandomCropPad:
                 x = F.pad(x, pad, value=value)
             return x[..., top : top + th, left : left + tw]
 
-        image = fit(sample["image"], 0.0)
         targets = {
             task: _boxes_cropped(t, top, left, self.size)
             if task == "detection"
             else fit(t, _PAD_VALUES.get(task, IGNORE))
             for task, t in sample["targets"].items()
         }
-        return _with(sample, image, targets)
+        return _with(sample, lambda x: fit(x, 0.0), targets)
 
 
 class RandomHorizontalFlip:
@@ -205,7 +224,7 @@ class RandomHorizontalFlip:
 
     def __call__(self, sample: Sample) -> Sample:
         if float(torch.rand((), generator=self.generator)) >= self.p:
-            return _with(sample, sample["image"], dict(sample["targets"]))
+            return _with(sample, _same, dict(sample["targets"]))
         targets = {}
         width = sample["image"].shape[-1]
         for task, t in sample["targets"].items():
@@ -217,7 +236,7 @@ class RandomHorizontalFlip:
                 t = t.clone()
                 t[0] = -t[0]
             targets[task] = t
-        return _with(sample, sample["image"].flip(-1), targets)
+        return _with(sample, lambda x: x.flip(-1), targets)
 
 
 class PhotometricJitter:
@@ -259,13 +278,16 @@ class PhotometricJitter:
         c = _uniform(1 - self.contrast, 1 + self.contrast, g)
         s = _uniform(1 - self.saturation, 1 + self.saturation, g)
         h = _uniform(-self.hue, self.hue, g)
-        image = sample["image"].clamp(0.0, 1.0)
-        image = TF.adjust_brightness(image, b)
-        image = TF.adjust_contrast(image, c)
-        image = TF.adjust_saturation(image, s)
-        if not math.isclose(h, 0.0):
-            image = TF.adjust_hue(image, h)
-        return _with(sample, image.clamp(0.0, 1.0), dict(sample["targets"]))
+
+        def jitter(image: torch.Tensor) -> torch.Tensor:
+            image = TF.adjust_brightness(image.clamp(0.0, 1.0), b)
+            image = TF.adjust_contrast(image, c)
+            image = TF.adjust_saturation(image, s)
+            if not math.isclose(h, 0.0):
+                image = TF.adjust_hue(image, h)
+            return image.clamp(0.0, 1.0)
+
+        return _with(sample, jitter, dict(sample["targets"]))
 
 
 class Normalize:
@@ -278,6 +300,7 @@ class Normalize:
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
 
     def __call__(self, sample: Sample) -> Sample:
-        image = sample["image"]
-        image = (image - self.mean.to(image)) / self.std.to(image)
-        return _with(sample, image, dict(sample["targets"]))
+        def normalised(image: torch.Tensor) -> torch.Tensor:
+            return (image - self.mean.to(image)) / self.std.to(image)
+
+        return _with(sample, normalised, dict(sample["targets"]))
