@@ -17,6 +17,8 @@ from study.analysis._labels import param_label, sorted_params
 from study.analysis._results import StudyResults, load_results
 from study.analysis._tables import esc, fmt, html_table, leaderboard_html, unique
 from study.atomic import write_atomically
+from study.pareto import configurations
+from study.uncertainty import compare_best_two
 
 __all__ = ["CAPTIONS", "render_report", "write_report"]
 
@@ -222,6 +224,47 @@ def _plots_section(results: StudyResults) -> str:
     return "\n".join(out)
 
 
+def _seeds_section(trials: pd.DataFrame, limit: int) -> str:
+    """With repeats: each configuration's Δm over its seeds, and whether the best
+    method's lead over the second survives them."""
+    if "config_id" not in trials or "delta_m" not in trials:
+        return ""
+    table = configurations(trials, ["delta_m"])
+    if table.empty or table["seeds"].max() < 2:
+        return ""
+    table = table.sort_values("delta_m_mean", ascending=False, na_position="last").head(limit)
+    flagged = trials.dropna(subset=["pareto"]) if "pareto" in trials else trials.iloc[:0]
+    front = set(flagged.loc[flagged["pareto"].astype(bool), "config_id"])
+    rows = [
+        [
+            esc(r.config_id),
+            esc(r.method),
+            esc(r.architecture),
+            esc(r.seeds),
+            esc(fmt(r.delta_m_mean)),
+            esc(fmt(r.delta_m_std)),
+            "yes" if r.config_id in front else "",
+        ]
+        for r in table.itertuples()
+    ]
+    header = ["configuration", "method", "architecture", "seeds", "Δm mean (%)", "Δm sd", "Pareto"]
+    comparison = compare_best_two(trials)
+    verdict = (
+        "Fewer than two methods have two seeds in common: no comparison."
+        if comparison is None
+        else comparison.describe() + "."
+    )
+    return "\n".join(
+        [
+            "<h2>Over seeds</h2>",
+            '<p class="note">Each configuration\'s completed repeats: the mean and standard '
+            "deviation of Δm over its seeds.</p>",
+            html_table(rows, header, ("text", "text", "text")),
+            f'<p id="comparison">{esc(verdict)}</p>',
+        ]
+    )
+
+
 def render_report(results: StudyResults, sources: Sequence[str] = (), limit: int = 50) -> str:
     """The report as one HTML document: no scripts, no external requests."""
     studies = ", ".join(unique(results.trials, "study")) or "study"
@@ -238,6 +281,7 @@ def render_report(results: StudyResults, sources: Sequence[str] = (), limit: int
         f'<p class="meta">From {esc(source)}, generated {esc(now)}.</p>',
         _spec_section(results),
         _leaderboard_section(results.trials, limit),
+        _seeds_section(results.trials, limit),
         _best_section(results.trials),
         _failed_section(results.trials),
         _plots_section(results),

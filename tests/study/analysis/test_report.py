@@ -283,3 +283,32 @@ def test_leaderboard_table_of_a_store_without_baselines(store: Path) -> None:
     without = trials.drop(columns=[c for c in trials if c.startswith("baseline_trials.")])
     table = leaderboard_table(without)
     assert (table["rank"] > 0).all() and isinstance(table, pd.DataFrame)
+
+
+def test_over_seeds_section_shows_each_configuration_and_the_comparison() -> None:
+    import pandas as pd
+
+    from study.analysis._report import _seeds_section
+
+    rows = [
+        {
+            "trial_id": f"{config}{seed}",
+            "config_id": config,
+            "kind": "multi_task",
+            "status": "completed",
+            "method": method,
+            "architecture": "hard_sharing",
+            "seed": seed,
+            "delta_m": value,
+            "pareto": config == "a",
+        }
+        for config, method, values in (("a", "dwa", [2.0, 4.0]), ("b", "ew", [1.0, 1.0]))
+        for seed, value in enumerate(values)
+    ]
+    html = _seeds_section(pd.DataFrame(rows), limit=10)
+    assert "<h2>Over seeds</h2>" in html
+    assert "<td>3</td><td>1.414</td><td>yes</td>" in html  # a: mean 3, sd √2, on the front
+    assert "dwa (hard_sharing) vs ew (hard_sharing)" in html
+    assert "paired bootstrap over seeds" in html
+    single = pd.DataFrame(rows).assign(config_id=lambda t: t["trial_id"])
+    assert _seeds_section(single, limit=10) == ""
