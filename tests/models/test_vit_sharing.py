@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,19 +16,13 @@ from study.bench.sharing import format_table, measure_sharing
 __all__: list[str] = []
 
 # torch warns once that CSR tensors are "beta"; the sharing path uses them on purpose.
-pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support:UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Sparse CSR tensor support:UserWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 SIZE = 64
 TINY = {"image_size": SIZE, "patch_size": 8, "depth": 2, "decoder_width": 16}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # The models are tiny: one thread avoids OpenMP overhead and stalls on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _model(tasks: tuple[str, ...] = ("semseg", "depth"), **kwargs: object) -> ViTSharing:

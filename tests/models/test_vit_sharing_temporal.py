@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -12,18 +10,13 @@ from models.vit_sharing._temporal import frame_pass
 
 __all__: list[str] = []
 
-pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support:UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Sparse CSR tensor support:UserWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 SIZE = 32
 TINY = {"image_size": SIZE, "patch_size": 8, "depth": 2, "decoder_width": 16}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _model(tasks: tuple[str, ...] = ("semseg", "depth"), **kwargs: object) -> ViTSharing:

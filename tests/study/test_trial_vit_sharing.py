@@ -1,5 +1,6 @@
 """Staged training of vit_sharing: each stage starts from the last and trains its part."""
 
+import math
 from pathlib import Path
 
 import torch
@@ -14,13 +15,13 @@ STAGES = (
 )
 
 
-def _spec() -> StudySpec:
+def _spec(**model: float) -> StudySpec:
     return StudySpec(
         name="vs",
         tasks=["semseg", "depth"],
         dataset=DatasetSpec(image_size=32, train_samples=8, val_samples=4),
         architecture="vit_sharing",
-        model={"patch_size": 8, "depth": 2, "decoder_width": 16, "image_size": 32},
+        model={"patch_size": 8, "depth": 2, "decoder_width": 16, "image_size": 32, **model},
         methods=["ew"],
         batch_size=4,
         epochs=1,
@@ -29,8 +30,8 @@ def _spec() -> StudySpec:
     )
 
 
-def _runner(stage: StageSpec, init_from: Path | None) -> TrialRunner:
-    spec = _spec()
+def _runner(stage: StageSpec, init_from: Path | None, **model: float) -> TrialRunner:
+    spec = _spec(**model)
     setup = TrialSetup(
         spec=spec,
         tasks=tuple(spec.tasks),
@@ -75,3 +76,33 @@ def test_stages_chain_and_leave_the_base_task_alone(tmp_path: Path) -> None:
     for gated, mask in zip(deltas, mask_before, strict=True):
         assert torch.equal(gated.mask, mask)
     assert torch.equal(_semseg(masked), expected)
+
+
+def _counted(runner: TrialRunner) -> list[float]:
+    """Records each temporal penalty the trial adds."""
+    seen: list[float] = []
+    penalty = runner.model.temporal_penalty
+
+    def spy(*args: torch.Tensor) -> torch.Tensor:
+        value = penalty(*args)
+        seen.append(float(value.detach()))
+        return value
+
+    runner.model.temporal_penalty = spy  # type: ignore[method-assign]
+    return seen
+
+
+def test_a_staged_trial_adds_the_temporal_penalty() -> None:
+    # A sub-task's gates stage: the penalty reaches ΔW through sampled gates.
+    runner = _runner(STAGES[1], None, temporal_l1_weight=1e-4)
+    assert len(next(iter(runner.train.batches(4, 0)))) == 4  # images, targets, labelled, frames
+    seen = _counted(runner)
+    report = runner.run_epoch()
+    assert len(seen) == 2 and all(v > 0 and math.isfinite(v) for v in seen)
+    assert math.isfinite(report["train_loss/depth"]) and math.isfinite(report["val_loss"])
+    assert math.isfinite(report["depth/rmse"])
+
+
+def test_without_the_penalty_no_frame_is_loaded() -> None:
+    runner = _runner(STAGES[0], None, temporal_l1_weight=0.0)
+    assert len(next(iter(runner.train.batches(4, 0)))) == 3
