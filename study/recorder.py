@@ -13,7 +13,7 @@ from ray.tune.experiment import Trial
 from models import Task
 from study.objectives import feasible
 from study.store import read_trial_history, read_trial_row, write_history, write_trial
-from study.trial import TrialSetup
+from study.trial_setup import TrialSetup
 
 __all__ = ["StoreRecorder", "history_rows", "trained_with"]
 

@@ -35,7 +35,7 @@ from study.search import StudySearch
 from study.spec import StageSpec, StudySpec
 from study.store import load_trials, write_spec
 from study.trainable import trainable
-from study.trial import TrialSetup
+from study.trial_setup import TrialSetup
 
 __all__ = ["StudyOutcome", "optuna_storage", "run_study"]
 

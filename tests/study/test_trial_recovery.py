@@ -12,7 +12,7 @@ from search_spaces import load_space
 from study.spec import DatasetSpec, StudySpec
 from study.store import load_history, load_trials
 from study.trainable import trainable
-from study.trial import TrialSetup
+from study.trial_setup import TrialSetup
 from study.tuner import _run_config
 
 

@@ -1,0 +1,65 @@
+"""What every trial of one phase of a study shares, and what each config decides: the
+tasks, the architecture and its arguments, and the repeat's seed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from models import Task, get_task
+from study.spec import StageSpec, StudySpec
+
+__all__ = ["TrialKind", "TrialSetup"]
+
+TrialKind = Literal["multi_task", "single_task"]
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial of one phase of a study shares; the sampled config comes apart."""
+
+    spec: StudySpec
+    tasks: tuple[str, ...]
+    kind: TrialKind = "multi_task"
+    references: Mapping[str, Mapping[str, float]] | None = field(default=None)
+    baseline_trials: Mapping[str, str] | None = field(default=None)
+    potentials: Mapping[str, float] | None = field(default=None)
+    #: A staged study's stage; its trials start from ``init_from`` (a model state file)
+    #: and leave their model under ``models_dir`` for the next stage.
+    stage: StageSpec | None = field(default=None)
+    init_from: str | None = field(default=None)
+    models_dir: str | None = field(default=None)
+
+    @property
+    def epochs(self) -> int:
+        """Epochs each trial of this phase runs in all."""
+        if self.stage is not None:
+            return self.spec.stage_epochs(self.stage)
+        return self.spec.total_epochs if self.kind == "multi_task" else self.spec.epochs
+
+    @property
+    def incremental(self) -> bool:
+        return self.kind == "multi_task" and self.spec.incremental
+
+    def model_for(self, config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The architecture a config trains and its arguments: the sampled ones under what
+        the spec fixes, except a baseline's, whose ``baseline_model`` is in its config."""
+        architecture = config.get("architecture", self.spec.architecture)
+        sampled = dict(config.get("model", {}))
+        if self.kind == "single_task":
+            return architecture, {**self.spec.model, **sampled}
+        return architecture, {**sampled, **self.spec.model_args(architecture)}
+
+    def seed_for(self, config: Mapping[str, Any]) -> int:
+        """The seed of a config's repeat (the data stays the spec's seed's)."""
+        return self.spec.seed + int(config.get("repeat", 0))
+
+    def tasks_for(self, config: Mapping[str, Any]) -> tuple[str, ...]:
+        """A single-task trial trains the one task its config names."""
+        return (config["task"],) if self.kind == "single_task" else self.tasks
+
+    def task_records(self, config: Mapping[str, Any]) -> dict[str, Task]:
+        """The task records of the tasks this config trains, in order."""
+        classes = self.spec.dataset.num_classes
+        return {name: get_task(name, classes) for name in self.tasks_for(config)}
