@@ -158,7 +158,7 @@ def _write(
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if fmt == "nyud":
-        from study.data.nyud import write_nyud
+        from study.data.nyud_write import write_nyud
 
         write_nyud(out, splits, neighbours=neighbours)
     elif fmt == "voc":

@@ -10,7 +10,8 @@ from PIL import Image
 
 from study.data._common import DatasetError, Sample
 from study.data._synthetic import SyntheticScenes
-from study.data.nyud import NUM_CLASSES, NYUD, TASKS, describe, detect_layout, write_nyud
+from study.data.nyud import NUM_CLASSES, NYUD, TASKS, describe, detect_layout
+from study.data.nyud_write import write_nyud
 
 H, W = 8, 16  # two 8×8 JPEG blocks: the left one is kept all-zero where invalid normals live
 SPLITS = {"train": ["a", "b"], "val": ["c"]}
