@@ -296,6 +296,7 @@ def measure_search(
     train_samples: int = 256,
     image_size: int = 32,
     concurrency: int = 2,
+    margin: float = MARGIN,
     tasks: Sequence[str] = TASKS,
     methods: Sequence[str] = METHODS,
     log: Callable[[str], None] = print,
@@ -303,6 +304,8 @@ def measure_search(
     """Train the references, then for each search seed run every strategy for ``budget``
     trial-epochs; the searches' reports and :func:`summarise`'s figures."""
     _check(seeds, budget, epochs, concurrency, train_samples, image_size)
+    if not margin > 0:
+        raise ValueError(f"margin {margin}: expected a positive number of Δm points")
     if results is not None and results.exists() and any(results.iterdir()):
         raise ValueError(f"{results}: not empty; the bench writes fresh results there")
     load_before = os.getloadavg()[0]
@@ -373,7 +376,7 @@ def measure_search(
         },
         "references": baselines.trials,
         "searches": searches,
-        "summary": summarise(runs, budget),
+        "summary": summarise(runs, budget, margin),
         "wall_s": round(time.perf_counter() - started, 1),
     }
 

@@ -101,6 +101,7 @@ def _cmd_bench_search(args: argparse.Namespace) -> int:
                 train_samples=args.train_samples,
                 image_size=args.image_size,
                 concurrency=args.concurrency,
+                margin=args.margin,
                 log=lambda line: print(line, file=sys.stderr, flush=True),
             )
         return {"command": shlex.join(["mtlstudy", *sys.argv[1:]]), **figures}
@@ -163,5 +164,8 @@ def add_commands(commands: Any) -> None:
     )
     search.add_argument("--image-size", type=_positive_int, default=32)
     search.add_argument("--concurrency", type=_positive_int, default=2, help="trials at a time")
+    search.add_argument(
+        "--margin", type=float, default=1.0, help="Δm points below the best that count as reached"
+    )
     search.add_argument("--json", action="store_true", help="print JSON, not a table")
     search.set_defaults(func=_cmd_bench_search)

@@ -103,6 +103,7 @@ def test_every_strategy_runs_within_its_budget(tmp_path) -> None:
         (["--seeds", "0"], "expected a positive integer, got 0"),
         (["--budget", "3", "--epochs", "4"], "less than one trial"),
         (["--image-size", "8"], "expected 16 to 1024"),
+        (["--margin", "0"], "expected a positive number of Δm points"),
     ],
 )
 def test_bad_arguments_are_one_line(
