@@ -1,9 +1,11 @@
-"""Benchmarks that print figures: bench overhead, balancers, query, sharing."""
+"""Benchmarks that print figures: bench overhead, balancers, query, sharing, search."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,27 @@ def _cmd_bench_query(args: argparse.Namespace) -> int:
     return _measured("query", measure, format_table, args.json)
 
 
+def _cmd_bench_search(args: argparse.Namespace) -> int:
+    from study.bench.search import format_table, measure_search
+
+    def measure() -> dict[str, Any]:
+        with _stdout_to_stderr():
+            figures = measure_search(
+                seeds=args.seeds,
+                budget=args.budget,
+                epochs=args.epochs,
+                results=args.results,
+                train_samples=args.train_samples,
+                image_size=args.image_size,
+                concurrency=args.concurrency,
+                margin=args.margin,
+                log=lambda line: print(line, file=sys.stderr, flush=True),
+            )
+        return {"command": shlex.join(["mtlstudy", *sys.argv[1:]]), **figures}
+
+    return _measured("search", measure, format_table, args.json)
+
+
 def add_commands(commands: Any) -> None:
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     benches = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
@@ -124,3 +147,25 @@ def add_commands(commands: Any) -> None:
     sharing.add_argument("--threads", type=_positive_int)
     sharing.add_argument("--json", action="store_true", help="print JSON, not a table")
     sharing.set_defaults(func=_cmd_bench_sharing)
+    search = benches.add_parser(
+        "search", help="TPE+ASHA, TPE and random search at a fixed trial-epoch budget"
+    )
+    search.add_argument("--seeds", type=_positive_int, default=3, help="search seeds")
+    search.add_argument("--budget", type=_positive_int, default=80, help="trial-epochs per search")
+    search.add_argument("--epochs", type=_positive_int, default=4, help="epochs of a trial")
+    search.add_argument(
+        "--results", type=Path, help="write the results here (empty or new; default: temporary)"
+    )
+    search.add_argument(
+        "--train-samples",
+        type=_positive_int,
+        default=256,
+        help="synthetic training images (validation: a quarter, at least 8)",
+    )
+    search.add_argument("--image-size", type=_positive_int, default=32)
+    search.add_argument("--concurrency", type=_positive_int, default=2, help="trials at a time")
+    search.add_argument(
+        "--margin", type=float, default=1.0, help="Δm points below the best that count as reached"
+    )
+    search.add_argument("--json", action="store_true", help="print JSON, not a table")
+    search.set_defaults(func=_cmd_bench_search)

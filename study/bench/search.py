@@ -1,0 +1,434 @@
+"""Search strategies at a fixed trial-epoch budget: TPE with ASHA, TPE alone, random search.
+
+Every search is a real Ray Tune experiment (``OptunaSearch`` over the default search space
+restricted to :data:`METHODS`, the study's own trainable, sampler and scheduler) on the
+same synthetic data against the same single-task references, trained once per bench.
+Only the sampler's seed differs between searches of a strategy: the spec's seed also
+seeds the data, the model's initialisation and the batch order, so it stays fixed and Δm
+values stay comparable.
+
+A trial-epoch is one epoch one trial reported. A search stops once its trials have reported
+``budget`` of them, counting the epochs of trials that ASHA stops early. Each search's
+reports are kept in report order as (cumulative trial-epochs, Δm); the figures come from
+:func:`summarise`, a pure function of those sequences.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ray import tune
+from ray.tune.search.optuna import OptunaSearch
+
+from cluster import ray_session
+from search_spaces import SearchSpace, load_space
+from study.baselines import Baselines, find_baselines
+from study.engine import torch_extensions_dir
+from study.errors import UserError
+from study.spec import DatasetSpec, SamplerSpec, SchedulerSpec, StudySpec
+from study.trainable import trainable
+from study.trial import TrialSetup
+from study.tuner import _sampler, _scheduler, run_study
+
+__all__ = [
+    "STRATEGIES",
+    "Reach",
+    "format_table",
+    "measure_search",
+    "reach",
+    "summarise",
+    "threshold",
+]
+
+#: Strategy name: (sampler, scheduler), as a spec names them.
+STRATEGIES: dict[str, tuple[str, str]] = {
+    "tpe+asha": ("tpe", "asha"),
+    "tpe": ("tpe", "fifo"),
+    "random": ("random", "fifo"),
+}
+#: Loss-level and KPI methods: one backward per step, so every trial-epoch costs about the
+#: same and the budget in trial-epochs is also a budget in compute. amtl is left out: it
+#: needs potentials, which the references would have to be turned into first.
+METHODS = ("ew", "rlw", "dwa", "gls", "uw", "famo", "dtp")
+TASKS = ("semseg", "depth", "normals")
+#: Within this many Δm points (Δm is in %) of the best any search found counts as reached.
+MARGIN = 1.0
+
+Reports = Sequence[tuple[int, float]]
+
+
+# The figures: pure functions of the report sequences.
+
+
+@dataclass(frozen=True)
+class Reach:
+    """One search against the threshold: the trial-epochs at its first report at or above
+    it (``None``: not within the budget), and its best Δm within the budget."""
+
+    epochs: int | None
+    best: float
+
+
+def _within(reports: Reports, budget: int) -> list[float]:
+    return [value for epochs, value in reports if epochs <= budget and math.isfinite(value)]
+
+
+def threshold(runs: Sequence[Reports], budget: int, margin: float = MARGIN) -> float:
+    """The best Δm any search reported within the budget, less ``margin``."""
+    values = [value for reports in runs for value in _within(reports, budget)]
+    if not values:
+        raise ValueError("no search reported a finite Δm within the budget")
+    return max(values) - margin
+
+
+def reach(reports: Reports, bar: float, budget: int) -> Reach:
+    """When ``reports`` (in report order) first reached ``bar``, and its best Δm."""
+    first = next(
+        (
+            epochs
+            for epochs, value in reports
+            if epochs <= budget and math.isfinite(value) and value >= bar
+        ),
+        None,
+    )
+    values = _within(reports, budget)
+    return Reach(epochs=first, best=max(values) if values else math.nan)
+
+
+def _epochs(reaches: Sequence[Reach]) -> list[int | None]:
+    return [r.epochs for r in reaches]
+
+
+def _median(values: list[float]) -> float | None:
+    # Not reached counts as beyond the budget: the median is then None once half are.
+    middle = statistics.median(values)
+    return None if math.isinf(middle) else middle
+
+
+def summarise(
+    runs: Mapping[str, Sequence[Reports]], budget: int, margin: float = MARGIN
+) -> dict[str, Any]:
+    """Per strategy (its searches, one per seed): the trial-epochs to the common threshold
+    (median, min, max over the searches that reached it, and how many did), the median best
+    Δm; and the ratio of the medians of ``tpe+asha`` and ``random``."""
+    every = [r for searches in runs.values() for r in searches]
+    best = threshold(every, budget, margin=0.0)
+    bar = best - margin
+    strategies: dict[str, Any] = {}
+    for name, searches in runs.items():
+        reaches = [reach(r, bar, budget) for r in searches]
+        reached = [r.epochs for r in reaches if r.epochs is not None]
+        bests = [r.best for r in reaches if math.isfinite(r.best)]
+        strategies[name] = {
+            "epochs_to_threshold": _epochs(reaches),
+            "median_epochs": _median([math.inf if e is None else e for e in _epochs(reaches)]),
+            "min_epochs": min(reached, default=None),
+            "max_epochs": max(reached, default=None),
+            "reached": len(reached),
+            "searches": len(reaches),
+            "best_delta_m": [r.best if math.isfinite(r.best) else None for r in reaches],
+            "median_best_delta_m": statistics.median(bests) if bests else None,
+        }
+    return {
+        "threshold": bar,
+        "best_delta_m": best,
+        "margin": margin,
+        "budget": budget,
+        "strategies": strategies,
+        "ratio": _ratio(strategies, budget),
+    }
+
+
+def _ratio(strategies: Mapping[str, Any], budget: int) -> dict[str, Any] | None:
+    """Median trial-epochs of tpe+asha over random's; a bound where random's median is
+    beyond the budget (its true value is then larger than the budget)."""
+    if "tpe+asha" not in strategies or "random" not in strategies:
+        return None
+    asha = strategies["tpe+asha"]["median_epochs"]
+    rand = strategies["random"]["median_epochs"]
+    if asha is None:
+        # Beyond the budget: missed, unless random's median is too (then nothing is known).
+        return {"value": None, "bound": None, "met": False if rand is not None else None}
+    if rand is None:
+        # Random's median is beyond the budget, so the ratio is below asha / budget; that
+        # settles the target only when the bound itself is within it.
+        bound = asha / budget
+        return {"value": None, "bound": bound, "met": True if bound <= 1 / 3 else None}
+    return {"value": asha / rand, "bound": None, "met": asha / rand <= 1 / 3}
+
+
+# The searches.
+
+
+class _TrialEpochs(tune.Callback):
+    """Counts a search's trial-epochs as the driver receives them (a report that ASHA
+    answers with a stop counts too) and keeps (cumulative trial-epochs, Δm) in order."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[int, float]] = []
+        self.trials: set[str] = set()
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        # Tune sends a trial's repeated last result (when its function returns) to the
+        # stopper and the scheduler but not here, so each report is one epoch.
+        self.trials.add(trial.trial_id)
+        self.reports.append((len(self.reports) + 1, float(result.get("delta_m", math.nan))))
+
+
+class _Budget(tune.Stopper):
+    """Ends the whole search once its trials have reported ``budget`` trial-epochs.
+
+    Tune checks ``stop_all`` after each event, and each event carries one report, so a
+    search ends at the budget: the reports that the other running trials had not yet
+    sent are dropped with them (their unfinished epochs are not counted)."""
+
+    def __init__(self, counter: _TrialEpochs, budget: int) -> None:
+        self.counter = counter
+        self.budget = budget
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return self.stop_all()
+
+    def stop_all(self) -> bool:
+        return len(self.counter.reports) >= self.budget
+
+
+def _search(
+    setup: TrialSetup, space: SearchSpace, strategy: str, seed: int, budget: int, storage: Path
+) -> dict[str, Any]:
+    sampler, scheduler = STRATEGIES[strategy]
+    spec = setup.spec.model_copy(
+        update={"sampler": SamplerSpec(name=sampler), "scheduler": SchedulerSpec(name=scheduler)}
+    )
+    setup = TrialSetup(
+        spec=spec,
+        tasks=setup.tasks,
+        references=setup.references,
+        baseline_trials=setup.baseline_trials,
+    )
+    metric, mode = spec.objective
+    counter = _TrialEpochs()
+    search = OptunaSearch(
+        space=space.define_by_run(),
+        metric=metric,
+        mode=mode,
+        # The sampler alone gets the search seed: the spec's seed is the data's.
+        sampler=_sampler(spec.model_copy(update={"seed": seed}), space),
+    )
+    tuner = tune.Tuner(
+        trainable(setup),
+        tune_config=tune.TuneConfig(
+            search_alg=search,
+            scheduler=_scheduler(spec, setup.epochs),
+            metric=metric,
+            mode=mode,
+            # Every trial that reports spends at least one trial-epoch: the budget, not
+            # this, ends a search unless half its trials fail before their first report.
+            num_samples=2 * budget,
+            max_concurrent_trials=spec.concurrency,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=f"{strategy}-seed{seed}",
+            storage_path=str(storage),
+            stop=_Budget(counter, budget),
+            callbacks=[counter],
+            # A diverged trial is a result of the search, not something to retry.
+            failure_config=tune.FailureConfig(max_failures=0),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=0,
+        ),
+    )
+    started = time.perf_counter()
+    grid = tuner.fit()
+    return {
+        "strategy": strategy,
+        "seed": seed,
+        "trials": len(counter.trials),
+        "errors": sum(1 for result in grid if result.error is not None),
+        "trial_epochs": len(counter.reports),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "reports": [[epochs, round(value, 4)] for epochs, value in counter.reports],
+    }
+
+
+def _references(spec: StudySpec, space: SearchSpace, log: Callable[[str], None]) -> Baselines:
+    """Single-task references trained once, the way a study trains them (its one
+    multi-task trial is the price of that path)."""
+    run_study(spec.model_copy(update={"trials": 1}), space, log=log)
+    baselines = find_baselines(Path(spec.results), spec)
+    if baselines.missing(spec.tasks):
+        raise UserError(f"no single-task reference of {baselines.missing(spec.tasks)} trained")
+    return baselines
+
+
+def _check(
+    seeds: int, budget: int, epochs: int, concurrency: int, train_samples: int, image_size: int
+) -> None:
+    if min(seeds, budget, epochs, concurrency) < 1:
+        raise ValueError("seeds, budget, epochs and concurrency must be positive")
+    if not 16 <= image_size <= 1024:
+        raise ValueError(f"image size {image_size}: expected 16 to 1024 pixels")
+    if budget < epochs:
+        raise ValueError(f"a budget of {budget} trial-epochs is less than one trial ({epochs})")
+    if train_samples < 8:
+        raise ValueError(f"train samples {train_samples}: expected at least 8")
+
+
+def measure_search(
+    seeds: int = 3,
+    budget: int = 80,
+    epochs: int = 4,
+    results: Path | None = None,
+    train_samples: int = 256,
+    image_size: int = 32,
+    concurrency: int = 2,
+    margin: float = MARGIN,
+    tasks: Sequence[str] = TASKS,
+    methods: Sequence[str] = METHODS,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train the references, then for each search seed run every strategy for ``budget``
+    trial-epochs; the searches' reports and :func:`summarise`'s figures."""
+    _check(seeds, budget, epochs, concurrency, train_samples, image_size)
+    if not margin > 0:
+        raise ValueError(f"margin {margin}: expected a positive number of Δm points")
+    if results is not None and results.exists() and any(results.iterdir()):
+        raise ValueError(f"{results}: not empty; the bench writes fresh results there")
+    load_before = os.getloadavg()[0]
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's status boxes would bury the log
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mtlstudy-bench-search-") as scratch:
+        root = (Path(scratch) if results is None else results).resolve()
+        spec = StudySpec(
+            name="bench-search",
+            dataset=DatasetSpec(
+                image_size=image_size,
+                train_samples=train_samples,
+                val_samples=max(8, train_samples // 4),
+            ),
+            tasks=list(tasks),
+            model={"backbone": "regnetx_002"},
+            # What a study of this budget without early stopping would ask for; TPE's
+            # random start-up is a share of it.
+            trials=budget // epochs,
+            concurrency=concurrency,
+            cpus_per_trial=1,
+            epochs=epochs,
+            batch_size=min(32, train_samples),
+            scheduler=SchedulerSpec(name="fifo"),
+            baselines="auto",
+            max_failures=0,
+            results=str(root),
+        )
+        space = load_space("default").restricted_to(list(methods))
+        log(f"references: {len(tasks)} single-task trials × {epochs} epochs")
+        baselines = _references(spec, space, log)
+        setup = TrialSetup(
+            spec=spec,
+            tasks=tuple(spec.tasks),
+            references=baselines.metrics,
+            baseline_trials=baselines.trials,
+        )
+        searches = []
+        env = {"TORCH_EXTENSIONS_DIR": str(torch_extensions_dir())}
+        with ray_session(env_vars=env):
+            # Seed by seed, so load that comes and goes on the machine hits every strategy.
+            for seed in range(seeds):
+                for strategy in STRATEGIES:
+                    search = _search(setup, space, strategy, seed, budget, root / "searches")
+                    best = max((v for _, v in search["reports"]), default=math.nan)
+                    log(
+                        f"{strategy} seed {seed}: {search['trials']} trials, "
+                        f"{search['trial_epochs']} trial-epochs, best Δm {best:+.2f} %, "
+                        f"{search['wall_s']:.0f} s"
+                    )
+                    searches.append(search)
+    runs = {s: [r["reports"] for r in searches if r["strategy"] == s] for s in STRATEGIES}
+    return {
+        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cpus",
+        "date": date.today().isoformat(),
+        "load_average": {"before": load_before, "after": os.getloadavg()[0]},
+        "settings": {
+            "seeds": seeds,
+            "budget": budget,
+            "epochs": epochs,
+            "concurrency": concurrency,
+            "image_size": image_size,
+            "train_samples": train_samples,
+            "val_samples": spec.dataset.val_samples,
+            "tasks": list(tasks),
+            "methods": list(methods),
+        },
+        "references": baselines.trials,
+        "searches": searches,
+        "summary": summarise(runs, budget, margin),
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def _epochs_cell(value: float | None, budget: int) -> str:
+    return f"> {budget}" if value is None else f"{value:g}"
+
+
+def format_table(figures: dict[str, Any]) -> str:
+    """The settings, the threshold, then one row per strategy and the ratio to random."""
+    settings, summary, load = figures["settings"], figures["summary"], figures["load_average"]
+    budget = settings["budget"]
+    lines = [
+        f"{figures['machine']}; {figures['date']}; load average {load['before']:.1f} before, "
+        f"{load['after']:.1f} after",
+        f"command: {figures.get('command', '(measure_search)')}",
+        f"synthetic {settings['image_size']} px, {settings['train_samples']}+"
+        f"{settings['val_samples']} images, tasks {', '.join(settings['tasks'])}; methods "
+        f"{', '.join(settings['methods'])}; {settings['epochs']} epochs a trial, "
+        f"{settings['concurrency']} at a time; {settings['seeds']} search seed(s) × "
+        f"{budget} trial-epochs",
+        f"threshold: best Δm {summary['best_delta_m']:+.2f} % − {summary['margin']:g} = "
+        f"{summary['threshold']:+.2f} %",
+        f"{'strategy':10s}{'to threshold':>14s}{'min–max':>11s}{'reached':>9s}"
+        f"{'best Δm %':>11s}{'trials':>8s}{'wall s':>8s}",
+    ]
+    for name, cell in summary["strategies"].items():
+        runs = [s for s in figures["searches"] if s["strategy"] == name]
+        span = "–" if cell["min_epochs"] is None else f"{cell['min_epochs']}–{cell['max_epochs']}"
+        best = cell["median_best_delta_m"]
+        lines.append(
+            f"{name:10s}{_epochs_cell(cell['median_epochs'], budget):>14s}{span:>11s}"
+            f"{cell['reached']:>5d}/{cell['searches']:<3d}"
+            f"{'–' if best is None else f'{best:+.2f}':>11s}"
+            f"{statistics.median(s['trials'] for s in runs):>8g}"
+            f"{sum(s['wall_s'] for s in runs):>8.0f}"
+        )
+    lines.append(
+        "to threshold: median trial-epochs over seeds (a seed that did not reach it counts "
+        "as beyond the budget); best Δm: median over seeds; trials: median per search; "
+        "wall: all seeds"
+    )
+    ratio = summary["ratio"]
+    if ratio is not None:
+        if ratio["value"] is not None:
+            text = f"{ratio['value']:.2f}"
+        elif ratio["bound"] is not None:
+            text = f"< {ratio['bound']:.2f} (random's median is beyond the budget)"
+        else:
+            text = "undefined (TPE+ASHA's median is beyond the budget)"
+        verdict = {True: "met", False: "missed", None: "not settled"}[ratio["met"]]
+        lines.append(f"TPE+ASHA / random, median trial-epochs: {text}; target ≤ 1/3: {verdict}")
+    errors = sum(s["errors"] for s in figures["searches"])
+    lines.append(f"failed trials: {errors}; bench wall {figures['wall_s']:.0f} s")
+    return "\n".join(lines)
