@@ -1,0 +1,211 @@
+"""Trials per minute and the platform's overhead per trial at 1, 2, 4… trials at a time.
+
+Each concurrency level is a real study through :func:`study.tuner.run_study` (local Ray,
+Tune, Optuna, DeepSpeed, the Parquet store) of short, identical trials, sharing the
+machine's CPUs evenly: ``cpus_per_trial`` is Ray's CPUs divided by the concurrency.
+
+What is timed, per level:
+
+- **start-up**: from calling ``run_study`` to its announcing the search (Ray started,
+  DeepSpeed's op warmed; the first level's includes compiling that op if this machine's
+  cache is cold). Not part of the search wall.
+- **search wall**: from that announcement to the driver writing the last trial's row
+  (the newest ``trials/*.parquet``; a row is rewritten as its trial completes). It
+  includes Tune's and Optuna's set-up and starting the trial actors (once per slot;
+  later trials reuse them).
+- **in-trial**: the mean of the rows' ``wall_time_s`` (Tune's ``time_total_s``: the time
+  inside the trial function, building data, model and engine, its epochs and the
+  checkpoint saved at each).
+- **overhead per trial** = concurrency × search wall / trials − mean in-trial: the time a
+  slot spends per trial outside the trial function (starting the slot's actor, shared
+  by the trials it runs; scheduling, Optuna's proposals, reporting, the driver's Parquet
+  rows; a slot left idle while the last trials finish).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from search_spaces import SearchSpace, load_space
+from study.bench._short_study import ray_start_stop, short_study_spec
+from study.results import load_trials, result_files
+from study.spec import DatasetSpec, StudySpec
+from study.tuner import run_study
+
+__all__ = ["format_table", "measure_scaling", "study_name"]
+
+_TASKS = ("semseg", "depth")
+_METHOD = "ew"  # one method: every trial does the same work, whatever Optuna proposes
+_DATASET = DatasetSpec(image_size=32, train_samples=32, val_samples=16)
+_BATCH_SIZE = 16
+
+
+def study_name(concurrency: int) -> str:
+    """The study (folder under the results root) of one concurrency level."""
+    return f"bench-scaling-c{concurrency}"
+
+
+def _check(trials: int, concurrency: Sequence[int], epochs: int, results: Path | None) -> None:
+    """Every bad argument before Ray starts, as a ValueError of one line."""
+    if trials < 1 or epochs < 1:
+        raise ValueError(f"expected trials >= 1 and epochs >= 1, got {trials} and {epochs}")
+    if not concurrency:
+        raise ValueError("expected at least one concurrency level")
+    for level in concurrency:
+        if level < 1:
+            raise ValueError(f"expected concurrency levels >= 1, got {level}")
+        if level > trials:
+            raise ValueError(
+                f"concurrency {level} exceeds {trials} trials; a slot would never run one"
+            )
+    if len(set(concurrency)) != len(concurrency):
+        raise ValueError(f"a concurrency level is listed twice: {list(concurrency)}")
+    if results is not None and results.exists():
+        if not results.is_dir():
+            raise ValueError(f"{results}: not a folder")
+        if any(results.iterdir()):
+            raise ValueError(f"{results}: not empty; the bench writes fresh studies there")
+
+
+def _space() -> SearchSpace:
+    # Only the optimiser's knobs are searched: method and head width stay fixed.
+    space = load_space("default").restricted_to([_METHOD])
+    return space.model_copy(update={"model": {}})
+
+
+def _level(root: Path, concurrency: int, cpus: float, trials: int, epochs: int) -> dict[str, Any]:
+    spec: StudySpec = short_study_spec(
+        study_name(concurrency),
+        str(root),
+        tasks=_TASKS,
+        dataset=_DATASET,
+        trials=trials,
+        epochs=epochs,
+        concurrency=concurrency,
+        cpus_per_trial=cpus / concurrency,
+        methods=[_METHOD],
+        batch_size=_BATCH_SIZE,
+    )
+    announced: list[float] = []
+
+    def log(line: str) -> None:
+        if line.startswith("searching"):
+            announced.append(time.time())
+
+    called = time.time()
+    outcome = run_study(spec, _space(), log=log)
+    returned = time.time()
+    if not announced:
+        raise RuntimeError("run_study never announced its search; the bench cannot time it")
+    ended = max(path.stat().st_mtime for path in result_files(outcome.results, "trials"))
+    rows = load_trials(outcome.results)
+    completed = rows[rows["status"] == "completed"]
+    if completed.empty:
+        raise RuntimeError(f"no trial completed; see: mtlstudy query {outcome.results}")
+    wall = ended - announced[0]
+    in_trial = statistics.fmean(float(s) for s in completed["wall_time_s"])
+    return {
+        "concurrency": concurrency,
+        "cpus_per_trial": spec.cpus_per_trial,
+        "threads_per_trial": max(1, int(spec.cpus_per_trial)),  # as the trial sets them
+        "trials": len(rows),
+        "completed": len(completed),
+        "errors": outcome.errors,
+        "startup_s": announced[0] - called,
+        "search_wall_s": wall,
+        "teardown_s": returned - ended,
+        "trials_per_min": len(completed) / wall * 60,
+        "in_trial_s": in_trial,
+        "overhead_s_per_trial": concurrency * wall / len(completed) - in_trial,
+    }
+
+
+def measure_scaling(
+    trials: int = 8,
+    concurrency: Sequence[int] = (1, 2, 4),
+    epochs: int = 2,
+    results: Path | None = None,
+) -> dict[str, Any]:
+    """One study per concurrency level, in order, each of ``trials`` trials of ``epochs``
+    epochs; the studies are written under ``results`` (empty or absent) or a temporary
+    folder."""
+    _check(trials, concurrency, epochs, results)
+    load_before = os.getloadavg()[0]  # other work on the machine slows every figure
+    ray_s, cpus = ray_start_stop()
+    if cpus <= 0:
+        raise RuntimeError("the local Ray reports no CPU")
+    with tempfile.TemporaryDirectory(prefix="mtlstudy-bench-scaling-") as scratch:
+        root = Path(scratch) if results is None else Path(results)
+        levels = [_level(root, level, cpus, trials, epochs) for level in concurrency]
+    levels_flag = " ".join(str(level) for level in concurrency)
+    return {
+        "command": f"mtlstudy bench scaling --trials {trials} --concurrency {levels_flag} "
+        f"--epochs {epochs}",
+        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": {
+            "node": platform.node(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "ray_cpus": cpus,
+        },
+        "load_average": {"before": load_before, "after": os.getloadavg()[0]},
+        "trial": {
+            "architecture": "hard_sharing",
+            "backbone": "regnetx_002",
+            "method": _METHOD,
+            "tasks": list(_TASKS),
+            "image_size": _DATASET.image_size,
+            "train_samples": _DATASET.train_samples,
+            "val_samples": _DATASET.val_samples,
+            "batch_size": _BATCH_SIZE,
+            "epochs": epochs,
+            "scheduler": "fifo",
+        },
+        "ray_start_stop_s": ray_s,
+        "levels": levels,
+    }
+
+
+def format_table(figures: dict[str, Any]) -> str:
+    """The run, the machine, one row per concurrency level, and what the columns mean."""
+    machine, load, trial = figures["machine"], figures["load_average"], figures["trial"]
+    lines = [
+        figures["command"],
+        f"{figures['date']} · {machine['node']} ({machine['processor']}), "
+        f"{machine['cpus']} CPUs, Ray sees {machine['ray_cpus']:g}; "
+        f"load average {load['before']:.1f} before, {load['after']:.1f} after",
+        f"trials: {trial['architecture']} ({trial['backbone']}), {trial['method']}, "
+        f"{'+'.join(trial['tasks'])}, {trial['train_samples']} train + {trial['val_samples']} "
+        f"val images at {trial['image_size']} px, batch {trial['batch_size']}, "
+        f"{trial['epochs']} epoch(s), {trial['scheduler']}, no baselines; "
+        f"Ray start+stop alone {figures['ray_start_stop_s']:.1f} s",
+        f"{'concurrency':>11s}{'cpus/trial':>11s}{'threads':>8s}{'trials':>7s}"
+        f"{'start-up s':>11s}{'search s':>10s}{'trials/min':>11s}{'in-trial s':>11s}"
+        f"{'overhead s/trial':>17s}",
+    ]
+    for level in figures["levels"]:
+        trials = f"{level['completed']}/{level['trials']}"
+        lines.append(
+            f"{level['concurrency']:11d}{level['cpus_per_trial']:11.2g}"
+            f"{level['threads_per_trial']:8d}{trials:>7s}{level['startup_s']:11.1f}"
+            f"{level['search_wall_s']:10.1f}{level['trials_per_min']:11.2f}"
+            f"{level['in_trial_s']:11.2f}{level['overhead_s_per_trial']:17.2f}"
+        )
+    lines += [
+        "start-up: run_study called → search announced (Ray up, DeepSpeed op warm); "
+        "not in the search wall",
+        "search: search announced → the driver writes the last trial's row; "
+        "trials/min = completed trials / search × 60",
+        "in-trial: mean wall_time_s of the rows (inside the trial function: build, epochs, "
+        "checkpoints)",
+        "overhead s/trial = concurrency × search / completed trials − in-trial",
+    ]
+    return "\n".join(lines)
