@@ -100,6 +100,7 @@ def _level(root: Path, concurrency: int, cpus: float, trials: int, epochs: int) 
         if line.startswith("searching"):
             announced.append(time.time())
 
+    load = os.getloadavg()[0]  # the machine is shared: a level's figures need its load
     called = time.time()
     outcome = run_study(spec, _space(), log=log)
     returned = time.time()
@@ -119,6 +120,7 @@ def _level(root: Path, concurrency: int, cpus: float, trials: int, epochs: int) 
         "trials": len(rows),
         "completed": len(completed),
         "errors": outcome.errors,
+        "load_average": load,
         "startup_s": announced[0] - called,
         "search_wall_s": wall,
         "teardown_s": returned - ended,
@@ -138,6 +140,7 @@ def measure_scaling(
     epochs; the studies are written under ``results`` (empty or absent) or a temporary
     folder."""
     _check(trials, concurrency, epochs, results)
+    started = datetime.now().astimezone()
     load_before = os.getloadavg()[0]  # other work on the machine slows every figure
     ray_s, cpus = ray_start_stop()
     if cpus <= 0:
@@ -149,7 +152,7 @@ def measure_scaling(
     return {
         "command": f"mtlstudy bench scaling --trials {trials} --concurrency {levels_flag} "
         f"--epochs {epochs}",
-        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "date": started.isoformat(timespec="seconds"),
         "machine": {
             "node": platform.node(),
             "processor": platform.processor() or platform.machine(),
@@ -189,7 +192,7 @@ def format_table(figures: dict[str, Any]) -> str:
         f"Ray start+stop alone {figures['ray_start_stop_s']:.1f} s",
         f"{'concurrency':>11s}{'cpus/trial':>11s}{'threads':>8s}{'trials':>7s}"
         f"{'start-up s':>11s}{'search s':>10s}{'trials/min':>11s}{'in-trial s':>11s}"
-        f"{'overhead s/trial':>17s}",
+        f"{'overhead s/trial':>17s}{'load':>6s}",
     ]
     for level in figures["levels"]:
         trials = f"{level['completed']}/{level['trials']}"
@@ -198,6 +201,7 @@ def format_table(figures: dict[str, Any]) -> str:
             f"{level['threads_per_trial']:8d}{trials:>7s}{level['startup_s']:11.1f}"
             f"{level['search_wall_s']:10.1f}{level['trials_per_min']:11.2f}"
             f"{level['in_trial_s']:11.2f}{level['overhead_s_per_trial']:17.2f}"
+            f"{level['load_average']:6.1f}"
         )
     lines += [
         "start-up: run_study called → search announced (Ray up, DeepSpeed op warm); "
@@ -207,5 +211,6 @@ def format_table(figures: dict[str, Any]) -> str:
         "in-trial: mean wall_time_s of the rows (inside the trial function: build, epochs, "
         "checkpoints)",
         "overhead s/trial = concurrency × search / completed trials − in-trial",
+        "load: the 1-minute load average as the level started",
     ]
     return "\n".join(lines)
