@@ -49,7 +49,14 @@ def test_every_level_lands_its_trials_completed(bench: tuple[dict[str, Any], Pat
 
 def test_figures_are_finite_positive_and_consistent(bench: tuple[dict[str, Any], Path]) -> None:
     figures, _ = bench
-    timed = ("startup_s", "search_wall_s", "trials_per_min", "in_trial_s", "overhead_s_per_trial")
+    timed = (
+        "startup_s",
+        "search_wall_s",
+        "first_trial_s",
+        "trials_per_min",
+        "in_trial_s",
+        "overhead_s_per_trial",
+    )
     cpus = figures["machine"]["ray_cpus"]
     for level in figures["levels"]:
         # Overhead > 0 too: at most c trials run at once, all inside the timed window.
@@ -58,6 +65,7 @@ def test_figures_are_finite_positive_and_consistent(bench: tuple[dict[str, Any],
         assert level["trials_per_min"] == pytest.approx(done / wall * 60)
         assert level["overhead_s_per_trial"] == pytest.approx(c * wall / done - level["in_trial_s"])
         assert level["cpus_per_trial"] == pytest.approx(cpus / c)
+        assert level["first_trial_s"] < wall
     assert figures["ray_start_stop_s"] > 0
     assert figures["command"] == (
         f"mtlstudy bench scaling --trials {_TRIALS} --concurrency 1 2 --epochs 1"
@@ -72,8 +80,8 @@ def test_table_has_one_row_per_level(bench: tuple[dict[str, Any], Path]) -> None
     assert [int(row[0]) for row in rows] == list(_LEVELS)
     for row, level in zip(rows, figures["levels"], strict=True):
         assert row[3] == f"{_TRIALS}/{_TRIALS}"
-        assert float(row[6]) == pytest.approx(level["trials_per_min"], abs=0.005)
-        assert float(row[8]) == pytest.approx(level["overhead_s_per_trial"], abs=0.005)
+        assert float(row[7]) == pytest.approx(level["trials_per_min"], abs=0.005)
+        assert float(row[9]) == pytest.approx(level["overhead_s_per_trial"], abs=0.005)
     assert any(line.startswith("overhead s/trial = concurrency") for line in lines)
 
 
