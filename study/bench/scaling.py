@@ -8,21 +8,25 @@ What is timed, per level:
 
 - **start-up**: from calling ``run_study`` to its announcing the search (Ray started,
   DeepSpeed's op warmed; the first level's includes compiling that op if this machine's
-  cache is cold). Not part of the search wall.
+  cache is cold). In no window below.
 - **search wall**: from that announcement to the driver writing the last trial's row
-  (the newest ``trials/*.parquet``; a row is rewritten as its trial completes). It
-  includes Tune's and Optuna's set-up and starting the trial actors (once per slot;
-  later trials reuse them).
+  (the newest ``trials/*.parquet``; a row is rewritten as its trial completes).
 - **first trial**: from the announcement to the first trial function starting, as the
-  store tells it: the earliest (row written − ``wall_time_s``), late by that trial's
-  gaps between epochs. Mostly Tune starting the trial actors' processes.
+  store tells it: the earliest (row written − ``wall_time_s``), a little late (by that
+  trial's gaps between epochs). Mostly Tune starting the trial actors' processes.
 - **in-trial**: the mean of the rows' ``wall_time_s`` (Tune's ``time_total_s``: the time
   inside the trial function, building data, model and engine, its epochs and the
   checkpoint saved at each).
-- **overhead per trial** = concurrency × search wall / trials − mean in-trial: the time a
-  slot spends per trial outside the trial function (starting the slot's actor, shared
-  by the trials it runs; scheduling, Optuna's proposals, reporting, the driver's Parquet
-  rows; a slot left idle while the last trials finish).
+
+Over a window W (the search wall, or the **running** window: search wall − first trial,
+from the first trial's start to the last row):
+
+- trials per minute = completed trials / W × 60;
+- **overhead per trial** = concurrency × W / completed trials − mean in-trial: the time
+  a slot spends per trial outside the trial function (scheduling, Optuna's proposals,
+  reporting, the driver's Parquet rows, a slot idle while the last trials finish; over
+  the search wall also Tune's set-up and starting the trial processes, once per slot and
+  shared by the trials it runs).
 """
 
 from __future__ import annotations
@@ -122,21 +126,26 @@ def _level(root: Path, concurrency: int, cpus: float, trials: int, epochs: int) 
         for trial, s in zip(completed["trial_id"], completed["wall_time_s"], strict=True)
     )
     in_trial = statistics.fmean(float(s) for s in completed["wall_time_s"])
+    running = ended - first_start
+    done = len(completed)
     return {
         "concurrency": concurrency,
         "cpus_per_trial": spec.cpus_per_trial,
         "threads_per_trial": max(1, int(spec.cpus_per_trial)),  # as the trial sets them
         "trials": len(rows),
-        "completed": len(completed),
+        "completed": done,
         "errors": outcome.errors,
         "load_average": load,
         "startup_s": announced[0] - called,
         "search_wall_s": wall,
         "first_trial_s": first_start - announced[0],
         "teardown_s": returned - ended,
-        "trials_per_min": len(completed) / wall * 60,
+        "running_s": running,
         "in_trial_s": in_trial,
-        "overhead_s_per_trial": concurrency * wall / len(completed) - in_trial,
+        "trials_per_min": done / wall * 60,
+        "overhead_s_per_trial": concurrency * wall / done - in_trial,
+        "running_trials_per_min": done / running * 60,
+        "running_overhead_s_per_trial": concurrency * running / done - in_trial,
     }
 
 
@@ -187,6 +196,24 @@ def measure_scaling(
     }
 
 
+#: The table's columns: header, width, format, figure of a level.
+_COLUMNS: tuple[tuple[str, int, str, str], ...] = (
+    ("concurrency", 11, "d", "concurrency"),
+    ("cpus/trial", 11, ".2g", "cpus_per_trial"),
+    ("threads", 8, "d", "threads_per_trial"),
+    ("trials", 7, "s", "trials"),
+    ("start-up s", 11, ".1f", "startup_s"),
+    ("search s", 9, ".1f", "search_wall_s"),
+    ("1st trial s", 12, ".1f", "first_trial_s"),
+    ("in-trial s", 11, ".2f", "in_trial_s"),
+    ("trials/min", 11, ".1f", "trials_per_min"),
+    ("overhead s", 11, ".2f", "overhead_s_per_trial"),
+    ("running: trials/min", 20, ".1f", "running_trials_per_min"),
+    ("overhead s", 11, ".2f", "running_overhead_s_per_trial"),
+    ("load", 6, ".1f", "load_average"),
+)
+
+
 def format_table(figures: dict[str, Any]) -> str:
     """The run, the machine, one row per concurrency level, and what the columns mean."""
     machine, load, trial = figures["machine"], figures["load_average"], figures["trial"]
@@ -200,31 +227,21 @@ def format_table(figures: dict[str, Any]) -> str:
         f"val images at {trial['image_size']} px, batch {trial['batch_size']}, "
         f"{trial['epochs']} epoch(s), {trial['scheduler']}, no baselines; "
         f"Ray start+stop alone {figures['ray_start_stop_s']:.1f} s",
-        f"{'concurrency':>11s}{'cpus/trial':>11s}{'threads':>8s}{'trials':>7s}"
-        f"{'start-up s':>11s}{'search s':>10s}{'1st trial s':>12s}{'trials/min':>11s}"
-        f"{'in-trial s':>11s}"
-        f"{'overhead s/trial':>17s}{'load':>6s}",
+        "".join(f"{header:>{width}s}" for header, width, _, _ in _COLUMNS),
     ]
     for level in figures["levels"]:
-        trials = f"{level['completed']}/{level['trials']}"
-        lines.append(
-            f"{level['concurrency']:11d}{level['cpus_per_trial']:11.2g}"
-            f"{level['threads_per_trial']:8d}{trials:>7s}{level['startup_s']:11.1f}"
-            f"{level['search_wall_s']:10.1f}{level['first_trial_s']:12.1f}"
-            f"{level['trials_per_min']:11.2f}"
-            f"{level['in_trial_s']:11.2f}{level['overhead_s_per_trial']:17.2f}"
-            f"{level['load_average']:6.1f}"
-        )
+        cells = {**level, "trials": f"{level['completed']}/{level['trials']}"}
+        lines.append("".join(f"{cells[key]:>{width}{kind}}" for _, width, kind, key in _COLUMNS))
     lines += [
         "start-up: run_study called → search announced (Ray up, DeepSpeed op warm); "
-        "not in the search wall",
-        "search: search announced → the driver writes the last trial's row; "
-        "trials/min = completed trials / search × 60",
-        "1st trial: search announced → the first trial function starts (earliest row written "
-        "− its wall_time_s); mostly starting the trial processes",
+        "in neither window",
+        "search: search announced → the driver writes the last trial's row",
+        "1st trial: search announced → the first trial function starts (earliest row "
+        "written − its wall_time_s); mostly starting the trial processes",
         "in-trial: mean wall_time_s of the rows (inside the trial function: build, epochs, "
         "checkpoints)",
-        "overhead s/trial = concurrency × search / completed trials − in-trial",
+        "trials/min = completed trials / W × 60; overhead s (per trial) = concurrency × W / "
+        "completed trials − in-trial; W = search, or for running: search − 1st trial",
         "load: the 1-minute load average as the level started",
     ]
     return "\n".join(lines)
