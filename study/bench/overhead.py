@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from cluster import ray_session
 from search_spaces import load_space
+from study.bench._short_study import ray_start_stop, short_study_spec
 from study.engine import warm_up
-from study.spec import DatasetSpec, SchedulerSpec, StudySpec
+from study.spec import DatasetSpec
 from study.store import load_trials
 from study.trial import TrialRunner, TrialSetup
 from study.tuner import run_study
@@ -37,25 +37,19 @@ def _nested(hp: dict[str, Any]) -> dict[str, Any]:
 def measure_overhead(trials: int = 8, epochs: int = 2) -> dict[str, Any]:
     """Wall times of the study and of a plain loop replaying the study's own configurations."""
     with tempfile.TemporaryDirectory() as results:
-        spec = StudySpec(
-            name="bench-overhead",
+        spec = short_study_spec(
+            "bench-overhead",
+            results,
             tasks=["semseg", "depth", "normals", "edges"],
             dataset=DatasetSpec(train_samples=128, val_samples=32),
-            model={"backbone": "regnetx_002"},
             trials=trials,
             epochs=epochs,
             concurrency=1,
             cpus_per_trial=1,
-            scheduler=SchedulerSpec(name="fifo"),
-            baselines="none",
-            results=results,
         )
         space = load_space("default")
         warm_up()
-        started = time.perf_counter()
-        with ray_session():
-            pass
-        fixed_s = time.perf_counter() - started
+        fixed_s, _ = ray_start_stop()
         started = time.perf_counter()
         run_study(spec, space, log=lambda line: None)
         study_s = time.perf_counter() - started

@@ -1,4 +1,4 @@
-"""Benchmarks that print figures: bench overhead, balancers, query, sharing, search."""
+"""Benchmarks that print figures: bench overhead, scaling, balancers, query, sharing, search."""
 
 from __future__ import annotations
 
@@ -109,6 +109,21 @@ def _cmd_bench_search(args: argparse.Namespace) -> int:
     return _measured("search", measure, format_table, args.json)
 
 
+def _cmd_bench_scaling(args: argparse.Namespace) -> int:
+    from study.bench.scaling import format_table, measure_scaling
+
+    def measure() -> dict[str, Any]:
+        with _stdout_to_stderr():
+            return measure_scaling(
+                trials=args.trials,
+                concurrency=tuple(args.concurrency),
+                epochs=args.epochs,
+                results=args.results,
+            )
+
+    return _measured("scaling", measure, format_table, args.json)
+
+
 def add_commands(commands: Any) -> None:
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     benches = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
@@ -116,6 +131,21 @@ def add_commands(commands: Any) -> None:
     overhead.add_argument("--trials", type=int, default=8)
     overhead.add_argument("--epochs", type=int, default=2)
     overhead.set_defaults(func=_cmd_bench_overhead)
+    scaling = benches.add_parser(
+        "scaling", help="trials per minute and overhead per trial at 1, 2, 4 trials at a time"
+    )
+    scaling.add_argument(
+        "--trials", type=_positive_int, default=8, help="trials per concurrency level"
+    )
+    scaling.add_argument(
+        "--concurrency", type=_positive_int, nargs="+", default=[1, 2, 4], help="trials at a time"
+    )
+    scaling.add_argument("--epochs", type=_positive_int, default=2)
+    scaling.add_argument(
+        "--results", type=Path, help="write the studies here (empty or new; default: a temp folder)"
+    )
+    scaling.add_argument("--json", action="store_true", help="print JSON, not a table")
+    scaling.set_defaults(func=_cmd_bench_scaling)
     balancers = benches.add_parser("balancers", help="step time of every method against ew")
     balancers.add_argument("--tasks", type=int, nargs="+", default=[3, 5], choices=range(1, 6))
     balancers.add_argument("--methods", nargs="+", type=_method_name, default=None)
