@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from models import balancing
 from search_spaces import load_space
 from study.bench._short_study import ray_start_stop, short_study_spec
 from study.engine import warm_up
@@ -48,6 +49,10 @@ def measure_overhead(trials: int = 8, epochs: int = 2) -> dict[str, Any]:
             cpus_per_trial=1,
         )
         space = load_space("default")
+        # No single-task phase here, so no potentials for the achievement-based methods.
+        space = space.restricted_to(
+            [m for m in space.methods if "potentials" not in balancing.defaults(m)]
+        )
         warm_up()
         fixed_s, _ = ray_start_stop()
         started = time.perf_counter()
