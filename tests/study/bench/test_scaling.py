@@ -58,14 +58,14 @@ def test_figures_are_finite_positive_and_consistent(bench: tuple[dict[str, Any],
         "trials_per_min",
         "overhead_s_per_trial",
         "running_trials_per_min",
-        "running_overhead_s_per_trial",
     )
     cpus = figures["machine"]["ray_cpus"]
     for level in figures["levels"]:
-        # Overheads > 0 too: a slot runs its trials one after another, and each trial's
-        # span as the store gives it (row written − wall_time_s, row written) lies in both
-        # windows.
         assert all(math.isfinite(level[k]) and level[k] > 0 for k in timed), level
+        # The running window starts at an estimate of the first trial's start (its row
+        # written − wall_time_s), which can be late by the trial's set-up, so its overhead
+        # may dip below 0 on tiny runs; the last trial's span still lies in the window.
+        assert level["running_overhead_s_per_trial"] > -level["in_trial_s"], level
         wall, done, c = level["search_wall_s"], level["completed"], level["concurrency"]
         assert level["trials_per_min"] == pytest.approx(done / wall * 60)
         assert level["overhead_s_per_trial"] == pytest.approx(c * wall / done - level["in_trial_s"])
