@@ -38,7 +38,7 @@ from study.engine import torch_extensions_dir
 from study.errors import UserError
 from study.spec import DatasetSpec, SamplerSpec, SchedulerSpec, StudySpec
 from study.trainable import trainable
-from study.trial import TrialSetup
+from study.trial_setup import TrialSetup
 from study.tuner import _sampler, _scheduler, run_study
 
 __all__ = [
