@@ -24,17 +24,37 @@ Direction = Literal["min", "max"]
 def pareto_mask(values: np.ndarray, directions: Sequence[Direction]) -> np.ndarray:
     """Which rows of ``values`` (n × objectives) no other row dominates: at least as good
     in every objective and better in one. Rows with a NaN are never on the front; equal
-    rows are on it together."""
+    rows are on it together. Two objectives take O(n log n); more, O(n²)."""
     values = np.asarray(values, dtype=float).reshape(len(values), len(directions))
     signs = np.array([1.0 if d == "max" else -1.0 for d in directions])
     gains = values * signs  # larger is better in every column
-    valid = ~np.isnan(gains).any(axis=1)
+    valid = np.flatnonzero(~np.isnan(gains).any(axis=1))
     mask = np.zeros(len(gains), dtype=bool)
-    for i in np.flatnonzero(valid):
-        others = gains[valid]
+    if len(directions) == 2:
+        mask[valid] = _front_of_two(gains[valid])
+        return mask
+    others = gains[valid]
+    for i in valid:
         dominated = ((others >= gains[i]).all(axis=1) & (others > gains[i]).any(axis=1)).any()
         mask[i] = not dominated
     return mask
+
+
+def _front_of_two(gains: np.ndarray) -> np.ndarray:
+    """The front of two larger-is-better columns. Sorted by the first column, best first: a
+    point is on it when its second column is its group's best (the group of equal first
+    values) and beats every group before it."""
+    if len(gains) == 0:
+        return np.zeros(0, dtype=bool)
+    order = np.lexsort((-gains[:, 1], -gains[:, 0]))
+    first, second = gains[order, 0], gains[order, 1]
+    starts = np.flatnonzero(np.r_[True, first[1:] != first[:-1]])
+    tops = second[starts]  # each group's best, as the sort puts it first
+    best_before = np.r_[-np.inf, np.maximum.accumulate(tops)[:-1]]
+    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(order)]))
+    front = np.zeros(len(gains), dtype=bool)
+    front[order] = (tops > best_before)[group] & (second == tops[group])
+    return front
 
 
 def configurations(

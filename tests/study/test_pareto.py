@@ -33,6 +33,28 @@ def test_pareto_mask_single_objective_is_the_best() -> None:
     assert pareto_mask(np.array([[3.0], [1.0], [2.0]]), ["min"]).tolist() == [False, True, False]
 
 
+def _dominated_by_any(gains: np.ndarray, i: int) -> bool:
+    others = np.delete(gains, i, axis=0)
+    return bool(((others >= gains[i]).all(axis=1) & (others > gains[i]).any(axis=1)).any())
+
+
+def test_two_objective_sweep_agrees_with_the_definition() -> None:
+    # Small integers make ties and repeated points common.
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        values = rng.integers(0, 5, size=(rng.integers(1, 25), 2)).astype(float)
+        directions = [("max", "min"), ("min", "min"), ("max", "max")][trial % 3]
+        gains = values * np.array([1.0 if d == "max" else -1.0 for d in directions])
+        expected = [not _dominated_by_any(gains, i) for i in range(len(values))]
+        assert pareto_mask(values, directions).tolist() == expected
+
+
+def test_pareto_mask_of_three_objectives() -> None:
+    values = np.array([[1.0, 1.0, 1.0], [2.0, 0.0, 1.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    assert pareto_mask(values, ["max", "max", "max"]).tolist() == [True, True, False, False]
+    assert pareto_mask(np.empty((0, 2)), ["max", "min"]).tolist() == []
+
+
 def _trial(trial_id: str, config_id: str, seed: int, delta: float, gflops: float, **extra):
     return {
         "trial_id": trial_id,
