@@ -114,8 +114,12 @@ def flag_pareto(
     table["pareto"] = pareto_mask(means, [d for _, d in objectives])
     front = set(table.loc[table["pareto"], "config_id"])
     config_ids = _column(rows, "config_id", rows["trial_id"])
-    for trial_id, config_id in zip(rows["trial_id"], config_ids, strict=True):
-        row = read_trial_row(root, study, trial_id)
-        if row is not None and row.get("pareto") != (config_id in front):
-            write_trial(root, study, {**row, "pareto": config_id in front})
+    stored = _column(rows, "pareto", None)
+    for trial_id, config_id, flag in zip(rows["trial_id"], config_ids, stored, strict=True):
+        on_front = config_id in front
+        if pd.isna(flag) or bool(flag) != on_front:
+            # The row as stored: the loaded table carries other trials' columns as nulls.
+            row = read_trial_row(root, study, trial_id)
+            if row is not None:
+                write_trial(root, study, {**row, "pareto": on_front})
     return table

@@ -126,3 +126,8 @@ def test_flag_pareto_writes_the_front_into_the_trial_files(tmp_path: Path) -> No
         "base": None,
     }
     assert stored.loc["a1", "delta_m"] == 3.0  # the rest of the row is kept
+    # Flagging again rewrites nothing: every row already holds its flag.
+    files = sorted((tmp_path / "s" / "trials").glob("*.parquet"))
+    written = [f.stat().st_mtime_ns for f in files]
+    flag_pareto(tmp_path, "s", [("delta_m", "max"), ("gflops", "min")], repeats=2)
+    assert [f.stat().st_mtime_ns for f in files] == written
