@@ -58,25 +58,27 @@ class StudySearch(OptunaSearch):
         super().__init__(**kwargs)
         self._repeats = repeats
         self._constraints = tuple(constraints)
-        #: By the Tune trial id of its first repeat (which holds the Optuna trial).
+        #: Configurations not yet told to Optuna, by the Tune trial id of their first
+        #: repeat (which holds the Optuna trial); a told one is dropped.
         self._groups: dict[str, _Group] = {}
         self._group_of: dict[str, str] = {}
+        #: The configuration still issuing repeats: only the newest one can be.
+        self._open: str | None = None
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        for leader, group in self._groups.items():
-            if group.issued < self._repeats:
-                return self._issue(trial_id, leader)
-        config = super().suggest(trial_id)
-        if not isinstance(config, dict):
-            return config  # None (wait) or FINISHED
-        self._groups[trial_id] = _Group(config=config)
-        return self._issue(trial_id, trial_id)
-
-    def _issue(self, trial_id: str, leader: str) -> dict[str, Any]:
+        if self._open is None:
+            config = super().suggest(trial_id)
+            if not isinstance(config, dict):
+                return config  # None (wait) or FINISHED
+            self._groups[trial_id] = _Group(config=config)
+            self._open = trial_id
+        leader = self._open
         group = self._groups[leader]
         self._group_of[trial_id] = leader
         repeat = group.issued
         group.issued += 1
+        if group.issued == self._repeats:
+            self._open = None
         return {**group.config, "repeat": repeat, "config_id": leader}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -84,18 +86,24 @@ class StudySearch(OptunaSearch):
         if self._repeats == 1:
             super().on_trial_result(trial_id, result)
 
+    def _measured(self) -> list[str]:
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        return list(dict.fromkeys([*metrics, *(c.metric for c in self._constraints)]))
+
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
-        leader = self._group_of.get(trial_id)
+        leader = self._group_of.pop(trial_id, None)
         if leader is None:
             return
         group = self._groups[leader]
-        group.results[trial_id] = None if error else result
+        measured = self._measured()
+        # Only what Optuna is told: the searcher's state is pickled into every checkpoint.
+        kept = None if error or result is None else {k: result[k] for k in measured if k in result}
+        group.results[trial_id] = kept
         if len(group.results) < self._repeats:
             return
-        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-        measured = list(dict.fromkeys([*metrics, *(c.metric for c in self._constraints)]))
+        del self._groups[leader]
         mean = mean_result(list(group.results.values()), measured)
         if mean is not None and self._constraints:
             violations = constraint_values(self._constraints, mean)
