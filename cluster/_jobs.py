@@ -39,6 +39,7 @@ from cluster._upload import (
     _project_root,
     _read_spec,
     _runtime_excludes,
+    is_uri,
 )
 
 __all__ = [
@@ -89,7 +90,7 @@ def submit_study(
     job_id = f"{name}-{secrets.token_hex(4)}"
     with tempfile.TemporaryDirectory(prefix="mtlstudy-submit-") as tmp:
         stage = Path(tmp) / root.name
-        _copy_project(root, stage, keep_out=[Path(chosen)])
+        _copy_project(root, stage, keep_out=[] if is_uri(chosen) else [Path(chosen)])
         placed = _place_spec(spec_path, data, root, stage)
         # --resume: a study submitted again under its name goes on where it stood.
         command = [

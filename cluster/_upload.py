@@ -79,14 +79,20 @@ def _read_spec(spec_path: Path) -> dict[str, Any]:
     return data
 
 
+def is_uri(location: str) -> bool:
+    """An object-store results root (``s3://…``): the same place from every node."""
+    return "://" in location
+
+
 def _check_paths(spec_path: Path, data: dict[str, Any], results: str | None) -> str:
     """The absolute results root; a relative data or results path is refused."""
     chosen = results if results is not None else str(data.get("results", "results"))
-    if not Path(chosen).is_absolute():
+    if not Path(chosen).is_absolute() and not is_uri(chosen):
         field = "--results" if results is not None else f"{spec_path}: field 'results'"
         raise ClusterError(
             f"{field}: {chosen!r} is relative, and a submitted study runs in a temporary "
-            "folder on the cluster; expected an absolute path on storage every node shares"
+            "folder on the cluster; expected an absolute path on storage every node shares, "
+            "or an object-store URI"
         )
     dataset = data.get("dataset") if isinstance(data.get("dataset"), dict) else {}
     roots = [("dataset.root", dataset.get("root"))] + [

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from models import Task
+from study import storage
 from study.objectives import feasible
 from study.store import read_trial_history, read_trial_row, write_history, write_trial
 from study.trial_setup import TrialSetup
@@ -85,8 +86,16 @@ class StoreRecorder(Callback):
     Rows are written from the driver, so trials on any node land in one store.
     """
 
-    def __init__(self, root: Path, setup: TrialSetup, epochs: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        setup: TrialSetup,
+        epochs: int,
+        after_write: Callable[[], object] | None = None,
+    ) -> None:
         self.root = root
+        # Called after each write: a store at a URI pushes the mirror's new files.
+        self._after_write = after_write
         self._setup = setup
         self.epochs = epochs
         self.versions = _versions()
@@ -171,6 +180,7 @@ class StoreRecorder(Callback):
             row["epochs"] = int(results[-1]["epoch"])
             kept = {k: v for k, v in stored.items() if k.split(".")[0] not in row}
             write_trial(self.root, spec.name, {**kept, **row})
+            self._written()
             return
         if results:
             last = results[-1]
@@ -205,9 +215,14 @@ class StoreRecorder(Callback):
                 whole = [r for r in results if len(_reported(r, tasks)) == len(tasks)]
                 row["best_delta_m"] = max(r["delta_m"] for r in whole or results)
         if self._setup.models_dir is not None:
-            model = Path(self._setup.models_dir) / f"{trial.trial_id}.pt"
-            row["model_path"] = str(model) if model.is_file() else None
+            model = storage.join(self._setup.models_dir, f"{trial.trial_id}.pt")
+            row["model_path"] = model if storage.exists(model) else None
         write_trial(self.root, spec.name, row)
+        self._written()
+
+    def _written(self) -> None:
+        if self._after_write is not None:
+            self._after_write()
 
 
 def _report(epoch: int, rows: list[Mapping[str, Any]]) -> dict[str, Any]:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import functools
 import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from ray import tune
 
+from study import storage
 from study.trial import TrialRunner, TrialSetup
 
 __all__ = ["trainable", "trial_function"]
@@ -61,7 +61,7 @@ def _train(
         metrics = runner.run_epoch()
         if runner.epoch == setup.epochs and setup.models_dir is not None and lead:
             # Before the last report: once Tune has it, the next stage may look for this.
-            runner.save_model(Path(setup.models_dir) / f"{trial_id}.pt")
+            runner.save_model(storage.join(setup.models_dir, f"{trial_id}.pt"))
         with tempfile.TemporaryDirectory() as directory:
             runner.save(directory)  # every rank: DeepSpeed writes each rank's part
             report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
@@ -84,7 +84,7 @@ def _train_on_workers(config: dict[str, Any], setup: TrialSetup) -> None:
         ),
         run_config=train.RunConfig(
             name=trial_id,
-            storage_path=str(Path(spec.results).resolve() / spec.name / "train"),
+            storage_path=storage.join(storage.absolute(spec.results), spec.name, "train"),
             failure_config=train.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=train.CheckpointConfig(num_to_keep=1),
             callbacks=[TuneReportCallback()],

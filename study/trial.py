@@ -18,7 +18,7 @@ from models import (
     balancing,
     create_model,
 )
-from study.atomic import write_atomically
+from study import storage
 from study.costs import model_costs
 from study.engine import build_engine, side_backward
 from study.metrics import MultiTaskMeter, delta_m
@@ -123,7 +123,8 @@ class TrialRunner:
         """A stage of staged training: the model as the previous stage left it, then only
         ``stage.task`` trains (and is evaluated) in ``stage.step``."""
         if init_from is not None:
-            state = torch.load(init_from, map_location="cpu", weights_only=True)
+            with storage.local_copy(init_from) as path:
+                state = torch.load(path, map_location="cpu", weights_only=True)
             self.model.load_state_dict(state)
         self.model.set_stage(stage.task, stage.step)
         self.training_task = stage.task
@@ -135,11 +136,12 @@ class TrialRunner:
         self.tasks = {stage.task: self.all_tasks[stage.task]}
         self.label_counts = torch.zeros(1, dtype=torch.float64)
 
-    def save_model(self, path: Path) -> None:
-        """The trained weights alone (what the next stage starts from), written atomically."""
+    def save_model(self, location: storage.PathLike) -> None:
+        """The trained weights alone (what the next stage starts from), written whole, to
+        a path or a URI."""
         state = self.model.state_dict()
         weights = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-        write_atomically(path, lambda tmp: torch.save(weights, tmp))
+        storage.write_file(location, lambda tmp: torch.save(weights, tmp))
 
     def _task_of_epoch(self, epoch: int) -> str:
         names = tuple(self.all_tasks)

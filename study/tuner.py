@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import zlib
 from collections.abc import Callable, Mapping
@@ -24,6 +26,7 @@ from ray.tune.schedulers import (
 from cluster import ray_session
 from models import get_task
 from search_spaces import SearchSpace
+from study import storage
 from study.baselines import Baselines, find_baselines
 from study.engine import torch_extensions_dir, warm_up
 from study.errors import UserError
@@ -44,9 +47,12 @@ References = dict[str, dict[str, float]]
 
 @dataclass(frozen=True)
 class StudyOutcome:
+    #: The study's folder on this machine (a root at a URI: its local mirror).
     results: Path
     trials: int
     errors: int
+    #: Where the study's results live: ``results``, or its folder at the root's URI.
+    location: str = ""
 
 
 def _scheduler(spec: StudySpec, epochs: int) -> TrialScheduler:
@@ -118,6 +124,8 @@ class _Run:
     resume: bool = False
     progress: Callable[[str], None] | None = None
     verbose: bool = False
+    #: Called after each store write (a root at a URI pushes its mirror).
+    sync: Callable[[], object] | None = None
 
 
 def _run_config(
@@ -128,13 +136,13 @@ def _run_config(
     trials: int = 0,
     run: _Run = _Run(),
 ) -> tune.RunConfig:
-    callbacks: list[tune.Callback] = [StoreRecorder(root, setup, setup.epochs)]
+    callbacks: list[tune.Callback] = [StoreRecorder(root, setup, setup.epochs, run.sync)]
     if run.progress is not None:
         metric, mode = spec.objective if setup.kind == "multi_task" else ("val_loss", "min")
         callbacks.append(ProgressLine(phase, trials, setup.epochs, metric, mode, run.progress))
     return tune.RunConfig(
         name=phase,
-        storage_path=str(root / spec.name / "tune"),
+        storage_path=storage.join(spec.results, spec.name, "tune"),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         callbacks=callbacks,
@@ -148,10 +156,10 @@ def _fit(
     """Run a phase's experiment, or continue it where a killed driver left it: finished
     trials stay finished, unfinished ones restart from their last checkpoint, and the
     searcher (with its Optuna journal) keeps its history and its trial budget."""
-    path = root / setup.spec.name / "tune" / phase
+    path = storage.join(setup.spec.results, setup.spec.name, "tune", phase)
     if run.resume and tune.Tuner.can_restore(path):
         restored = tune.Tuner.restore(
-            str(path), trainable=trainable(setup), resume_unfinished=True, resume_errored=True
+            path, trainable=trainable(setup), resume_unfinished=True, resume_errored=True
         )
         return _errors(restored.fit())
     return _errors(tuner().fit())
@@ -265,7 +273,7 @@ def _run_stages(
             tasks=tuple(spec.tasks),
             stage=stage,
             init_from=init_from,
-            models_dir=str(root / spec.name / "models"),
+            models_dir=storage.join(spec.results, spec.name, "models"),
         )
         log(f"stage {i + 1}/{len(stages)}, {stage.name}: {stage.trials} trial(s)")
         errors += _search_phase(setup, space, root, f"stage-{stage.name}", stage.trials, run)
@@ -329,11 +337,32 @@ def run_study(
     """Run the whole study and return where its results are; with ``resume``, continue
     the experiments a killed driver left under the study's folder. ``progress`` gets a
     line on each change of a phase's trials; ``verbose`` shows Tune's own table."""
-    run = _Run(resume=resume, progress=progress, verbose=verbose)
-    root = Path(spec.results).resolve()
+    remote = storage.RemoteRoot.open(spec.results) if storage.is_uri(spec.results) else None
+    # A root at a URI: the driver works on a local mirror and pushes it as it writes.
+    root = remote.pull() if remote is not None else Path(spec.results).resolve()
     # Trial processes run in folders of their own: they get the root as an absolute path.
-    spec = spec.model_copy(update={"results": str(root)})
+    spec = spec.model_copy(update={"results": remote.uri if remote else str(root)})
+    sync = None if remote is None else functools.partial(remote.push, spec.name)
+    run = _Run(resume=resume, progress=progress, verbose=verbose, sync=sync)
+    try:
+        outcome = _run_study(spec, space, root, address, run, log)
+        return dataclasses.replace(outcome, location=storage.join(spec.results, spec.name))
+    finally:
+        if sync is not None:
+            sync()
+
+
+def _run_study(
+    spec: StudySpec,
+    space: SearchSpace,
+    root: Path,
+    address: str | None,
+    run: _Run,
+    log: Callable[[str], None],
+) -> StudyOutcome:
     write_spec(root, spec.name, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    if run.sync is not None:
+        run.sync()  # an unwritable store fails here, before Ray starts
     env = {"TORCH_EXTENSIONS_DIR": str(torch_extensions_dir())}
     _quiet_ray_tune()
     baselines = None if spec.baselines == "none" else find_baselines(root, spec)

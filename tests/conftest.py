@@ -1,8 +1,14 @@
-"""Ray in tests writes under a temporary folder of its own, not the shared /tmp/ray."""
+"""Ray in tests writes under a temporary folder of its own, not the shared /tmp/ray; the
+object-store tests get a real S3 endpoint on this machine."""
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -19,3 +25,58 @@ def _ray_tmpdir() -> Iterator[None]:
     yield
     del os.environ["RAY_TMPDIR"]
     shutil.rmtree(folder, ignore_errors=True)
+
+
+#: What pyarrow, boto3 and Ray's trial processes read to reach it.
+_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_bucket() -> Iterator[str]:
+    """A real S3 endpoint on this machine (moto's server, over HTTP) with a bucket; the
+    environment points pyarrow, boto3 and Ray's trial processes at it. Yields the
+    bucket's URI."""
+    bucket = "mtlstudy-test"
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    saved = {k: os.environ.get(k) for k in [*_CREDENTIALS, "AWS_ENDPOINT_URL"]}
+    os.environ.update(_CREDENTIALS, AWS_ENDPOINT_URL=endpoint)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)  # noqa: S310
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the local S3 server did not start") from None
+                time.sleep(0.2)
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+        yield f"s3://{bucket}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

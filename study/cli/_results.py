@@ -10,6 +10,14 @@ from typing import Any
 from study.cli._common import _first_line
 from study.errors import UserError
 
+_RESULTS_HELP = "results root(s) or study folder(s): paths, or URIs (s3://bucket/results)"
+
+
+def _readable(locations: list[str]) -> list[Path]:
+    from study.storage import readable
+
+    return [readable(location) for location in locations]
+
 
 def _cmd_query(args: argparse.Namespace) -> int:
     from study.results import load
@@ -20,7 +28,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
         raise UserError(f"--out: folder {args.out.parent} does not exist")
     kind = "history" if args.history else "trials"
     try:
-        frame = load(args.results, kind, where=args.where, columns=args.columns)
+        frame = load(_readable(args.results), kind, where=args.where, columns=args.columns)
     except (ValueError, KeyError, SyntaxError) as err:
         raise UserError(f"query: {str(err).strip().splitlines()[0]}") from None
     if args.sort:
@@ -74,7 +82,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out: {args.out} is a file; expected a folder for the plots")
     try:
-        results = load_results(args.results)
+        results = load_results(_readable(args.results))
     except (ValueError, KeyError) as err:
         raise UserError(f"plot: {_first_line(err)}") from None
     if multi_task_trials(results.trials, (*RUNS, "running", "error")).empty:
@@ -116,7 +124,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if not args.out.parent.is_dir():
         raise UserError(f"--out: folder {args.out.parent} does not exist")
     try:
-        path = write_report(args.results, args.out)
+        path = write_report(_readable(args.results), args.out)
     except PlotDataError as err:
         raise UserError(_first_line(err)) from None
     except (ValueError, KeyError) as err:
@@ -129,7 +137,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def add_commands(commands: Any) -> None:
     query = commands.add_parser("query", help="read trials (or history) from Parquet results")
-    query.add_argument("results", nargs="+", type=Path, help="results root(s) or study folder(s)")
+    query.add_argument("results", nargs="+", help=_RESULTS_HELP)
     query.add_argument(
         "--where",
         help="a filter, e.g. \"method == 'dwa' and `final.semseg.miou` > 0.5\" "
@@ -149,7 +157,7 @@ def add_commands(commands: Any) -> None:
     query.set_defaults(func=_cmd_query)
 
     plot = commands.add_parser("plot", help="plot results (PNG and SVG) from Parquet results")
-    plot.add_argument("results", nargs="+", type=Path, help="results root(s) or study folder(s)")
+    plot.add_argument("results", nargs="+", help=_RESULTS_HELP)
     plot.add_argument(
         "--kind",
         required=True,
@@ -168,6 +176,6 @@ def add_commands(commands: Any) -> None:
     )
     plot.set_defaults(func=_cmd_plot)
     report = commands.add_parser("report", help="write a self-contained HTML report")
-    report.add_argument("results", nargs="+", type=Path, help="results root(s) or study folder(s)")
+    report.add_argument("results", nargs="+", help=_RESULTS_HELP)
     report.add_argument("--out", type=Path, required=True, help="the HTML file to write")
     report.set_defaults(func=_cmd_report)

@@ -50,7 +50,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print()
     finished = int((trials["kind"] == "multi_task").sum()) if "kind" in trials else 0
     print(f"{finished} multi-task trials, {outcome.errors} failed")
-    print(f"results: {outcome.results}  (try: mtlstudy query {outcome.results})")
+    print(f"results: {outcome.location}  (try: mtlstudy query {outcome.location})")
     return 1 if outcome.errors and finished == 0 else 0
 
 

@@ -148,6 +148,8 @@ def test_submit_checks_the_spec_and_paths_before_the_upload(tmp_path: Path) -> N
         "submit", str(relative), "--results", "out", "--address", closed
     )  # --results must be absolute too
     _one_line_error(done, "--results: 'out' is relative")
+    uri = _mtlstudy("submit", str(relative), "--results", "s3://b/r", "--address", closed)
+    _one_line_error(uri, "cannot reach")  # an object-store root passes the path checks
     data = tmp_path / "data.yaml"
     data.write_text(
         f"name: x\ntasks: [depth]\ndataset: {{name: nyud, root: NYUD_MT, num_classes: 40}}\n"
