@@ -47,6 +47,8 @@ _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 _STORE_FOLDERS = ("trials", "history")
 _STUDY_FILES = ("spec.yaml", "optuna.journal")
 _SETTLE_NS = 2_000_000_000
+# Object stores have no folders to create before a write (creating one adds a marker).
+_FLAT = ("s3", "gcs")
 
 
 def is_uri(location: PathLike) -> bool:
@@ -94,9 +96,14 @@ def write_file(location: PathLike, write: Callable[[Path], object]) -> str:
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder) / "file"
         write(tmp)
-        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        pafs.copy_files(str(tmp), path, destination_filesystem=fs)
+        _upload(tmp, fs, path)
     return location
+
+
+def _upload(source: Path, fs: pafs.FileSystem, path: str) -> None:
+    if fs.type_name not in _FLAT:
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    pafs.copy_files(str(source), path, destination_filesystem=fs)
 
 
 def exists(location: PathLike) -> bool:
@@ -146,10 +153,14 @@ class RemoteRoot:
     _synced: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def open(cls, uri: str) -> RemoteRoot:
+    def open(cls, uri: str, study: str | None = None) -> RemoteRoot:
+        """The root at ``uri``; ``study`` names the study a driver writes, whose mirror
+        is its own (a pull removes what the store lacks, so a reader's pull must never
+        meet a driver's file that is written but not yet pushed)."""
         fs, path = _open(uri.rstrip("/"))
         digest = hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
-        return cls(uri.rstrip("/"), fs, path.rstrip("/"), _cache_root() / digest)
+        mirror = "read" if study is None else f"study-{study}"
+        return cls(uri.rstrip("/"), fs, path.rstrip("/"), _cache_root() / digest / mirror)
 
     def _remote_files(self) -> dict[str, pafs.FileInfo]:
         """The root's files by their path relative to it; none if it does not exist yet."""
@@ -208,8 +219,7 @@ class RemoteRoot:
                 continue
             target = f"{self.path}/{relative}"
             try:
-                self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
-                pafs.copy_files(str(source), target, destination_filesystem=self.fs)
+                _upload(source, self.fs, target)
             except OSError as err:
                 raise UserError(
                     f"results {self.uri}: cannot write {relative} ({_first_line(err)})"

@@ -337,7 +337,9 @@ def run_study(
     """Run the whole study and return where its results are; with ``resume``, continue
     the experiments a killed driver left under the study's folder. ``progress`` gets a
     line on each change of a phase's trials; ``verbose`` shows Tune's own table."""
-    remote = storage.RemoteRoot.open(spec.results) if storage.is_uri(spec.results) else None
+    remote = None
+    if storage.is_uri(spec.results):
+        remote = storage.RemoteRoot.open(spec.results, study=spec.name)
     # A root at a URI: the driver works on a local mirror and pushes it as it writes.
     root = remote.pull() if remote is not None else Path(spec.results).resolve()
     # Trial processes run in folders of their own: they get the root as an absolute path.

@@ -1,4 +1,5 @@
-"""A study whose driver is killed mid-way resumes: every trial ends in the store once."""
+"""A study whose driver is killed mid-way resumes: every trial ends in the store once,
+with the results in a folder or in an S3 bucket (resumed from another machine's cache)."""
 
 import os
 import signal
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from study.storage import readable
 from study.store import load_history, load_trials
 
 SPEC = """
@@ -28,31 +30,38 @@ results: {results}
 """
 
 
-def _rows(results: Path) -> list[dict]:
+def _rows(study: str) -> list[dict]:
     try:
-        return load_trials(results).to_dict("records")
+        return load_trials(readable(study)).to_dict("records")
     except (FileNotFoundError, ValueError):
         return []
 
 
-def _run(spec: Path, *extra: str, **kw: object) -> subprocess.Popen:
+def _run(spec: Path, cache: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "study.cli", "run", str(spec), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # its own group: the kill takes its local Ray with it
-        **kw,
+        env={**os.environ, "MTLSTUDY_CACHE": str(cache)},
     )
 
 
 @pytest.mark.slow
-def test_killed_driver_resumes_with_each_trial_once(tmp_path: Path) -> None:
-    results = tmp_path / "results"
+@pytest.mark.parametrize("store", ["folder", "s3"])
+def test_killed_driver_resumes_with_each_trial_once(
+    tmp_path: Path, store: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if store == "s3":
+        results = f"{request.getfixturevalue('s3_bucket')}/resume-{tmp_path.name}"
+    else:
+        results = str(tmp_path / "results")
+    monkeypatch.setenv("MTLSTUDY_CACHE", str(tmp_path / "reader"))
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC.format(results=results))
-    study = results / "resumed"
-    driver = _run(spec)
+    study = f"{results}/resumed"
+    driver = _run(spec, tmp_path / "first")
     deadline = time.monotonic() + 300
     # Kill once one trial has finished and the next has reported an epoch.
     while time.monotonic() < deadline:
@@ -71,15 +80,15 @@ def test_killed_driver_resumes_with_each_trial_once(tmp_path: Path) -> None:
     interrupted = [t for t, r in before.items() if r["status"] == "running"]
     assert interrupted
 
-    resumed = _run(spec, "--resume")
+    resumed = _run(spec, tmp_path / "second", "--resume")  # another machine's mirror
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out
 
-    trials = load_trials(study)
+    trials = load_trials(readable(study))
     assert len(trials) == 4 and trials["trial_id"].is_unique, trials[["trial_id", "status"]]
     assert set(trials["status"]) == {"completed"}
     assert set(before) <= set(trials["trial_id"])
-    history = load_history(study)
+    history = load_history(readable(study))
     for trial_id in trials["trial_id"]:
         rows = history[(history["trial_id"] == trial_id) & (history["metric"] == "loss")]
         epochs = rows[(rows["split"] == "val") & (rows["task"] == "all")]["epoch"]

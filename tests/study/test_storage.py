@@ -104,6 +104,12 @@ def test_readable_pulls_a_uri(s3_bucket: str, cache: Path) -> None:
     assert study.is_relative_to(cache)
     assert load_trials(study)["trial_id"].tolist() == ["t1"]
     assert storage.readable("some/path") == Path("some/path")
+    # A driver's mirror is its own: a reader's pull removes nothing it has not pushed yet.
+    driver = RemoteRoot.open(uri, study="s")
+    unpushed = driver.pull() / "s" / "trials" / "t2.parquet"
+    write_trial(driver.local, "s", {"trial_id": "t2", "status": "running"})
+    storage.readable(uri)
+    assert unpushed.is_file()
 
 
 def test_bad_locations_are_one_line(
