@@ -102,6 +102,16 @@ class StoreRecorder(Callback):
         self._history: dict[str, dict[int, list[dict[str, Any]]]] = {}
         self._results: dict[str, list[Mapping[str, Any]]] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The hook belongs to the driver that pickled it, not to one that restores it.
+        return {**self.__dict__, "_after_write": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        bound = storage.driver_store(self._setup.spec.name)
+        if bound is not None:
+            self.root, self._after_write = bound.root, bound.sync
+
     def _tasks(self, trial: Trial) -> dict[str, Task]:
         return self._setup.task_records(trial.config)
 

@@ -12,13 +12,25 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from ray.tune.search.optuna import OptunaSearch
 
+from study import storage
 from study.objectives import ConstraintSpec, constraint_values
 
-__all__ = ["StudySearch", "mean_result"]
+__all__ = ["StudySearch", "journal_storage", "mean_result"]
+
+
+def journal_storage(root: Path, study: str) -> JournalStorage:
+    """``<root>/<study>/optuna.journal``: the Optuna studies of a study's search phases."""
+    path = root / study / "optuna.journal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
 
 
 @dataclass
@@ -53,9 +65,12 @@ class StudySearch(OptunaSearch):
         *,
         repeats: int = 1,
         constraints: Sequence[ConstraintSpec] = (),
+        study: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        #: The mtlstudy study whose journal this is: a resuming driver rebinds to its own.
+        self._study = study
         self._repeats = repeats
         self._constraints = tuple(constraints)
         #: Configurations not yet told to Optuna, by the Tune trial id of their first
@@ -72,6 +87,7 @@ class StudySearch(OptunaSearch):
                 return config  # None (wait) or FINISHED
             self._groups[trial_id] = _Group(config=config)
             self._open = trial_id
+            self._pushed()
         leader = self._open
         group = self._groups[leader]
         self._group_of[trial_id] = leader
@@ -80,6 +96,31 @@ class StudySearch(OptunaSearch):
         if group.issued == self._repeats:
             self._open = None
         return {**group.config, "repeat": repeat, "config_id": leader}
+
+    def _pushed(self) -> None:
+        # A root at a URI gets the journal before Tune starts the trial, so the experiment
+        # state a resumed driver restores never names an Optuna trial the store lacks.
+        bound = None if self._study is None else storage.driver_store(self._study)
+        if bound is not None and bound.sync is not None:
+            bound.sync()
+
+    def restore(self, checkpoint_path: str) -> None:
+        """The pickled searcher, its Optuna study and open trials reattached to this
+        driver's journal (the pickle names the journal of the driver that wrote it)."""
+        super().restore(checkpoint_path)
+        bound = None if self._study is None else storage.driver_store(self._study)
+        if bound is None or self._ot_study is None:
+            return
+        self._storage = journal_storage(bound.root, self._study)
+        self._ot_study = optuna.load_study(
+            study_name=self._ot_study.study_name,
+            storage=self._storage,
+            sampler=self._ot_study.sampler,
+        )
+        self._ot_trials = {
+            tune_id: optuna.Trial(self._ot_study, trial._trial_id)
+            for tune_id, trial in self._ot_trials.items()
+        }
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         # Repeats share one Optuna trial, which takes one value per step.

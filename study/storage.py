@@ -29,7 +29,10 @@ from study.atomic import TMP_SUFFIX, write_atomically
 from study.errors import UserError
 
 __all__ = [
+    "DriverStore",
     "RemoteRoot",
+    "bind_driver",
+    "driver_store",
     "absolute",
     "exists",
     "is_uri",
@@ -133,6 +136,29 @@ def readable(location: PathLike) -> Path:
     if is_uri(location):
         return RemoteRoot.open(os.fspath(location)).pull()
     return Path(location)
+
+
+@dataclass(frozen=True)
+class DriverStore:
+    """Where this process's driver writes a study: its local root (for a root at a URI,
+    the mirror) and what it calls after each write (the push)."""
+
+    root: Path
+    sync: Callable[[], object] | None = None
+
+
+_DRIVERS: dict[str, DriverStore] = {}
+
+
+def bind_driver(study: str, store: DriverStore) -> None:
+    """Tune pickles its callbacks and searcher into the experiment; a driver that resumes
+    it (maybe on another machine, with another mirror) rebinds them to ``store``."""
+    _DRIVERS[study] = store
+
+
+def driver_store(study: str) -> DriverStore | None:
+    """The store this process's driver bound for ``study``, if any."""
+    return _DRIVERS.get(study)
 
 
 def _cache_root() -> Path:

@@ -13,7 +13,6 @@ from pathlib import Path
 import optuna
 import yaml
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 from ray import tune
 from ray.tune.schedulers import (
     ASHAScheduler,
@@ -34,7 +33,7 @@ from study.pareto import flag_pareto
 from study.potentials import resolve_potentials
 from study.progress import ProgressLine
 from study.recorder import StoreRecorder
-from study.search import StudySearch
+from study.search import StudySearch, journal_storage
 from study.spec import StageSpec, StudySpec
 from study.store import load_trials, write_spec
 from study.trainable import trainable
@@ -111,9 +110,7 @@ def _sampler(
 
 def optuna_storage(root: Path, spec: StudySpec) -> JournalStorage:
     """The study's Optuna journal (``optuna-dashboard <path>`` reads it live)."""
-    path = root / spec.name / "optuna.journal"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
+    return journal_storage(root, spec.name)
 
 
 @dataclass(frozen=True)
@@ -234,6 +231,7 @@ def _search_phase(
         points_to_evaluate=space.default_points() if spec.warm_start else None,
         study_name=phase,
         storage=optuna_storage(root, spec),
+        study=spec.name,
     )
     runs = trials * spec.repeats
     return _fit(
@@ -346,6 +344,7 @@ def run_study(
     spec = spec.model_copy(update={"results": remote.uri if remote else str(root)})
     sync = None if remote is None else functools.partial(remote.push, spec.name)
     run = _Run(resume=resume, progress=progress, verbose=verbose, sync=sync)
+    storage.bind_driver(spec.name, storage.DriverStore(root, sync))
     try:
         outcome = _run_study(spec, space, root, address, run, log)
         return dataclasses.replace(outcome, location=storage.join(spec.results, spec.name))

@@ -8,8 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 
+from study.search import journal_storage
 from study.storage import readable
 from study.store import load_history, load_trials
 
@@ -93,6 +95,10 @@ def test_killed_driver_resumes_with_each_trial_once(
         rows = history[(history["trial_id"] == trial_id) & (history["metric"] == "loss")]
         epochs = rows[(rows["split"] == "val") & (rows["task"] == "all")]["epoch"]
         assert sorted(epochs) == [1, 2, 3, 4], trial_id
+    # Optuna was told each configuration once, in the journal the store holds.
+    journal = journal_storage(readable(results), "resumed")
+    told = optuna.load_study(study_name="multi_task", storage=journal).trials
+    assert [t.state for t in told].count(optuna.trial.TrialState.COMPLETE) == 4
     # The interrupted trial went on from its checkpoint, not from epoch 0.
     by_id = trials.set_index("trial_id")
     for trial_id in interrupted:

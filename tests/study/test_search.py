@@ -90,3 +90,34 @@ def test_warm_start_points_come_first_and_are_repeated() -> None:
 )
 def test_mean_result(results, expected) -> None:
     assert mean_result(results, ["a"]) == expected
+
+
+def test_a_resuming_driver_rebinds_the_searcher_to_its_own_journal(tmp_path, monkeypatch) -> None:
+    import shutil
+
+    from study import storage
+    from study.search import journal_storage
+
+    monkeypatch.setattr(storage, "_DRIVERS", {})
+    first = tmp_path / "first"
+    journal = journal_storage(first, "s")
+    search = _search(1, "delta_m", "max", study_name="multi_task", study="s", storage=journal)
+    search.suggest("a")
+    search.suggest("b")
+    search.on_trial_complete("a", {"delta_m": 1.0})
+    search.save(str(tmp_path / "searcher.pkl"))
+
+    # Another machine: the same store, pulled into a mirror somewhere else.
+    second = tmp_path / "second"
+    shutil.copytree(first, second)
+    storage.bind_driver("s", storage.DriverStore(second))
+    restored = _search(1, "delta_m", "max", study_name="multi_task", study="s", storage=journal)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_complete("b", {"delta_m": 2.0})
+
+    def values(root):
+        study = optuna.load_study(study_name="multi_task", storage=journal_storage(root, "s"))
+        return [t.values for t in study.trials]
+
+    assert values(second) == [[1.0], [2.0]]
+    assert values(first) == [[1.0], None]  # the first driver's journal is left alone
