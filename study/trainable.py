@@ -86,7 +86,8 @@ def _train_on_workers(config: dict[str, Any], setup: TrialSetup) -> None:
             name=trial_id,
             storage_path=storage.join(storage.absolute(spec.results), spec.name, "train"),
             failure_config=train.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=train.CheckpointConfig(num_to_keep=1),
+            # Two, as the Tune trials keep (study.tuner): a restored state may name the older.
+            checkpoint_config=train.CheckpointConfig(num_to_keep=2),
             callbacks=[TuneReportCallback()],
         ),
     )

@@ -43,6 +43,9 @@ __all__ = ["StudyOutcome", "optuna_storage", "run_study"]
 
 References = dict[str, dict[str, float]]
 
+#: Checkpoints each trial keeps on storage.
+_CHECKPOINTS_KEPT = 2
+
 
 @dataclass(frozen=True)
 class StudyOutcome:
@@ -141,7 +144,9 @@ def _run_config(
         name=phase,
         storage_path=storage.join(spec.results, spec.name, "tune"),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # Two: the experiment state a resume starts from is synced to storage a little
+        # after the trials' checkpoints, and may still name the one before the newest.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=_CHECKPOINTS_KEPT),
         callbacks=callbacks,
         verbose=2 if run.verbose else 0,
     )
@@ -315,7 +320,7 @@ def _warm_up_every_node() -> None:
 
 def _quiet_ray_tune() -> None:
     # The leaderboard is the output; Tune's status boxes and its warning about forced
-    # snapshots (num_to_keep=1 keeps disk use flat) would bury it.
+    # snapshots (num_to_keep keeps disk use flat) would bury it.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # The experiment state a resume starts from lags the trials by at most this (s).

@@ -65,11 +65,13 @@ def test_killed_driver_resumes_with_each_trial_once(
     study = f"{results}/resumed"
     driver = _run(spec, tmp_path / "first")
     deadline = time.monotonic() + 300
-    # Kill once one trial has finished and the next has reported an epoch.
+    # Kill once one trial has finished and the next has reported two epochs: Tune's
+    # experiment state, which a resume starts from, takes in a trial's checkpoint up to a
+    # snapshot (about a second) after the report the store already has.
     while time.monotonic() < deadline:
         rows = _rows(study)
         if any(r["status"] == "completed" for r in rows) and any(
-            r["status"] == "running" for r in rows
+            r["status"] == "running" and r["epochs"] >= 2 for r in rows
         ):
             break
         assert driver.poll() is None, driver.stdout.read()
@@ -102,5 +104,5 @@ def test_killed_driver_resumes_with_each_trial_once(
     # The interrupted trial went on from its checkpoint, not from epoch 0.
     by_id = trials.set_index("trial_id")
     for trial_id in interrupted:
-        assert by_id.loc[trial_id, "restored_from_epoch"] == before[trial_id]["epochs"] >= 1
+        assert 1 <= by_id.loc[trial_id, "restored_from_epoch"] <= before[trial_id]["epochs"]
     assert (by_id.drop(index=interrupted)["restored_from_epoch"] == 0).all()
