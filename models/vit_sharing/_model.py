@@ -377,19 +377,19 @@ class ViTSharing(nn.Module):
         return chain(self.deltas[task].parameters(), self.decoders[task].parameters())
 
     def optimizer_groups(self, lr: float) -> list[dict[str, object]]:
-        """Trainable parameters; the gates' log-α at ``gate_lr`` when given.
+        """Trainable parameters; the gates' log-α at ``gate_lr`` (when given), undecayed.
 
-        Adam moves a log-α by about its learning rate per step whatever ``λ`` is, so a
-        gate opened at log-α 5 needs some 5/lr steps to close: the paper's long runs
-        close them at the weights' rate, a short study needs a larger ``gate_lr``.
+        Adam moves a log-α by about its learning rate per step whatever ``λ`` is, so a gate
+        opened at log-α 5 needs some 5/lr steps to close: a short study needs a larger
+        ``gate_lr``.  Weight decay would pull every log-α towards 0, the edge of the mask.
         """
         gates = {id(p) for deltas in self.deltas.values() for p in deltas.gate_parameters()}
         trainable = [p for p in self.parameters() if p.requires_grad]
-        if self.gate_lr is None:
-            return [{"params": trainable, "lr": lr}]
+        gate_lr = lr if self.gate_lr is None else self.gate_lr
+        gated = [p for p in trainable if id(p) in gates]
         groups: list[dict[str, object]] = [
             {"params": [p for p in trainable if id(p) not in gates], "lr": lr},
-            {"params": [p for p in trainable if id(p) in gates], "lr": self.gate_lr},
+            {"params": gated, "lr": gate_lr, "weight_decay": 0.0},
         ]
         return [g for g in groups if g["params"]]
 

@@ -313,3 +313,18 @@ def test_gate_lr_lets_a_short_run_close_gates() -> None:
         closed[gate_lr] = 1 - model.delta_weight_density("depth")
     # At the weights' rate 15 steps barely move a log-α of 5; at gate_lr 0.5 gates close.
     assert closed[None] == 0.0 and closed[0.5] > 0.5
+
+
+def test_weight_decay_leaves_the_gates_alone() -> None:
+    model = _model(l0_lambda=0.0, gate_lr=0.5)
+    model.set_stage("depth", "gates")
+    # As the trial builds it: one weight decay for every group that does not set its own.
+    optimizer = torch.optim.AdamW(model.optimizer_groups(1e-3), lr=1e-3, weight_decay=0.1)
+    gates = list(model.deltas["depth"].gate_parameters())
+    before = [g.detach().clone() for g in gates]
+    for p in model.parameters():
+        if p.requires_grad:
+            p.grad = torch.zeros_like(p)
+    optimizer.step()
+    # With no gradient, decay alone would take log-α from 5 to 5·(1 − 0.5·0.1).
+    assert all(torch.equal(g, b) for g, b in zip(gates, before, strict=True))
