@@ -123,9 +123,6 @@ class SamplerSpec(_Strict):
     name: Literal["tpe", "random", "grid", "nsga2"] = "tpe"
 
 
-STEPS = ("base", "gates", "masked", "delta_act")
-
-
 class StageSpec(_Strict):
     """One stage of a staged study (``vit_sharing``): a set of trials training ``task`` in
     ``step``, each starting from the best model of the stage before it."""

@@ -13,7 +13,7 @@ from torch import nn
 from models._registry import register_model
 from models._weights import load_matching
 from models.tasks import activate, get_task
-from models.vit_sharing import _cost, _temporal
+from models.vit_sharing import _cost, _stages, _temporal
 from models.vit_sharing._gates import LINEARS, TaskDeltas
 from models.vit_sharing._layers import (
     POINTS,
@@ -27,6 +27,7 @@ from models.vit_sharing._layers import (
     tokens_to_grid,
 )
 from models.vit_sharing._sharing import BaseTrace, SharingPlan, base_trace, build_plan, sub_features
+from models.vit_sharing._stages import STEPS
 from models.vit_sharing._temporal import FrameTrace, frame_pass
 
 __all__ = ["BACKBONES", "STEPS", "ViTSharing", "vit_sharing"]
@@ -36,9 +37,6 @@ BACKBONES: tuple[str, ...] = (
     "vit_small_patch16_224",
     "vit_base_patch16_224",
 )
-#: Training steps: the base task alone, then per sub-task gates (1), masked deltas (2),
-#: masked deltas with the delta-activation penalty (3).
-STEPS: tuple[str, ...] = ("base", "gates", "masked", "delta_act")
 
 
 def _per_name(
@@ -248,30 +246,7 @@ class ViTSharing(nn.Module):
         Use a fresh optimizer per stage: momentum from an earlier stage would otherwise
         move entries the stage keeps fixed.
         """
-        if task not in self.tasks:
-            raise KeyError(f"unknown task {task!r}; the model has {list(self.tasks)}")
-        if step not in STEPS:
-            raise ValueError(f"unknown step {step!r}; expected one of {STEPS}")
-        if (step == "base") != (task == self.base_task):
-            role = "the base task" if task == self.base_task else "a sub-task"
-            raise ValueError(f"step {step!r} does not apply to {task!r}, {role}")
-        for p in self.parameters():
-            p.requires_grad_(False)
-        trainable: Iterator[nn.Parameter]
-        if step == "base":
-            trainable = chain(self.encoder.parameters(), self.decoders[task].parameters())
-        else:
-            deltas: TaskDeltas = self.deltas[task]  # type: ignore[assignment]
-            for gated in deltas.gated():
-                if step == "gates":
-                    gated.release_mask()
-                elif not gated.is_masked():
-                    gated.fix_mask()
-            trainable = chain(deltas.delta_parameters(), self.decoders[task].parameters())
-            if step == "gates":
-                trainable = chain(trainable, deltas.gate_parameters())
-        for p in trainable:
-            p.requires_grad_(True)
+        _stages.set_stage(self, task, step)
         self.stage = (task, step)
         self._frozen = set(self.tasks) - {task}
         self.train(self.training)
@@ -303,23 +278,7 @@ class ViTSharing(nn.Module):
         ``λ_t·L0(t)``; ``(t, delta_act)``: ``Σ_point w_point·Σ|δ_point|`` of the last
         forward; ``base`` and ``masked``: zero.
         """
-        device = self.encoder.cls_token.device
-        total = torch.zeros((), device=device)
-        for task in self._requested(tasks):
-            if task == self.base_task:
-                continue
-            if self.stage is None:
-                step = "gates"  # joint training: every sub-task's gates train
-            elif self.stage[0] == task:
-                step = self.stage[1]
-            else:
-                continue
-            if step == "gates":
-                total = total + self.l0_lambda[task] * self.l0_penalty(task)
-            elif step == "delta_act":
-                l1 = self.delta_l1(task)
-                total = total + sum(self.delta_l1_weight[p] * v for p, v in l1.items())
-        return total
+        return _stages.penalty(self, self._requested(tasks))
 
     # -- video: temporal deltas -----------------------------------------------------------
     @property
@@ -377,21 +336,8 @@ class ViTSharing(nn.Module):
         return chain(self.deltas[task].parameters(), self.decoders[task].parameters())
 
     def optimizer_groups(self, lr: float) -> list[dict[str, object]]:
-        """Trainable parameters; the gates' log-α at ``gate_lr`` (when given), undecayed.
-
-        Adam moves a log-α by about its learning rate per step whatever ``λ`` is, so a gate
-        opened at log-α 5 needs some 5/lr steps to close: a short study needs a larger
-        ``gate_lr``.  Weight decay would pull every log-α towards 0, the edge of the mask.
-        """
-        gates = {id(p) for deltas in self.deltas.values() for p in deltas.gate_parameters()}
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        gate_lr = lr if self.gate_lr is None else self.gate_lr
-        gated = [p for p in trainable if id(p) in gates]
-        groups: list[dict[str, object]] = [
-            {"params": [p for p in trainable if id(p) not in gates], "lr": lr},
-            {"params": gated, "lr": gate_lr, "weight_decay": 0.0},
-        ]
-        return [g for g in groups if g["params"]]
+        """Trainable parameters; the gates' log-α at ``gate_lr`` (when given), undecayed."""
+        return _stages.optimizer_groups(self, lr)
 
     def representation_module(self) -> nn.Module:
         """The encoder's final norm, called once per forward on every task's tokens
