@@ -1,11 +1,18 @@
 """Declarative search spaces and the loader that turns one into Optuna's define-by-run."""
 
-from search_spaces._space import SearchSpace, SearchSpaceError, builtin_space_path, load_space
+from search_spaces._space import (
+    SearchSpace,
+    SearchSpaceError,
+    SpaceOverride,
+    builtin_space_path,
+    load_space,
+)
 from search_spaces._yaml import describe_validation_error, read_model
 
 __all__ = [
     "SearchSpace",
     "SearchSpaceError",
+    "SpaceOverride",
     "builtin_space_path",
     "describe_validation_error",
     "load_space",

@@ -89,6 +89,14 @@ class CategoricalParam(_Strict):
 Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 
 
+class SpaceOverride(_Strict):
+    """Ranges that replace some of a space's ``optim``/``model`` parameters (one stage of
+    a staged study may train best at other rates than the rest)."""
+
+    optim: dict[str, Param] = {}
+    model: dict[str, Param] = {}
+
+
 class SearchSpace(_Strict):
     optim: dict[str, Param] = {}
     model: dict[str, Param] = {}
@@ -119,6 +127,23 @@ class SearchSpace(_Strict):
                 f"method(s) {missing} are not in the search space; it has {sorted(self.methods)}"
             )
         return self.model_copy(update={"methods": {m: self.methods[m] for m in methods}})
+
+    def overridden(self, override: SpaceOverride) -> SearchSpace:
+        """The same space with ``override``'s parameters in place of its own; each must be
+        one the space already tunes."""
+        for group in ("optim", "model"):
+            unknown = sorted(set(getattr(override, group)) - set(getattr(self, group)))
+            if unknown:
+                raise SearchSpaceError(
+                    f"{group} parameter(s) {unknown} are not in the search space; it tunes "
+                    f"{sorted(getattr(self, group))}"
+                )
+        return self.model_copy(
+            update={
+                "optim": {**self.optim, **override.optim},
+                "model": {**self.model, **override.model},
+            }
+        )
 
     def define_by_run(self) -> Callable[[optuna.Trial], None]:
         """The Optuna define-by-run function that samples one configuration (picklable)."""

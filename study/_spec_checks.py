@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from models import balancing, create_model
-from search_spaces import SearchSpace
+from search_spaces import SearchSpace, SearchSpaceError
 from study.spec import SpecError, StudySpec
 from study.splits import missing_neighbours
 
@@ -171,6 +171,11 @@ def _check_stages(path: Path, spec: StudySpec, space: SearchSpace, model: Any) -
             raise refuse(field, f"stage {stage.name} is listed twice")
         if stage.step in ("masked", "delta_act") and (stage.task, "gates") not in seen:
             raise refuse(field, f"{stage.name} needs a {stage.task}-gates stage before it")
+        if stage.space is not None:
+            try:
+                space.overridden(stage.space)
+            except SearchSpaceError as err:
+                raise refuse(f"{field}.space", str(err)) from None
         seen.add((stage.task, stage.step))
 
 

@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from models import list_models, list_tasks
-from search_spaces import SearchSpace, SearchSpaceError, load_space, read_model
+from search_spaces import SearchSpace, SearchSpaceError, SpaceOverride, load_space, read_model
 from study.data import SYNTHETIC_TASKS
 from study.data.formats import format_tasks
 from study.errors import UserError
@@ -132,6 +132,9 @@ class StageSpec(_Strict):
     trials: int = Field(1, ge=1)
     #: Epochs of this stage's trials (default: the study's ``epochs``).
     epochs: int | None = Field(None, ge=1)
+    #: This stage's own ranges for some of the search space's ``optim``/``model``
+    #: parameters, e.g. ``{optim: {lr: {type: float, low: 5.0e-4, high: 1.5e-3}}}``.
+    space: SpaceOverride | None = None
 
     @property
     def name(self) -> str:

@@ -279,7 +279,8 @@ def _run_stages(
             models_dir=storage.join(spec.results, spec.name, "models"),
         )
         log(f"stage {i + 1}/{len(stages)}, {stage.name}: {stage.trials} trial(s)")
-        errors += _search_phase(setup, space, root, f"stage-{stage.name}", stage.trials, run)
+        stage_space = space if stage.space is None else space.overridden(stage.space)
+        errors += _search_phase(setup, stage_space, root, f"stage-{stage.name}", stage.trials, run)
     return errors
 
 

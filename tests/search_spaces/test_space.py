@@ -1,7 +1,7 @@
 import optuna
 import pytest
 
-from search_spaces import SearchSpaceError, load_space
+from search_spaces import SearchSpaceError, SpaceOverride, load_space
 
 
 def _write(tmp_path, text: str):
@@ -77,3 +77,20 @@ def test_define_by_run_pickles() -> None:
     study = optuna.create_study()
     study.optimize(lambda t: sample(t) or 0.0, n_trials=2)
     assert all("method" in t.params for t in study.trials)
+
+
+def test_an_override_replaces_only_its_parameters() -> None:
+    space = load_space("vit_sharing")
+    override = SpaceOverride.model_validate(
+        {"optim": {"lr": {"type": "float", "low": 5e-4, "high": 1e-3, "default": 8e-4}}}
+    )
+    staged = space.overridden(override)
+    assert (staged.optim["lr"].low, staged.optim["lr"].high) == (5e-4, 1e-3)
+    assert staged.optim["weight_decay"] == space.optim["weight_decay"]
+    assert staged.model == space.model and space.optim["lr"].low == 2e-3  # space unchanged
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    sample = staged.define_by_run()
+    study.optimize(lambda t: sample(t) or 0.0, n_trials=5)
+    assert all(5e-4 <= t.params["optim/lr"] <= 1e-3 for t in study.trials)
+    with pytest.raises(SearchSpaceError, match=r"optim parameter\(s\) \['momentum'\]"):
+        space.overridden(SpaceOverride.model_validate({"optim": {"momentum": override.optim["lr"]}}))

@@ -151,6 +151,11 @@ VIT = (
         ("[{task: semseg, step: gates}]", "'semseg' is the base task"),
         ("[{task: semseg, step: base}, {task: edges, step: gates}]", "not one of the study's"),
         ("[{task: semseg, step: base}, {task: semseg, step: base}]", "listed twice"),
+        (
+            "[{task: semseg, step: base, space: {model: {depth: "
+            "{type: int, low: 1, high: 2, default: 1}}}}]",
+            "stages.0.space': model parameter(s) ['depth'] are not in the search space",
+        ),
     ],
 )
 def test_bad_stages_are_one_line(tmp_path: Path, stages: str, expected: str) -> None:
