@@ -2,7 +2,7 @@
 pyarrow opens from a URI.
 
 A study's driver works on a local mirror of the root and pushes what it writes (trial and
-history files, the spec, the Optuna journal) after every trial, so the store holds
+history files, the spec, the Optuna journal) after every write, so the store holds
 everything a reader or a resumed driver needs. Tune's experiments and the stages' model
 files go to the URI directly: trials on other nodes write them. Readers pull the Parquet
 files into the same kind of mirror and read it like a local root.
@@ -31,9 +31,9 @@ from study.errors import UserError
 __all__ = [
     "DriverStore",
     "RemoteRoot",
+    "absolute",
     "bind_driver",
     "driver_store",
-    "absolute",
     "exists",
     "is_uri",
     "join",
@@ -55,9 +55,9 @@ _FLAT = ("s3", "gcs")
 
 
 def is_uri(location: PathLike) -> bool:
-    """Whether a results location names a remote filesystem (``file://`` is local)."""
-    match = _SCHEME.match(os.fspath(location))
-    return match is not None and match.group(1).lower() != "file"
+    """Whether a results location is a URI (``s3://…``; ``file://`` too, opened by pyarrow
+    like any other) rather than a path."""
+    return _SCHEME.match(os.fspath(location)) is not None
 
 
 def absolute(location: str) -> str:

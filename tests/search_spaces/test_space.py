@@ -93,4 +93,4 @@ def test_an_override_replaces_only_its_parameters() -> None:
     study.optimize(lambda t: sample(t) or 0.0, n_trials=5)
     assert all(5e-4 <= t.params["optim/lr"] <= 1e-3 for t in study.trials)
     with pytest.raises(SearchSpaceError, match=r"optim parameter\(s\) \['momentum'\]"):
-        space.overridden(SpaceOverride.model_validate({"optim": {"momentum": override.optim["lr"]}}))
+        space.overridden(SpaceOverride(optim={"momentum": override.optim["lr"]}))

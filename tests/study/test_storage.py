@@ -31,16 +31,20 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_locations() -> None:
     assert storage.is_uri("s3://b/r") and storage.is_uri("gs://b")
-    assert not storage.is_uri("results") and not storage.is_uri("file:///tmp/r")
+    assert storage.is_uri("file:///tmp/r") and not storage.is_uri("results")
     assert storage.join("s3://b/r/", "s", "tune") == "s3://b/r/s/tune"
     assert storage.join("/tmp/r", "s", "tune") == "/tmp/r/s/tune"
     assert storage.absolute("s3://b/r") == "s3://b/r"
     assert storage.absolute("r") == str(Path("r").resolve())
 
 
-@pytest.mark.parametrize("remote", [True, False])
-def test_write_file_exists_and_local_copy(s3_bucket: str, tmp_path: Path, remote: bool) -> None:
-    base = _root(s3_bucket) if remote else str(tmp_path / "results")
+@pytest.mark.parametrize("kind", ["s3", "file", "path"])
+def test_write_file_exists_and_local_copy(s3_bucket: str, tmp_path: Path, kind: str) -> None:
+    base = {
+        "s3": _root(s3_bucket),
+        "file": f"file://{tmp_path}/results",
+        "path": str(tmp_path / "results"),
+    }[kind]
     location = storage.join(base, "study", "models", "t1.pt")
     assert not storage.exists(location)
     assert storage.write_file(location, lambda p: p.write_bytes(b"weights")) == location
