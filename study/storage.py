@@ -199,7 +199,8 @@ class RemoteRoot:
                 "reachable store with the bucket created and credentials set"
             ) from None
         top = self.path.split("/")[0]
-        if not infos and self.fs.get_file_info(top).type == pafs.FileType.NotFound:
+        flat = self.fs.type_name in _FLAT  # a bucket must exist; a folder is made on push
+        if flat and not infos and self.fs.get_file_info(top).type == pafs.FileType.NotFound:
             raise UserError(
                 f"results {self.uri}: there is no bucket {top!r}; expected an existing bucket "
                 "(create it first)"

@@ -133,3 +133,10 @@ def test_bad_locations_are_one_line(
     print(f"unreachable store refused in {time.monotonic() - start:.1f} s")
     with pytest.raises(UserError, match="cannot open it"):
         RemoteRoot.open("nosuchscheme://b/r")
+
+
+def test_a_file_uri_root_is_made_on_the_first_push(tmp_path: Path, cache: Path) -> None:
+    root = RemoteRoot.open(f"file://{tmp_path}/new/results")
+    write_trial(root.pull(), "s", {"trial_id": "t1", "status": "completed"})
+    assert root.push("s") == 1
+    assert load_trials(tmp_path / "new" / "results" / "s")["trial_id"].tolist() == ["t1"]
