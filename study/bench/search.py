@@ -151,21 +151,24 @@ def summarise(
 
 
 def _ratio(strategies: Mapping[str, Any], budget: int) -> dict[str, Any] | None:
-    """Median trial-epochs of tpe+asha over random's; a bound where random's median is
-    beyond the budget (its true value is then larger than the budget)."""
+    """Median trial-epochs of tpe+asha over random's: its value, or a bound where one
+    median is beyond the budget (that median is then larger than the budget), or nothing
+    where both are."""
     if "tpe+asha" not in strategies or "random" not in strategies:
         return None
     asha = strategies["tpe+asha"]["median_epochs"]
     rand = strategies["random"]["median_epochs"]
-    if asha is None:
-        # Beyond the budget: missed, unless random's median is too (then nothing is known).
-        return {"value": None, "bound": None, "met": False if rand is not None else None}
-    if rand is None:
+    ratio: dict[str, Any] = {"value": None, "upper": None, "lower": None, "met": None}
+    if asha is not None and rand is not None:
+        ratio.update(value=asha / rand, met=asha / rand <= 1 / 3)
+    elif asha is not None:
         # Random's median is beyond the budget, so the ratio is below asha / budget; that
         # settles the target only when the bound itself is within it.
-        bound = asha / budget
-        return {"value": None, "bound": bound, "met": True if bound <= 1 / 3 else None}
-    return {"value": asha / rand, "bound": None, "met": asha / rand <= 1 / 3}
+        ratio.update(upper=asha / budget, met=True if asha / budget <= 1 / 3 else None)
+    elif rand is not None:
+        # TPE+ASHA's median is beyond the budget: the ratio is above budget / random's.
+        ratio.update(lower=budget / rand, met=False)
+    return ratio
 
 
 # The searches.
@@ -177,15 +180,31 @@ class _TrialEpochs(tune.Callback):
 
     def __init__(self) -> None:
         self.reports: list[tuple[int, float]] = []
-        self.trials: set[str] = set()
+        #: Trial id: (its index in first-report order, its configuration).
+        self.trials: dict[str, tuple[int, dict[str, Any]]] = {}
+        #: The index of the trial that sent each report.
+        self.report_trials: list[int] = []
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
         # Tune sends a trial's repeated last result (when its function returns) to the
         # stopper and the scheduler but not here, so each report is one epoch.
-        self.trials.add(trial.trial_id)
+        if trial.trial_id not in self.trials:
+            self.trials[trial.trial_id] = (len(self.trials), _plain(trial.config))
+        self.report_trials.append(self.trials[trial.trial_id][0])
         self.reports.append((len(self.reports) + 1, float(result.get("delta_m", math.nan))))
+
+
+def _plain(value: Any) -> Any:
+    """A configuration as JSON can hold it."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
 
 
 class _Budget(tune.Stopper):
@@ -262,6 +281,9 @@ def _search(
         "trial_epochs": len(counter.reports),
         "wall_s": round(time.perf_counter() - started, 1),
         "reports": [[epochs, round(value, 4)] for epochs, value in counter.reports],
+        # Which trial sent each report, and each trial's configuration, in that order.
+        "report_trials": counter.report_trials,
+        "configs": [config for _, config in counter.trials.values()],
     }
 
 
@@ -385,6 +407,19 @@ def _epochs_cell(value: float | None, budget: int) -> str:
     return f"> {budget}" if value is None else f"{value:g}"
 
 
+def _ratio_text(ratio: Mapping[str, Any], budget: int) -> str:
+    if ratio["value"] is not None:
+        text = f"{ratio['value']:.2f}"
+    elif ratio["upper"] is not None:
+        text = f"< {ratio['upper']:.2f} (random's median is beyond the budget of {budget})"
+    elif ratio["lower"] is not None:
+        text = f"> {ratio['lower']:.2f} (TPE+ASHA's median is beyond the budget of {budget})"
+    else:
+        text = f"unknown (both medians are beyond the budget of {budget})"
+    verdict = {True: "met", False: "missed", None: "not settled"}[ratio["met"]]
+    return f"{text}; target ≤ 1/3: {verdict}"
+
+
 def format_table(figures: dict[str, Any]) -> str:
     """The settings, the threshold, then one row per strategy and the ratio to random."""
     settings, summary, load = figures["settings"], figures["summary"], figures["load_average"]
@@ -401,7 +436,7 @@ def format_table(figures: dict[str, Any]) -> str:
         f"threshold: best Δm {summary['best_delta_m']:+.2f} % − {summary['margin']:g} = "
         f"{summary['threshold']:+.2f} %",
         f"{'strategy':10s}{'to threshold':>14s}{'min–max':>11s}{'reached':>9s}"
-        f"{'best Δm %':>11s}{'trials':>8s}{'wall s':>8s}",
+        f"{'best Δm %':>11s}{'trials':>8s}{'wall s':>8s}  per seed: to threshold (best Δm %)",
     ]
     for name, cell in summary["strategies"].items():
         runs = [s for s in figures["searches"] if s["strategy"] == name]
@@ -412,23 +447,20 @@ def format_table(figures: dict[str, Any]) -> str:
             f"{cell['reached']:>5d}/{cell['searches']:<3d}"
             f"{'–' if best is None else f'{best:+.2f}':>11s}"
             f"{statistics.median(s['trials'] for s in runs):>8g}"
-            f"{sum(s['wall_s'] for s in runs):>8.0f}"
+            f"{sum(s['wall_s'] for s in runs):>8.0f}  "
+            + ", ".join(
+                f"{'–' if e is None else e} ({'–' if b is None else f'{b:+.2f}'})"
+                for e, b in zip(cell["epochs_to_threshold"], cell["best_delta_m"], strict=True)
+            )
         )
     lines.append(
         "to threshold: median trial-epochs over seeds (a seed that did not reach it counts "
-        "as beyond the budget); best Δm: median over seeds; trials: median per search; "
-        "wall: all seeds"
+        "as beyond the budget; per seed: –); best Δm: median over seeds; trials: median per "
+        "search; wall: all seeds"
     )
     ratio = summary["ratio"]
     if ratio is not None:
-        if ratio["value"] is not None:
-            text = f"{ratio['value']:.2f}"
-        elif ratio["bound"] is not None:
-            text = f"< {ratio['bound']:.2f} (random's median is beyond the budget)"
-        else:
-            text = "undefined (TPE+ASHA's median is beyond the budget)"
-        verdict = {True: "met", False: "missed", None: "not settled"}[ratio["met"]]
-        lines.append(f"TPE+ASHA / random, median trial-epochs: {text}; target ≤ 1/3: {verdict}")
+        lines.append(f"TPE+ASHA / random, median trial-epochs: {_ratio_text(ratio, budget)}")
     errors = sum(s["errors"] for s in figures["searches"])
     lines.append(f"failed trials: {errors}; bench wall {figures['wall_s']:.0f} s")
     return "\n".join(lines)
