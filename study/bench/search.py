@@ -15,12 +15,14 @@ reports are kept in report order as (cumulative trial-epochs, Δm); the figures 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import platform
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -34,15 +36,17 @@ from ray.tune.search.optuna import OptunaSearch
 from cluster import ray_session
 from search_spaces import SearchSpace, load_space
 from study.baselines import Baselines, find_baselines
+from study.bench._search_levers import Levers
 from study.engine import torch_extensions_dir
 from study.errors import UserError
 from study.spec import DatasetSpec, SamplerSpec, SchedulerSpec, StudySpec
 from study.trainable import trainable
 from study.trial_setup import TrialSetup
-from study.tuner import _sampler, _scheduler, run_study
+from study.tuner import _scheduler, run_study
 
 __all__ = [
     "STRATEGIES",
+    "Levers",
     "Reach",
     "format_table",
     "measure_search",
@@ -225,12 +229,44 @@ class _Budget(tune.Stopper):
         return len(self.counter.reports) >= self.budget
 
 
+def _optuna_sampler(name: str, seed: int, levers: Levers) -> optuna.samplers.BaseSampler:
+    """The strategy's sampler; only the search seed differs between its searches."""
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    with warnings.catch_warnings():
+        # multivariate, group and constant_liar are marked experimental.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            n_startup_trials=levers.startup_trials,
+            multivariate=levers.multivariate,
+            # The space is conditional (each method has its own knobs): a joint density
+            # needs groups of parameters that are sampled together.
+            group=levers.multivariate,
+            constant_liar=levers.constant_liar,
+        )
+
+
 def _search(
-    setup: TrialSetup, space: SearchSpace, strategy: str, seed: int, budget: int, storage: Path
+    setup: TrialSetup,
+    space: SearchSpace,
+    strategy: str,
+    seed: int,
+    budget: int,
+    storage: Path,
+    levers: Levers | None = None,
 ) -> dict[str, Any]:
+    levers = levers or Levers()
     sampler, scheduler = STRATEGIES[strategy]
     spec = setup.spec.model_copy(
-        update={"sampler": SamplerSpec(name=sampler), "scheduler": SchedulerSpec(name=scheduler)}
+        update={
+            "sampler": SamplerSpec(name=sampler),
+            "scheduler": SchedulerSpec(
+                name=scheduler,
+                grace_period=levers.grace_period,
+                reduction_factor=levers.reduction_factor,
+            ),
+        }
     )
     setup = TrialSetup(
         spec=spec,
@@ -245,7 +281,7 @@ def _search(
         metric=metric,
         mode=mode,
         # The sampler alone gets the search seed: the spec's seed is the data's.
-        sampler=_sampler(spec.model_copy(update={"seed": seed}), space),
+        sampler=_optuna_sampler(sampler, seed, levers),
     )
     tuner = tune.Tuner(
         trainable(setup),
@@ -321,11 +357,18 @@ def measure_search(
     margin: float = MARGIN,
     tasks: Sequence[str] = TASKS,
     methods: Sequence[str] = METHODS,
+    levers: Levers | None = None,
+    strategies: Sequence[str] = tuple(STRATEGIES),
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train the references, then for each search seed run every strategy for ``budget``
     trial-epochs; the searches' reports and :func:`summarise`'s figures."""
     _check(seeds, budget, epochs, concurrency, train_samples, image_size)
+    levers = levers or Levers()
+    levers.check(epochs)
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or not strategies:
+        raise ValueError(f"strategies {list(strategies)}: expected some of {list(STRATEGIES)}")
     if not margin > 0:
         raise ValueError(f"margin {margin}: expected a positive number of Δm points")
     if results is not None and results.exists() and any(results.iterdir()):
@@ -371,8 +414,10 @@ def measure_search(
         with ray_session(env_vars=env):
             # Seed by seed, so load that comes and goes on the machine hits every strategy.
             for seed in range(seeds):
-                for strategy in STRATEGIES:
-                    search = _search(setup, space, strategy, seed, budget, root / "searches")
+                for strategy in strategies:
+                    search = _search(
+                        setup, space, strategy, seed, budget, root / "searches", levers
+                    )
                     best = max((v for _, v in search["reports"]), default=math.nan)
                     log(
                         f"{strategy} seed {seed}: {search['trials']} trials, "
@@ -380,7 +425,7 @@ def measure_search(
                         f"{search['wall_s']:.0f} s"
                     )
                     searches.append(search)
-    runs = {s: [r["reports"] for r in searches if r["strategy"] == s] for s in STRATEGIES}
+    runs = {s: [r["reports"] for r in searches if r["strategy"] == s] for s in strategies}
     return {
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cpus",
         "date": date.today().isoformat(),
@@ -395,6 +440,7 @@ def measure_search(
             "val_samples": spec.dataset.val_samples,
             "tasks": list(tasks),
             "methods": list(methods),
+            "levers": dataclasses.asdict(levers),
         },
         "references": baselines.trials,
         "searches": searches,
