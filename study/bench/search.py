@@ -10,19 +10,19 @@ values stay comparable.
 A trial-epoch is one epoch one trial reported. A search stops once its trials have reported
 ``budget`` of them, counting the epochs of trials that ASHA stops early. Each search's
 reports are kept in report order as (cumulative trial-epochs, Δm); the figures come from
-:func:`summarise`, a pure function of those sequences.
+:func:`summarise` (in ``_search_figures``), a pure function of those sequences.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import platform
-import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -34,15 +34,18 @@ from ray.tune.search.optuna import OptunaSearch
 from cluster import ray_session
 from search_spaces import SearchSpace, load_space
 from study.baselines import Baselines, find_baselines
+from study.bench._search_figures import MARGIN, Reach, format_table, reach, summarise, threshold
+from study.bench._search_levers import Levers
 from study.engine import torch_extensions_dir
 from study.errors import UserError
 from study.spec import DatasetSpec, SamplerSpec, SchedulerSpec, StudySpec
 from study.trainable import trainable
 from study.trial_setup import TrialSetup
-from study.tuner import _sampler, _scheduler, run_study
+from study.tuner import _scheduler, run_study
 
 __all__ = [
     "STRATEGIES",
+    "Levers",
     "Reach",
     "format_table",
     "measure_search",
@@ -62,113 +65,6 @@ STRATEGIES: dict[str, tuple[str, str]] = {
 #: needs potentials, which the references would have to be turned into first.
 METHODS = ("ew", "rlw", "dwa", "gls", "uw", "famo", "dtp")
 TASKS = ("semseg", "depth", "normals")
-#: Within this many Δm points (Δm is in %) of the best any search found counts as reached.
-MARGIN = 1.0
-
-Reports = Sequence[tuple[int, float]]
-
-
-# The figures: pure functions of the report sequences.
-
-
-@dataclass(frozen=True)
-class Reach:
-    """One search against the threshold: the trial-epochs at its first report at or above
-    it (``None``: not within the budget), and its best Δm within the budget."""
-
-    epochs: int | None
-    best: float
-
-
-def _within(reports: Reports, budget: int) -> list[float]:
-    return [value for epochs, value in reports if epochs <= budget and math.isfinite(value)]
-
-
-def threshold(runs: Sequence[Reports], budget: int, margin: float = MARGIN) -> float:
-    """The best Δm any search reported within the budget, less ``margin``."""
-    values = [value for reports in runs for value in _within(reports, budget)]
-    if not values:
-        raise ValueError("no search reported a finite Δm within the budget")
-    return max(values) - margin
-
-
-def reach(reports: Reports, bar: float, budget: int) -> Reach:
-    """When ``reports`` (in report order) first reached ``bar``, and its best Δm."""
-    first = next(
-        (
-            epochs
-            for epochs, value in reports
-            if epochs <= budget and math.isfinite(value) and value >= bar
-        ),
-        None,
-    )
-    values = _within(reports, budget)
-    return Reach(epochs=first, best=max(values) if values else math.nan)
-
-
-def _epochs(reaches: Sequence[Reach]) -> list[int | None]:
-    return [r.epochs for r in reaches]
-
-
-def _median(values: list[float]) -> float | None:
-    # Not reached counts as beyond the budget: the median is then None once half are.
-    middle = statistics.median(values)
-    return None if math.isinf(middle) else middle
-
-
-def summarise(
-    runs: Mapping[str, Sequence[Reports]], budget: int, margin: float = MARGIN
-) -> dict[str, Any]:
-    """Per strategy (its searches, one per seed): the trial-epochs to the common threshold
-    (median, min, max over the searches that reached it, and how many did), the median best
-    Δm; and the ratio of the medians of ``tpe+asha`` and ``random``."""
-    every = [r for searches in runs.values() for r in searches]
-    best = threshold(every, budget, margin=0.0)
-    bar = best - margin
-    strategies: dict[str, Any] = {}
-    for name, searches in runs.items():
-        reaches = [reach(r, bar, budget) for r in searches]
-        reached = [r.epochs for r in reaches if r.epochs is not None]
-        bests = [r.best for r in reaches if math.isfinite(r.best)]
-        strategies[name] = {
-            "epochs_to_threshold": _epochs(reaches),
-            "median_epochs": _median([math.inf if e is None else e for e in _epochs(reaches)]),
-            "min_epochs": min(reached, default=None),
-            "max_epochs": max(reached, default=None),
-            "reached": len(reached),
-            "searches": len(reaches),
-            "best_delta_m": [r.best if math.isfinite(r.best) else None for r in reaches],
-            "median_best_delta_m": statistics.median(bests) if bests else None,
-        }
-    return {
-        "threshold": bar,
-        "best_delta_m": best,
-        "margin": margin,
-        "budget": budget,
-        "strategies": strategies,
-        "ratio": _ratio(strategies, budget),
-    }
-
-
-def _ratio(strategies: Mapping[str, Any], budget: int) -> dict[str, Any] | None:
-    """Median trial-epochs of tpe+asha over random's; a bound where random's median is
-    beyond the budget (its true value is then larger than the budget)."""
-    if "tpe+asha" not in strategies or "random" not in strategies:
-        return None
-    asha = strategies["tpe+asha"]["median_epochs"]
-    rand = strategies["random"]["median_epochs"]
-    if asha is None:
-        # Beyond the budget: missed, unless random's median is too (then nothing is known).
-        return {"value": None, "bound": None, "met": False if rand is not None else None}
-    if rand is None:
-        # Random's median is beyond the budget, so the ratio is below asha / budget; that
-        # settles the target only when the bound itself is within it.
-        bound = asha / budget
-        return {"value": None, "bound": bound, "met": True if bound <= 1 / 3 else None}
-    return {"value": asha / rand, "bound": None, "met": asha / rand <= 1 / 3}
-
-
-# The searches.
 
 
 class _TrialEpochs(tune.Callback):
@@ -177,15 +73,31 @@ class _TrialEpochs(tune.Callback):
 
     def __init__(self) -> None:
         self.reports: list[tuple[int, float]] = []
-        self.trials: set[str] = set()
+        #: Trial id: (its index in first-report order, its configuration).
+        self.trials: dict[str, tuple[int, dict[str, Any]]] = {}
+        #: The index of the trial that sent each report.
+        self.report_trials: list[int] = []
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
         # Tune sends a trial's repeated last result (when its function returns) to the
         # stopper and the scheduler but not here, so each report is one epoch.
-        self.trials.add(trial.trial_id)
+        if trial.trial_id not in self.trials:
+            self.trials[trial.trial_id] = (len(self.trials), _plain(trial.config))
+        self.report_trials.append(self.trials[trial.trial_id][0])
         self.reports.append((len(self.reports) + 1, float(result.get("delta_m", math.nan))))
+
+
+def _plain(value: Any) -> Any:
+    """A configuration as JSON can hold it."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
 
 
 class _Budget(tune.Stopper):
@@ -206,12 +118,44 @@ class _Budget(tune.Stopper):
         return len(self.counter.reports) >= self.budget
 
 
+def _optuna_sampler(name: str, seed: int, levers: Levers) -> optuna.samplers.BaseSampler:
+    """The strategy's sampler; only the search seed differs between its searches."""
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    with warnings.catch_warnings():
+        # multivariate, group and constant_liar are marked experimental.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            n_startup_trials=levers.startup_trials,
+            multivariate=levers.multivariate,
+            # The space is conditional (each method has its own knobs): a joint density
+            # needs groups of parameters that are sampled together.
+            group=levers.multivariate,
+            constant_liar=levers.constant_liar,
+        )
+
+
 def _search(
-    setup: TrialSetup, space: SearchSpace, strategy: str, seed: int, budget: int, storage: Path
+    setup: TrialSetup,
+    space: SearchSpace,
+    strategy: str,
+    seed: int,
+    budget: int,
+    storage: Path,
+    levers: Levers | None = None,
 ) -> dict[str, Any]:
+    levers = levers or Levers()
     sampler, scheduler = STRATEGIES[strategy]
     spec = setup.spec.model_copy(
-        update={"sampler": SamplerSpec(name=sampler), "scheduler": SchedulerSpec(name=scheduler)}
+        update={
+            "sampler": SamplerSpec(name=sampler),
+            "scheduler": SchedulerSpec(
+                name=scheduler,
+                grace_period=levers.grace_period,
+                reduction_factor=levers.reduction_factor,
+            ),
+        }
     )
     setup = TrialSetup(
         spec=spec,
@@ -226,7 +170,7 @@ def _search(
         metric=metric,
         mode=mode,
         # The sampler alone gets the search seed: the spec's seed is the data's.
-        sampler=_sampler(spec.model_copy(update={"seed": seed}), space),
+        sampler=_optuna_sampler(sampler, seed, levers),
     )
     tuner = tune.Tuner(
         trainable(setup),
@@ -262,6 +206,9 @@ def _search(
         "trial_epochs": len(counter.reports),
         "wall_s": round(time.perf_counter() - started, 1),
         "reports": [[epochs, round(value, 4)] for epochs, value in counter.reports],
+        # Which trial sent each report, and each trial's configuration, in that order.
+        "report_trials": counter.report_trials,
+        "configs": [config for _, config in counter.trials.values()],
     }
 
 
@@ -299,11 +246,18 @@ def measure_search(
     margin: float = MARGIN,
     tasks: Sequence[str] = TASKS,
     methods: Sequence[str] = METHODS,
+    levers: Levers | None = None,
+    strategies: Sequence[str] = tuple(STRATEGIES),
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train the references, then for each search seed run every strategy for ``budget``
     trial-epochs; the searches' reports and :func:`summarise`'s figures."""
     _check(seeds, budget, epochs, concurrency, train_samples, image_size)
+    levers = levers or Levers()
+    levers.check(epochs)
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or not strategies:
+        raise ValueError(f"strategies {list(strategies)}: expected some of {list(STRATEGIES)}")
     if not margin > 0:
         raise ValueError(f"margin {margin}: expected a positive number of Δm points")
     if results is not None and results.exists() and any(results.iterdir()):
@@ -349,8 +303,10 @@ def measure_search(
         with ray_session(env_vars=env):
             # Seed by seed, so load that comes and goes on the machine hits every strategy.
             for seed in range(seeds):
-                for strategy in STRATEGIES:
-                    search = _search(setup, space, strategy, seed, budget, root / "searches")
+                for strategy in strategies:
+                    search = _search(
+                        setup, space, strategy, seed, budget, root / "searches", levers
+                    )
                     best = max((v for _, v in search["reports"]), default=math.nan)
                     log(
                         f"{strategy} seed {seed}: {search['trials']} trials, "
@@ -358,7 +314,7 @@ def measure_search(
                         f"{search['wall_s']:.0f} s"
                     )
                     searches.append(search)
-    runs = {s: [r["reports"] for r in searches if r["strategy"] == s] for s in STRATEGIES}
+    runs = {s: [r["reports"] for r in searches if r["strategy"] == s] for s in strategies}
     return {
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cpus",
         "date": date.today().isoformat(),
@@ -373,62 +329,10 @@ def measure_search(
             "val_samples": spec.dataset.val_samples,
             "tasks": list(tasks),
             "methods": list(methods),
+            "levers": dataclasses.asdict(levers),
         },
         "references": baselines.trials,
         "searches": searches,
         "summary": summarise(runs, budget, margin),
         "wall_s": round(time.perf_counter() - started, 1),
     }
-
-
-def _epochs_cell(value: float | None, budget: int) -> str:
-    return f"> {budget}" if value is None else f"{value:g}"
-
-
-def format_table(figures: dict[str, Any]) -> str:
-    """The settings, the threshold, then one row per strategy and the ratio to random."""
-    settings, summary, load = figures["settings"], figures["summary"], figures["load_average"]
-    budget = settings["budget"]
-    lines = [
-        f"{figures['machine']}; {figures['date']}; load average {load['before']:.1f} before, "
-        f"{load['after']:.1f} after",
-        f"command: {figures.get('command', '(measure_search)')}",
-        f"synthetic {settings['image_size']} px, {settings['train_samples']}+"
-        f"{settings['val_samples']} images, tasks {', '.join(settings['tasks'])}; methods "
-        f"{', '.join(settings['methods'])}; {settings['epochs']} epochs a trial, "
-        f"{settings['concurrency']} at a time; {settings['seeds']} search seed(s) × "
-        f"{budget} trial-epochs",
-        f"threshold: best Δm {summary['best_delta_m']:+.2f} % − {summary['margin']:g} = "
-        f"{summary['threshold']:+.2f} %",
-        f"{'strategy':10s}{'to threshold':>14s}{'min–max':>11s}{'reached':>9s}"
-        f"{'best Δm %':>11s}{'trials':>8s}{'wall s':>8s}",
-    ]
-    for name, cell in summary["strategies"].items():
-        runs = [s for s in figures["searches"] if s["strategy"] == name]
-        span = "–" if cell["min_epochs"] is None else f"{cell['min_epochs']}–{cell['max_epochs']}"
-        best = cell["median_best_delta_m"]
-        lines.append(
-            f"{name:10s}{_epochs_cell(cell['median_epochs'], budget):>14s}{span:>11s}"
-            f"{cell['reached']:>5d}/{cell['searches']:<3d}"
-            f"{'–' if best is None else f'{best:+.2f}':>11s}"
-            f"{statistics.median(s['trials'] for s in runs):>8g}"
-            f"{sum(s['wall_s'] for s in runs):>8.0f}"
-        )
-    lines.append(
-        "to threshold: median trial-epochs over seeds (a seed that did not reach it counts "
-        "as beyond the budget); best Δm: median over seeds; trials: median per search; "
-        "wall: all seeds"
-    )
-    ratio = summary["ratio"]
-    if ratio is not None:
-        if ratio["value"] is not None:
-            text = f"{ratio['value']:.2f}"
-        elif ratio["bound"] is not None:
-            text = f"< {ratio['bound']:.2f} (random's median is beyond the budget)"
-        else:
-            text = "undefined (TPE+ASHA's median is beyond the budget)"
-        verdict = {True: "met", False: "missed", None: "not settled"}[ratio["met"]]
-        lines.append(f"TPE+ASHA / random, median trial-epochs: {text}; target ≤ 1/3: {verdict}")
-    errors = sum(s["errors"] for s in figures["searches"])
-    lines.append(f"failed trials: {errors}; bench wall {figures['wall_s']:.0f} s")
-    return "\n".join(lines)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from study.bench._search_levers import Levers as _SearchLevers
 from study.cli._common import _fraction, _method_name, _Parser, _positive_int, _stdout_to_stderr
 from study.errors import UserError
 
@@ -89,9 +90,16 @@ def _cmd_bench_query(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_search(args: argparse.Namespace) -> int:
-    from study.bench.search import format_table, measure_search
+    from study.bench.search import Levers, format_table, measure_search
 
     def measure() -> dict[str, Any]:
+        levers = Levers(
+            grace_period=args.grace_period,
+            reduction_factor=args.reduction_factor,
+            startup_trials=args.startup_trials,
+            multivariate=args.multivariate,
+            constant_liar=args.constant_liar,
+        )
         with _stdout_to_stderr():
             figures = measure_search(
                 seeds=args.seeds,
@@ -102,6 +110,7 @@ def _cmd_bench_search(args: argparse.Namespace) -> int:
                 image_size=args.image_size,
                 concurrency=args.concurrency,
                 margin=args.margin,
+                levers=levers,
                 log=lambda line: print(line, file=sys.stderr, flush=True),
             )
         return {"command": shlex.join(["mtlstudy", *sys.argv[1:]]), **figures}
@@ -177,6 +186,8 @@ def add_commands(commands: Any) -> None:
     sharing.add_argument("--threads", type=_positive_int)
     sharing.add_argument("--json", action="store_true", help="print JSON, not a table")
     sharing.set_defaults(func=_cmd_bench_sharing)
+    # The defaults, without importing Ray and Optuna with the parser.
+    levers = _SearchLevers()
     search = benches.add_parser(
         "search", help="TPE+ASHA, TPE and random search at a fixed trial-epoch budget"
     )
@@ -196,6 +207,36 @@ def add_commands(commands: Any) -> None:
     search.add_argument("--concurrency", type=_positive_int, default=2, help="trials at a time")
     search.add_argument(
         "--margin", type=float, default=1.0, help="Δm points below the best that count as reached"
+    )
+    search.add_argument(
+        "--grace-period",
+        type=_positive_int,
+        default=levers.grace_period,
+        help="ASHA's first rung, in epochs",
+    )
+    search.add_argument(
+        "--reduction-factor",
+        type=float,
+        default=levers.reduction_factor,
+        help="ASHA keeps the top 1/this of the trials at each rung",
+    )
+    search.add_argument(
+        "--startup-trials",
+        type=_positive_int,
+        default=levers.startup_trials,
+        help="TPE's random start-up trials",
+    )
+    search.add_argument(
+        "--multivariate",
+        action=argparse.BooleanOptionalAction,
+        default=levers.multivariate,
+        help="TPE's joint density over the parameters",
+    )
+    search.add_argument(
+        "--constant-liar",
+        action=argparse.BooleanOptionalAction,
+        default=levers.constant_liar,
+        help="TPE counts running trials as bad so concurrent ones spread out",
     )
     search.add_argument("--json", action="store_true", help="print JSON, not a table")
     search.set_defaults(func=_cmd_bench_search)

@@ -53,15 +53,70 @@ def test_summary_medians_counts_and_ratio() -> None:
     assert tpe["median_best_delta_m"] == 2.9
     # The third random search reached 3.0 only after the budget of 8.
     assert rand["epochs_to_threshold"] == [6, 3, None] and rand["median_epochs"] == 6
-    assert summary["ratio"] == {"value": 2 / 6, "bound": None, "met": True}
+    assert summary["ratio"] == {"value": 2 / 6, "upper": None, "lower": None, "met": True}
 
     slow = summarise({"tpe+asha": [[(4, 5.0)]], "random": [[(1, 0.0)]]}, budget=8)
     # Random never reached 4.0, so the ratio is below 4/8, which does not settle 1/3.
-    assert slow["ratio"] == {"value": None, "bound": 0.5, "met": None}
+    assert slow["ratio"] == {"value": None, "upper": 0.5, "lower": None, "met": None}
+    fast = summarise({"tpe+asha": [[(2, 5.0)]], "random": [[(1, 0.0)]]}, budget=8)
+    # Below 2/8: within the third whatever random's true trial-epochs are.
+    assert fast["ratio"] == {"value": None, "upper": 0.25, "lower": None, "met": True}
+    late = summarise({"tpe+asha": [[(1, 0.0)]], "random": [[(4, 5.0)]]}, budget=8)
+    # TPE+ASHA's median is beyond 8, so the ratio is above 8/4: missed.
+    assert late["ratio"] == {"value": None, "upper": None, "lower": 2.0, "met": False}
     neither = summarise({"tpe+asha": [[(1, 0.0)]], "random": [[(1, 0.0)], [(1, 5.0)]]}, budget=1)
     # A median over two seeds, one not reached, is beyond the budget for both strategies.
-    assert neither["ratio"] == {"value": None, "bound": None, "met": None}
+    assert neither["ratio"] == {"value": None, "upper": None, "lower": None, "met": None}
     assert summarise({"random": [[(1, 1.0)]]}, budget=1)["ratio"] is None
+
+
+def _figures(runs: dict, budget: int) -> dict:
+    """What measure_search returns, around hand-made reports (for the table alone)."""
+    searches = [
+        {"strategy": name, "trials": 1, "wall_s": 1.0, "errors": 0, "reports": reports}
+        for name, seeds in runs.items()
+        for reports in seeds
+    ]
+    settings = {
+        "image_size": 32,
+        "train_samples": 16,
+        "val_samples": 8,
+        "tasks": ["semseg"],
+        "methods": ["ew"],
+        "epochs": 2,
+        "concurrency": 2,
+        "seeds": 2,
+        "budget": budget,
+    }
+    return {
+        "machine": "m",
+        "date": "d",
+        "load_average": {"before": 0.0, "after": 0.0},
+        "settings": settings,
+        "searches": searches,
+        "summary": summarise(runs, budget),
+        "wall_s": 1.0,
+    }
+
+
+def test_table_states_bounds_and_every_seed() -> None:
+    runs = {
+        "tpe+asha": [[(2, 5.0)], [(1, 4.5)]],
+        "tpe": [[(1, 0.0)], [(6, 4.0)]],
+        "random": [[(1, 1.0)], [(3, 4.2)]],
+    }
+    table = format_table(_figures(runs, budget=8))
+    rows = {line.split()[0]: line for line in table.splitlines()}
+    # Each seed's trial-epochs to the threshold (4.0) and best Δm; – where not reached.
+    assert rows["tpe+asha"].endswith("2 (+5.00), 1 (+4.50)")
+    assert rows["tpe"].endswith("– (+0.00), 6 (+4.00)")
+    assert rows["random"].endswith("– (+1.00), 3 (+4.20)")
+    # Random's median (over a seed beyond the budget) is beyond it: a bound, 1.5 / 8.
+    assert "< 0.19 (random's median is beyond the budget of 8); target ≤ 1/3: met" in table
+    runs["tpe+asha"] = [[(1, 0.0)], [(1, 0.0)]]
+    runs["random"] = [[(1, 5.0)], [(3, 5.0)]]
+    table = format_table(_figures(runs, budget=8))
+    assert "> 4.00 (TPE+ASHA's median is beyond the budget of 8); target ≤ 1/3: missed" in table
 
 
 @pytest.mark.timeout(300)
@@ -89,6 +144,14 @@ def test_every_strategy_runs_within_its_budget(tmp_path) -> None:
         assert budget <= search["trial_epochs"] <= budget + concurrency - 1
         assert search["trials"] >= 1 and search["errors"] == 0
         assert all(math.isfinite(d) for _, d in search["reports"])
+        # Every report names its trial, numbered in first-report order, with its config.
+        trials = search["report_trials"]
+        assert len(trials) == len(epochs) and len(search["configs"]) == search["trials"]
+        assert sorted(set(trials)) == list(range(search["trials"]))
+        assert [trials.index(i) for i in range(search["trials"])] == sorted(
+            trials.index(i) for i in range(search["trials"])
+        )
+        assert all(config["method"] in ("ew", "dwa") for config in search["configs"])
     summary = figures["summary"]
     assert set(summary["strategies"]) == set(STRATEGIES)
     assert max(s["reached"] for s in summary["strategies"].values()) >= 1
@@ -104,6 +167,9 @@ def test_every_strategy_runs_within_its_budget(tmp_path) -> None:
         (["--budget", "3", "--epochs", "4"], "less than one trial"),
         (["--image-size", "8"], "expected 16 to 1024"),
         (["--margin", "0"], "expected a positive number of Δm points"),
+        (["--grace-period", "5", "--epochs", "4"], "expected 1 to the trial's 4 epochs"),
+        (["--reduction-factor", "1"], "expected more than 1"),
+        (["--startup-trials", "0"], "expected a positive integer, got 0"),
     ],
 )
 def test_bad_arguments_are_one_line(
@@ -112,3 +178,24 @@ def test_bad_arguments_are_one_line(
     assert main(["bench", "search", *argv]) == 2
     err = capsys.readouterr().err
     assert says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_tpe_starts_with_random_search_draws_then_models() -> None:
+    import optuna
+
+    from study.bench.search import Levers, _optuna_sampler
+
+    def draws(sampler: optuna.samplers.BaseSampler, n: int) -> list[dict]:
+        study = optuna.create_study(sampler=sampler, direction="maximize")
+        # The best value sits at x = 1: TPE, once it models, samples near it.
+        study.optimize(lambda t: -((t.suggest_float("x", -10.0, 10.0) - 1.0) ** 2), n_trials=n)
+        return [t.params for t in study.trials]
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    levers = Levers(startup_trials=4, multivariate=True, constant_liar=True)
+    tpe = draws(_optuna_sampler("tpe", 7, levers), 30)
+    rand = draws(_optuna_sampler("random", 7, levers), 30)
+    # The start-up trials are random search's own draws, seed for seed; then TPE's differ.
+    assert tpe[:4] == rand[:4] and tpe[4] != rand[4]
+    near = sum(abs(p["x"] - 1.0) < 1.0 for p in tpe[4:])
+    assert near > sum(abs(p["x"] - 1.0) < 1.0 for p in rand[4:])

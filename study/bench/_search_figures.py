@@ -1,0 +1,180 @@
+"""The search bench's figures: pure functions of each search's reports, in report order,
+as (cumulative trial-epochs, Δm), and the table that prints them."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["MARGIN", "Reach", "Reports", "format_table", "reach", "summarise", "threshold"]
+
+#: Within this many Δm points (Δm is in %) of the best any search found counts as reached.
+MARGIN = 1.0
+
+Reports = Sequence[tuple[int, float]]
+
+
+@dataclass(frozen=True)
+class Reach:
+    """One search against the threshold: the trial-epochs at its first report at or above
+    it (``None``: not within the budget), and its best Δm within the budget."""
+
+    epochs: int | None
+    best: float
+
+
+def _within(reports: Reports, budget: int) -> list[float]:
+    return [value for epochs, value in reports if epochs <= budget and math.isfinite(value)]
+
+
+def threshold(runs: Sequence[Reports], budget: int, margin: float = MARGIN) -> float:
+    """The best Δm any search reported within the budget, less ``margin``."""
+    values = [value for reports in runs for value in _within(reports, budget)]
+    if not values:
+        raise ValueError("no search reported a finite Δm within the budget")
+    return max(values) - margin
+
+
+def reach(reports: Reports, bar: float, budget: int) -> Reach:
+    """When ``reports`` (in report order) first reached ``bar``, and its best Δm."""
+    first = next(
+        (
+            epochs
+            for epochs, value in reports
+            if epochs <= budget and math.isfinite(value) and value >= bar
+        ),
+        None,
+    )
+    values = _within(reports, budget)
+    return Reach(epochs=first, best=max(values) if values else math.nan)
+
+
+def _epochs(reaches: Sequence[Reach]) -> list[int | None]:
+    return [r.epochs for r in reaches]
+
+
+def _median(values: list[float]) -> float | None:
+    # Not reached counts as beyond the budget: the median is then None once half are.
+    middle = statistics.median(values)
+    return None if math.isinf(middle) else middle
+
+
+def summarise(
+    runs: Mapping[str, Sequence[Reports]], budget: int, margin: float = MARGIN
+) -> dict[str, Any]:
+    """Per strategy (its searches, one per seed): the trial-epochs to the common threshold
+    (median, min, max over the searches that reached it, and how many did), the median best
+    Δm; and the ratio of the medians of ``tpe+asha`` and ``random``."""
+    every = [r for searches in runs.values() for r in searches]
+    best = threshold(every, budget, margin=0.0)
+    bar = best - margin
+    strategies: dict[str, Any] = {}
+    for name, searches in runs.items():
+        reaches = [reach(r, bar, budget) for r in searches]
+        reached = [r.epochs for r in reaches if r.epochs is not None]
+        bests = [r.best for r in reaches if math.isfinite(r.best)]
+        strategies[name] = {
+            "epochs_to_threshold": _epochs(reaches),
+            "median_epochs": _median([math.inf if e is None else e for e in _epochs(reaches)]),
+            "min_epochs": min(reached, default=None),
+            "max_epochs": max(reached, default=None),
+            "reached": len(reached),
+            "searches": len(reaches),
+            "best_delta_m": [r.best if math.isfinite(r.best) else None for r in reaches],
+            "median_best_delta_m": statistics.median(bests) if bests else None,
+        }
+    return {
+        "threshold": bar,
+        "best_delta_m": best,
+        "margin": margin,
+        "budget": budget,
+        "strategies": strategies,
+        "ratio": _ratio(strategies, budget),
+    }
+
+
+def _ratio(strategies: Mapping[str, Any], budget: int) -> dict[str, Any] | None:
+    """Median trial-epochs of tpe+asha over random's: its value, or a bound where one
+    median is beyond the budget (that median is then larger than the budget), or nothing
+    where both are."""
+    if "tpe+asha" not in strategies or "random" not in strategies:
+        return None
+    asha = strategies["tpe+asha"]["median_epochs"]
+    rand = strategies["random"]["median_epochs"]
+    ratio: dict[str, Any] = {"value": None, "upper": None, "lower": None, "met": None}
+    if asha is not None and rand is not None:
+        ratio.update(value=asha / rand, met=asha / rand <= 1 / 3)
+    elif asha is not None:
+        # Random's median is beyond the budget, so the ratio is below asha / budget; that
+        # settles the target only when the bound itself is within it.
+        ratio.update(upper=asha / budget, met=True if asha / budget <= 1 / 3 else None)
+    elif rand is not None:
+        # TPE+ASHA's median is beyond the budget: the ratio is above budget / random's.
+        ratio.update(lower=budget / rand, met=False)
+    return ratio
+
+
+def _epochs_cell(value: float | None, budget: int) -> str:
+    return f"> {budget}" if value is None else f"{value:g}"
+
+
+def _ratio_text(ratio: Mapping[str, Any], budget: int) -> str:
+    if ratio["value"] is not None:
+        text = f"{ratio['value']:.2f}"
+    elif ratio["upper"] is not None:
+        text = f"< {ratio['upper']:.2f} (random's median is beyond the budget of {budget})"
+    elif ratio["lower"] is not None:
+        text = f"> {ratio['lower']:.2f} (TPE+ASHA's median is beyond the budget of {budget})"
+    else:
+        text = f"unknown (both medians are beyond the budget of {budget})"
+    verdict = {True: "met", False: "missed", None: "not settled"}[ratio["met"]]
+    return f"{text}; target ≤ 1/3: {verdict}"
+
+
+def format_table(figures: dict[str, Any]) -> str:
+    """The settings, the threshold, then one row per strategy and the ratio to random."""
+    settings, summary, load = figures["settings"], figures["summary"], figures["load_average"]
+    budget = settings["budget"]
+    lines = [
+        f"{figures['machine']}; {figures['date']}; load average {load['before']:.1f} before, "
+        f"{load['after']:.1f} after",
+        f"command: {figures.get('command', '(measure_search)')}",
+        f"synthetic {settings['image_size']} px, {settings['train_samples']}+"
+        f"{settings['val_samples']} images, tasks {', '.join(settings['tasks'])}; methods "
+        f"{', '.join(settings['methods'])}; {settings['epochs']} epochs a trial, "
+        f"{settings['concurrency']} at a time; {settings['seeds']} search seed(s) × "
+        f"{budget} trial-epochs",
+        f"threshold: best Δm {summary['best_delta_m']:+.2f} % − {summary['margin']:g} = "
+        f"{summary['threshold']:+.2f} %",
+        f"{'strategy':10s}{'to threshold':>14s}{'min–max':>11s}{'reached':>9s}"
+        f"{'best Δm %':>11s}{'trials':>8s}{'wall s':>8s}  per seed: to threshold (best Δm %)",
+    ]
+    for name, cell in summary["strategies"].items():
+        runs = [s for s in figures["searches"] if s["strategy"] == name]
+        span = "–" if cell["min_epochs"] is None else f"{cell['min_epochs']}–{cell['max_epochs']}"
+        best = cell["median_best_delta_m"]
+        lines.append(
+            f"{name:10s}{_epochs_cell(cell['median_epochs'], budget):>14s}{span:>11s}"
+            f"{cell['reached']:>5d}/{cell['searches']:<3d}"
+            f"{'–' if best is None else f'{best:+.2f}':>11s}"
+            f"{statistics.median(s['trials'] for s in runs):>8g}"
+            f"{sum(s['wall_s'] for s in runs):>8.0f}  "
+            + ", ".join(
+                f"{'–' if e is None else e} ({'–' if b is None else f'{b:+.2f}'})"
+                for e, b in zip(cell["epochs_to_threshold"], cell["best_delta_m"], strict=True)
+            )
+        )
+    lines.append(
+        "to threshold: median trial-epochs over seeds (a seed that did not reach it counts "
+        "as beyond the budget; per seed: –); best Δm: median over seeds; trials: median per "
+        "search; wall: all seeds"
+    )
+    ratio = summary["ratio"]
+    if ratio is not None:
+        lines.append(f"TPE+ASHA / random, median trial-epochs: {_ratio_text(ratio, budget)}")
+    errors = sum(s["errors"] for s in figures["searches"])
+    lines.append(f"failed trials: {errors}; bench wall {figures['wall_s']:.0f} s")
+    return "\n".join(lines)
