@@ -98,8 +98,9 @@ class StudySearch(OptunaSearch):
         return {**group.config, "repeat": repeat, "config_id": leader}
 
     def _pushed(self) -> None:
-        # A root at a URI gets the journal before Tune starts the trial, so the experiment
-        # state a resumed driver restores never names an Optuna trial the store lacks.
+        # A root at a URI gets the journal as soon as Optuna asks or is told: the experiment
+        # state a resumed driver restores then never names an Optuna trial, or a result,
+        # that the store's journal lacks.
         bound = None if self._study is None else storage.driver_store(self._study)
         if bound is not None and bound.sync is not None:
             bound.sync()
@@ -151,3 +152,4 @@ class StudySearch(OptunaSearch):
             for name, value in (violations or {}).items():
                 self._ot_trials[leader].set_constraint(name, value)
         super().on_trial_complete(leader, result=mean, error=mean is None)
+        self._pushed()

@@ -4,6 +4,7 @@ and one Optuna trial, which is told their mean; constraints and warm starts reac
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import optuna
 import pytest
@@ -121,3 +122,19 @@ def test_a_resuming_driver_rebinds_the_searcher_to_its_own_journal(tmp_path, mon
 
     assert values(second) == [[1.0], [2.0]]
     assert values(first) == [[1.0], None]  # the first driver's journal is left alone
+
+
+def test_a_uri_root_gets_the_journal_when_optuna_asks_and_is_told(monkeypatch) -> None:
+    from study import storage
+
+    pushes: list[int] = []
+    monkeypatch.setattr(storage, "_DRIVERS", {})
+    storage.bind_driver("s", storage.DriverStore(Path("."), lambda: pushes.append(1)))
+    search = _search(2, "delta_m", "max", study="s")
+    search.suggest("a")
+    search.suggest("b")  # a repeat: Optuna asked nothing new
+    assert len(pushes) == 1
+    search.on_trial_complete("a", {"delta_m": 1.0})
+    assert len(pushes) == 1  # not told yet: one repeat is still running
+    search.on_trial_complete("b", {"delta_m": 2.0})
+    assert len(pushes) == 2
