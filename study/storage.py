@@ -175,6 +175,9 @@ class RemoteRoot:
     fs: pafs.FileSystem
     path: str
     local: Path
+    #: The study a driver writes: of the other studies it needs only the trials (their
+    #: single-task baselines), not their history.
+    study: str | None = None
     # Each mirrored file's (size, mtime) when it was last pulled or pushed.
     _synced: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
 
@@ -186,7 +189,8 @@ class RemoteRoot:
         fs, path = _open(uri.rstrip("/"))
         digest = hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
         mirror = "read" if study is None else f"study-{study}"
-        return cls(uri.rstrip("/"), fs, path.rstrip("/"), _cache_root() / digest / mirror)
+        local = _cache_root() / digest / mirror
+        return cls(uri.rstrip("/"), fs, path.rstrip("/"), local, study)
 
     def _remote_files(self) -> dict[str, pafs.FileInfo]:
         """The root's files by their path relative to it; none if it does not exist yet."""
@@ -208,9 +212,13 @@ class RemoteRoot:
         files = {}
         for info in infos:
             relative = info.path[len(self.path) :].lstrip("/")
-            if info.type == pafs.FileType.File and _mirrored(relative):
+            if info.type == pafs.FileType.File and _mirrored(relative) and self._wanted(relative):
                 files[relative] = info
         return files
+
+    def _wanted(self, relative: str) -> bool:
+        parts = relative.split("/")
+        return self.study is None or parts[0] == self.study or parts[-2:-1] == ["trials"]
 
     def pull(self) -> Path:
         """Bring the mirror up to date with the store: new and changed files are

@@ -102,6 +102,8 @@ def test_readable_pulls_a_uri(s3_bucket: str, cache: Path) -> None:
     uri = _root(s3_bucket)
     remote = RemoteRoot.open(uri)
     write_trial(remote.pull(), "s", {"trial_id": "t1", "status": "completed"})
+    rows = [{"epoch": 1, "split": "val", "task": "depth", "metric": "rmse", "value": 0.5}]
+    write_history(remote.local, "s", "t1", rows)
     remote.push("s")
     remote.local = cache / "elsewhere"  # the reader below has no mirror yet
     study = storage.readable(f"{uri}/s")
@@ -109,8 +111,14 @@ def test_readable_pulls_a_uri(s3_bucket: str, cache: Path) -> None:
     assert load_trials(study)["trial_id"].tolist() == ["t1"]
     assert storage.readable("some/path") == Path("some/path")
     # A driver's mirror is its own: a reader's pull removes nothing it has not pushed yet.
+    # Of another study, a driver pulls the trials (baselines), not the history.
+    other = RemoteRoot.open(uri, study="other")
+    pulled = other.pull()
+    assert (pulled / "s" / "trials" / "t1.parquet").is_file()
+    assert not (pulled / "s" / "history").exists()
     driver = RemoteRoot.open(uri, study="s")
-    unpushed = driver.pull() / "s" / "trials" / "t2.parquet"
+    assert (driver.pull() / "s" / "history" / "t1.parquet").is_file()
+    unpushed = driver.local / "s" / "trials" / "t2.parquet"
     write_trial(driver.local, "s", {"trial_id": "t2", "status": "running"})
     storage.readable(uri)
     assert unpushed.is_file()
