@@ -232,7 +232,13 @@ class RemoteRoot:
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.pull{TMP_SUFFIX}")
-            pafs.copy_files(info.path, str(tmp), source_filesystem=self.fs)
+            try:
+                pafs.copy_files(info.path, str(tmp), source_filesystem=self.fs)
+            except OSError as err:
+                tmp.unlink(missing_ok=True)
+                raise UserError(
+                    f"results {self.uri}: cannot read {relative} ({_first_line(err)})"
+                ) from None
             os.utime(tmp, ns=(info.mtime_ns, info.mtime_ns))  # its stamp says "as pulled"
             os.replace(tmp, target)
             self._synced[relative] = stamp
