@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,31 +86,21 @@ class StoreRecorder(Callback):
     Rows are written from the driver, so trials on any node land in one store.
     """
 
-    def __init__(
-        self,
-        root: Path,
-        setup: TrialSetup,
-        epochs: int,
-        after_write: Callable[[], object] | None = None,
-    ) -> None:
+    def __init__(self, root: Path, setup: TrialSetup, epochs: int) -> None:
         self.root = root
-        # Called after each write: a store at a URI pushes the mirror's new files.
-        self._after_write = after_write
         self._setup = setup
         self.epochs = epochs
         self.versions = _versions()
         self._history: dict[str, dict[int, list[dict[str, Any]]]] = {}
         self._results: dict[str, list[Mapping[str, Any]]] = {}
 
-    def __getstate__(self) -> dict[str, Any]:
-        # The hook belongs to the driver that pickled it, not to one that restores it.
-        return {**self.__dict__, "_after_write": None}
-
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # Pickled into the experiment by the driver that started it: write where this one
+        # runs (another machine's mirror of a root at a URI).
         self.__dict__.update(state)
         bound = storage.driver_store(self._setup.spec.name)
         if bound is not None:
-            self.root, self._after_write = bound.root, bound.sync
+            self.root = bound.root
 
     def _tasks(self, trial: Trial) -> dict[str, Task]:
         return self._setup.task_records(trial.config)
@@ -190,7 +180,7 @@ class StoreRecorder(Callback):
             row["epochs"] = int(results[-1]["epoch"])
             kept = {k: v for k, v in stored.items() if k.split(".")[0] not in row}
             write_trial(self.root, spec.name, {**kept, **row})
-            self._written()
+            storage.push_driver(spec.name)
             return
         if results:
             last = results[-1]
@@ -228,11 +218,7 @@ class StoreRecorder(Callback):
             model = storage.join(self._setup.models_dir, f"{trial.trial_id}.pt")
             row["model_path"] = model if storage.exists(model) else None
         write_trial(self.root, spec.name, row)
-        self._written()
-
-    def _written(self) -> None:
-        if self._after_write is not None:
-            self._after_write()
+        storage.push_driver(spec.name)
 
 
 def _report(epoch: int, rows: list[Mapping[str, Any]]) -> dict[str, Any]:

@@ -101,9 +101,8 @@ class StudySearch(OptunaSearch):
         # A root at a URI gets the journal as soon as Optuna asks or is told: the experiment
         # state a resumed driver restores then never names an Optuna trial, or a result,
         # that the store's journal lacks.
-        bound = None if self._study is None else storage.driver_store(self._study)
-        if bound is not None and bound.sync is not None:
-            bound.sync()
+        if self._study is not None:
+            storage.push_driver(self._study)
 
     def restore(self, checkpoint_path: str) -> None:
         """The pickled searcher, its Optuna study and open trials reattached to this

@@ -34,6 +34,7 @@ __all__ = [
     "absolute",
     "bind_driver",
     "driver_store",
+    "push_driver",
     "exists",
     "is_uri",
     "join",
@@ -159,6 +160,13 @@ def bind_driver(study: str, store: DriverStore) -> None:
 def driver_store(study: str) -> DriverStore | None:
     """The store this process's driver bound for ``study``, if any."""
     return _DRIVERS.get(study)
+
+
+def push_driver(study: str) -> None:
+    """Push what this process's driver of ``study`` wrote, if its root is at a URI."""
+    bound = _DRIVERS.get(study)
+    if bound is not None and bound.sync is not None:
+        bound.sync()
 
 
 def _cache_root() -> Path:

@@ -124,8 +124,6 @@ class _Run:
     resume: bool = False
     progress: Callable[[str], None] | None = None
     verbose: bool = False
-    #: Called after each store write (a root at a URI pushes its mirror).
-    sync: Callable[[], object] | None = None
 
 
 def _run_config(
@@ -136,7 +134,7 @@ def _run_config(
     trials: int = 0,
     run: _Run = _Run(),
 ) -> tune.RunConfig:
-    callbacks: list[tune.Callback] = [StoreRecorder(root, setup, setup.epochs, run.sync)]
+    callbacks: list[tune.Callback] = [StoreRecorder(root, setup, setup.epochs)]
     if run.progress is not None:
         metric, mode = spec.objective if setup.kind == "multi_task" else ("val_loss", "min")
         callbacks.append(ProgressLine(phase, trials, setup.epochs, metric, mode, run.progress))
@@ -349,14 +347,13 @@ def run_study(
     # Trial processes run in folders of their own: they get the root as an absolute path.
     spec = spec.model_copy(update={"results": remote.uri if remote else str(root)})
     sync = None if remote is None else functools.partial(remote.push, spec.name)
-    run = _Run(resume=resume, progress=progress, verbose=verbose, sync=sync)
     storage.bind_driver(spec.name, storage.DriverStore(root, sync))
+    run = _Run(resume=resume, progress=progress, verbose=verbose)
     try:
         outcome = _run_study(spec, space, root, address, run, log)
         return dataclasses.replace(outcome, location=storage.join(spec.results, spec.name))
     finally:
-        if sync is not None:
-            sync()
+        storage.push_driver(spec.name)
 
 
 def _run_study(
@@ -368,8 +365,7 @@ def _run_study(
     log: Callable[[str], None],
 ) -> StudyOutcome:
     write_spec(root, spec.name, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-    if run.sync is not None:
-        run.sync()  # an unwritable store fails here, before Ray starts
+    storage.push_driver(spec.name)  # an unwritable store fails here, before Ray starts
     env = {"TORCH_EXTENSIONS_DIR": str(torch_extensions_dir())}
     _quiet_ray_tune()
     baselines = None if spec.baselines == "none" else find_baselines(root, spec)
