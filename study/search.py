@@ -27,7 +27,8 @@ __all__ = ["StudySearch", "journal_storage", "mean_result"]
 
 
 def journal_storage(root: Path, study: str) -> JournalStorage:
-    """``<root>/<study>/optuna.journal``: the Optuna studies of a study's search phases."""
+    """``<root>/<study>/optuna.journal``: the Optuna studies of a study's search phases
+    (``optuna-dashboard <path>`` reads it live)."""
     path = root / study / "optuna.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import optuna
 import yaml
-from optuna.storages import JournalStorage
 from ray import tune
 from ray.tune.schedulers import (
     ASHAScheduler,
@@ -39,7 +38,7 @@ from study.store import load_trials, write_spec
 from study.trainable import trainable
 from study.trial_setup import TrialSetup
 
-__all__ = ["StudyOutcome", "optuna_storage", "run_study"]
+__all__ = ["StudyOutcome", "run_study"]
 
 References = dict[str, dict[str, float]]
 
@@ -109,11 +108,6 @@ def _sampler(
     # TPE models the results after a few random trials, even in a small study.
     startup = max(2, min(10, spec.trials // 2))
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
-
-
-def optuna_storage(root: Path, spec: StudySpec) -> JournalStorage:
-    """The study's Optuna journal (``optuna-dashboard <path>`` reads it live)."""
-    return journal_storage(root, spec.name)
 
 
 @dataclass(frozen=True)
@@ -233,7 +227,7 @@ def _search_phase(
         sampler=_sampler(spec, space, phase),
         points_to_evaluate=space.default_points() if spec.warm_start else None,
         study_name=phase,
-        storage=optuna_storage(root, spec),
+        storage=journal_storage(root, spec.name),
         study=spec.name,
     )
     runs = trials * spec.repeats

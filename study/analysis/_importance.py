@@ -16,7 +16,7 @@ from study.analysis._data import PlotDataError
 
 __all__ = ["JOURNAL", "MIN_TRIALS", "NotEnoughTrials", "importance_data", "journal_studies"]
 
-#: The journal's file name in a study folder (``study.tuner.optuna_storage``).
+#: The journal's file name in a study folder (``study.search.journal_storage``).
 JOURNAL = "optuna.journal"
 #: Completed Optuna trials an importance needs. PED-ANOVA compares the best 10 % of the
 #: trials (at least 2) with all of them; with fewer trials than this the top set is most

@@ -10,9 +10,10 @@ import numpy as np
 import optuna
 
 from study.pareto import pareto_mask
+from study.search import journal_storage
 from study.spec import load_spec
 from study.store import load_trials
-from study.tuner import optuna_storage, run_study
+from study.tuner import run_study
 
 SPEC = """
 name: mo
@@ -66,7 +67,7 @@ def test_two_objective_study_with_repeats(tmp_path: Path) -> None:
     assert flagged.tolist() == front.tolist()
     assert (groups["pareto"].nunique() == 1).all()
     # Optuna saw one trial per configuration, told the mean of its repeats.
-    study = optuna.load_study(study_name="multi_task", storage=optuna_storage(tmp_path, spec))
+    study = optuna.load_study(study_name="multi_task", storage=journal_storage(tmp_path, spec.name))
     done = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
     assert len(done) == 2
     assert np.allclose(sorted(t.values for t in done), sorted(means.to_numpy().tolist()))

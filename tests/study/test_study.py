@@ -134,12 +134,12 @@ def test_query_command_reads_the_store_back(finished_study: tuple[Path, Path]) -
 def test_optuna_history_persists_in_a_journal(finished_study: tuple[Path, Path]) -> None:
     import optuna
 
-    from study.tuner import optuna_storage
+    from study.search import journal_storage
 
     results, spec_path = finished_study
     spec, _ = load_spec(spec_path)
     journal = optuna.load_study(
-        study_name="multi_task", storage=optuna_storage(results.parent, spec)
+        study_name="multi_task", storage=journal_storage(results.parent, spec.name)
     )
     trials = load_trials(results, where="kind == 'multi_task'")
     assert len(journal.trials) == len(trials) == 4
