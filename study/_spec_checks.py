@@ -15,6 +15,10 @@ from study.splits import missing_neighbours
 __all__ = ["check_runnable"]
 
 
+def _refuse(path: Path, field: str, message: str) -> SpecError:
+    return SpecError(f"{path}: field '{field}': {message}")
+
+
 def check_runnable(path: Path, spec: StudySpec, space: SearchSpace) -> None:
     """Build the model as trials will (the spec's arguments over the space's defaults),
     and refuse what a study could not run."""
@@ -37,17 +41,21 @@ def check_runnable(path: Path, spec: StudySpec, space: SearchSpace) -> None:
     gradient_methods = [m for m in space.methods if balancing.needs_gradients(m)]
     if gradient_methods and spec.deepspeed.zero_stage == 3:
         # ZeRO-3 frees each layer's weights after use; a task-gradient pass cannot see them.
-        raise SpecError(
-            f"{path}: field 'deepspeed': zero_stage 3 cannot serve gradient-level methods "
-            f"{gradient_methods}; use zero_stage 0-2 or restrict 'methods'"
+        raise _refuse(
+            path,
+            "deepspeed",
+            f"zero_stage 3 cannot serve gradient-level methods "
+            f"{gradient_methods}; use zero_stage 0-2 or restrict 'methods'",
         )
     for built in searched or [model]:
         if gradient_methods and not any(p.requires_grad for p in built.shared_parameters()):
             # RCM's banks are frozen: tasks share no trained weight, so nothing conflicts.
-            raise SpecError(
-                f"{path}: field 'methods': {type(built).__name__} shares no trained parameter, "
+            raise _refuse(
+                path,
+                "methods",
+                f"{type(built).__name__} shares no trained parameter, "
                 f"so gradient-level methods {gradient_methods} have nothing to balance; "
-                "restrict 'methods' to loss-level ones"
+                "restrict 'methods' to loss-level ones",
             )
 
 
@@ -67,51 +75,57 @@ def _model(
 
 def _check_sampler(path: Path, spec: StudySpec, space: SearchSpace) -> None:
     if spec.sampler.name == "grid" and spec.trials != space.grid_size():
-        raise SpecError(
-            f"{path}: field 'trials': the grid of methods × categorical choices has "
-            f"{space.grid_size()} points; set trials: {space.grid_size()}"
+        raise _refuse(
+            path,
+            "trials",
+            f"the grid of methods × categorical choices has "
+            f"{space.grid_size()} points; set trials: {space.grid_size()}",
         )
 
 
 def _check_search(path: Path, spec: StudySpec) -> None:
     """Objectives, constraints, repeats and schedulers that can run together."""
 
-    def refuse(field: str, message: str) -> SpecError:
-        return SpecError(f"{path}: field '{field}': {message}")
-
     measured = [o.metric for o in spec.objectives or ()] + [c.metric for c in spec.constraints]
     if spec.stages is not None and (spec.objectives or spec.constraints or spec.repeats > 1):
-        raise refuse(
+        raise _refuse(
+            path,
             "stages",
             "a staged study optimises each stage's KPI; it takes no "
             "objectives, constraints or repeats",
         )
     if spec.stages is not None or spec.incremental:
         if spec.architectures is not None:
-            raise refuse(
+            raise _refuse(
+                path,
                 "architectures",
                 "staged and incremental studies train one architecture; set 'architecture' instead",
             )
     if "delta_m" in measured and spec.baselines == "none":
-        raise refuse("objectives", "delta_m needs single-task baselines; set baselines: auto")
+        raise _refuse(
+            path, "objectives", "delta_m needs single-task baselines; set baselines: auto"
+        )
     metrics = [o.metric for o in spec.objectives or ()]
     if len(set(metrics)) != len(metrics):
-        raise refuse("objectives", f"a metric is listed twice in {metrics}")
+        raise _refuse(path, "objectives", f"a metric is listed twice in {metrics}")
     early_stopping = spec.scheduler.name != "fifo"
     if len(metrics) > 1 and early_stopping:
-        raise refuse(
+        raise _refuse(
+            path,
             "scheduler",
             f"{spec.scheduler.name} stops trials on one metric, but the study has "
             f"{len(metrics)} objectives {metrics}; use scheduler: {{name: fifo}}",
         )
     if spec.repeats > 1 and early_stopping:
-        raise refuse(
+        raise _refuse(
+            path,
             "scheduler",
             f"{spec.scheduler.name} would stop some seeds of a configuration and not others, "
             f"biasing its mean over repeats: {spec.repeats}; use scheduler: {{name: fifo}}",
         )
     if spec.sampler.name == "grid" and spec.constraints:
-        raise refuse(
+        raise _refuse(
+            path,
             "constraints",
             "the grid sampler runs every point whatever its "
             "constraints; use sampler tpe, random or nsga2",
@@ -120,35 +134,41 @@ def _check_search(path: Path, spec: StudySpec) -> None:
 
 def _check_incremental(path: Path, spec: StudySpec, space: SearchSpace, model: Any) -> None:
     if not hasattr(model, "add_task"):
-        raise SpecError(
-            f"{path}: field 'incremental': {spec.architecture} cannot add a task to a trained "
-            "model; use rcm_resnet"
+        raise _refuse(
+            path,
+            "incremental",
+            f"{spec.architecture} cannot add a task to a trained model; use rcm_resnet",
         )
     if getattr(model, "train_bank", False):
-        raise SpecError(
-            f"{path}: field 'incremental': a trained shared bank would change earlier tasks; "
-            "set model.train_bank: false"
+        raise _refuse(
+            path,
+            "incremental",
+            "a trained shared bank would change earlier tasks; set model.train_bank: false",
         )
     if list(space.methods) != ["ew"]:
-        raise SpecError(
-            f"{path}: field 'methods': incremental training trains one task at a time, so "
-            f"there is nothing to balance; set methods: [ew], not {list(space.methods)}"
+        raise _refuse(
+            path,
+            "methods",
+            f"incremental training trains one task at a time, so "
+            f"there is nothing to balance; set methods: [ew], not {list(space.methods)}",
         )
     if spec.deepspeed.zero_stage == 3:
-        raise SpecError(
-            f"{path}: field 'deepspeed': incremental training adds parameters between tasks, "
-            "which zero_stage 3's partitions cannot take; use zero_stage 0-2"
+        raise _refuse(
+            path,
+            "deepspeed",
+            "incremental training adds parameters between tasks, "
+            "which zero_stage 3's partitions cannot take; use zero_stage 0-2",
         )
 
 
 def _check_stages(path: Path, spec: StudySpec, space: SearchSpace, model: Any) -> None:
-    def refuse(field: str, message: str) -> SpecError:
-        return SpecError(f"{path}: field '{field}': {message}")
-
     if not hasattr(model, "set_stage"):
-        raise refuse("stages", f"{spec.architecture} has no training stages; use vit_sharing")
+        raise _refuse(
+            path, "stages", f"{spec.architecture} has no training stages; use vit_sharing"
+        )
     if spec.baselines != "none" or spec.incremental or list(space.methods) != ["ew"]:
-        raise refuse(
+        raise _refuse(
+            path,
             "stages",
             "a stage trains one task and is scored by that task's KPI; set baselines: none, "
             "methods: [ew] and no incremental",
@@ -157,25 +177,28 @@ def _check_stages(path: Path, spec: StudySpec, space: SearchSpace, model: Any) -
     for i, stage in enumerate(spec.stages or ()):
         field = f"stages.{i}"
         if stage.task not in spec.tasks:
-            raise refuse(field, f"task {stage.task!r} is not one of the study's {spec.tasks}")
+            raise _refuse(
+                path, field, f"task {stage.task!r} is not one of the study's {spec.tasks}"
+            )
         is_base = stage.task == model.base_task
         if is_base != (stage.step == "base"):
-            raise refuse(
+            raise _refuse(
+                path,
                 field,
                 f"{stage.task!r} is {'the base task' if is_base else 'a sub-task'}; the base "
                 f"task {model.base_task!r} takes step 'base', sub-tasks gates/masked/delta_act",
             )
         if i == 0 and stage.step != "base":
-            raise refuse(field, "the first stage trains the base task (step: base)")
+            raise _refuse(path, field, "the first stage trains the base task (step: base)")
         if (stage.task, stage.step) in seen:
-            raise refuse(field, f"stage {stage.name} is listed twice")
+            raise _refuse(path, field, f"stage {stage.name} is listed twice")
         if stage.step in ("masked", "delta_act") and (stage.task, "gates") not in seen:
-            raise refuse(field, f"{stage.name} needs a {stage.task}-gates stage before it")
+            raise _refuse(path, field, f"{stage.name} needs a {stage.task}-gates stage before it")
         if stage.space is not None:
             try:
                 space.overridden(stage.space)
             except SearchSpaceError as err:
-                raise refuse(f"{field}.space", str(err)) from None
+                raise _refuse(path, f"{field}.space", str(err)) from None
         seen.add((stage.task, stage.step))
 
 
@@ -185,13 +208,16 @@ def _check_temporal(path: Path, spec: StudySpec, space: SearchSpace, model: Any)
         return
     field = "model.temporal_l1_weight"
     if spec.stages is None:
-        raise SpecError(
-            f"{path}: field '{field}': the temporal penalty is added in staged training; "
-            "add 'stages' or set it to 0"
+        raise _refuse(
+            path,
+            field,
+            "the temporal penalty is added in staged training; add 'stages' or set it to 0",
         )
     missing = missing_neighbours(spec.dataset)
     if missing is not None:
-        raise SpecError(
-            f"{path}: field '{field}': the temporal penalty compares each frame with its "
-            f"neighbouring frame, but {missing}; set it to 0 or use such a dataset"
+        raise _refuse(
+            path,
+            field,
+            f"the temporal penalty compares each frame with its "
+            f"neighbouring frame, but {missing}; set it to 0 or use such a dataset",
         )
