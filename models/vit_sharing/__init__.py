@@ -39,8 +39,9 @@ moves an output by up to about that threshold; in float64 they agree to ~1e-15).
 The sharing path (``forward_shared``): the base pass runs once and keeps every point.
 Then per sub-task and block:
 
-* linears – exact and sparse: ``δy = W_base δa + (z⊙ΔW)(a_base + δa)``, ``δa`` as a CSR
-  matrix of its non-zeros, ``z⊙ΔW`` as CSR (:meth:`ViTSharing.sharing_plan`); FLOPs
+* linears – exact and sparse: ``δy = W_base δa + (z⊙ΔW)(a_base + δa)``, ``δa`` and
+  ``z⊙ΔW`` as their non-zeros row by row (``SparseRows``, ``z⊙ΔW``'s built once by
+  :meth:`ViTSharing.sharing_plan`), multiplied with ``embedding_bag``; FLOPs
   ``2·nnz(δa)·out + 2·nnz(z⊙ΔW)·tokens``.
 * softmax attention – recomputed (dense ``SDPA``) for every (image, head) whose ``q``,
   ``k`` or ``v`` delta has a non-zero; skipped, with zero delta, otherwise.  One changed
@@ -70,11 +71,12 @@ per task, the weight and activation densities, stored parameters and GFLOPs per 
 with sharing (sub-task: only its delta work and decoder) against a dense ViT.
 
 Speed (``study.bench.sharing``): the FLOPs of the delta work scale with the non-zeros, but
-on CPU PyTorch's CSR × dense product (MKL) runs at a small fraction of dense GEMM's
-throughput, and every point still costs a few elementwise passes (threshold, CSR
-conversion, LayerNorm/GELU recomputation) and the attention recomputation.  At the
-paper's sparsity (~5 % ``ΔW``, ~10 % ``δ``) the sharing path is therefore *slower* than a
-dense merged ViT on CPU; it only wins at much sparser deltas.
+a row-sparse product on the CPU runs at about a third of dense GEMM's throughput (it
+streams one weight row per non-zero and cannot block registers), and every point still
+costs a few elementwise passes (threshold, finding the non-zeros, LayerNorm/GELU
+recomputation) and the attention recomputation.  At the paper's sparsity (~5 % ``ΔW``,
+~10 % ``δ``) the sharing path is about as fast as a dense merged ViT on CPU; it wins
+clearly only at sparser deltas.
 
 Deviations and choices:
 

@@ -132,8 +132,8 @@ def calibrate_thresholds(
 
 def stored_parameters(model: ViTSharing, task: str) -> int:
     """What deploying ``task`` adds: non-zero ``ΔW`` values and its decoder (a sub-task),
-    or the encoder and decoder (the base task).  Gates, masks and the CSR indices of the
-    deltas are not counted."""
+    or the encoder and decoder (the base task).  Gates, masks and the indices of the
+    deltas' non-zeros are not counted."""
     decoder = count_parameters(model.decoders[task])
     if task == model.base_task:
         return count_parameters(model.encoder) + decoder

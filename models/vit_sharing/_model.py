@@ -201,7 +201,7 @@ class ViTSharing(nn.Module):
 
     @torch.no_grad()
     def sharing_plan(self, tasks: Sequence[str] | None = None) -> SharingPlan:
-        """CSR deltas of the sub-tasks among ``tasks`` (at the inference gates)."""
+        """Sparse deltas of the sub-tasks among ``tasks`` (at the inference gates)."""
         if self.training:
             raise RuntimeError("a sharing plan uses the inference gates; call model.eval() first")
         subs = [t for t in self._requested(tasks) if t != self.base_task]

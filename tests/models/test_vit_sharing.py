@@ -11,15 +11,12 @@ import torch
 import models
 from models.tasks import get_task
 from models.vit_sharing import POINTS, HardConcreteGate, ViTSharing
+from models.vit_sharing._sharing import sparse_rows
 from study.bench.sharing import format_table, measure_sharing
 
 __all__: list[str] = []
 
-# torch warns once that CSR tensors are "beta"; the sharing path uses them on purpose.
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:Sparse CSR tensor support:UserWarning"),
-    pytest.mark.usefixtures("one_thread"),
-]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SIZE = 64
 TINY = {"image_size": SIZE, "patch_size": 8, "depth": 2, "decoder_width": 16}
@@ -213,6 +210,18 @@ def test_parameter_groups() -> None:
     assert shared.isdisjoint(set().union(*per_task))
     assert shared | set().union(*per_task) == everything
     assert model.last_shared_module() is model.encoder.norm
+
+
+def test_sparse_rows_multiply_like_the_dense_matrix() -> None:
+    g = torch.Generator().manual_seed(3)
+    dense = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    dense[dense.abs() < 1.0] = 0.0
+    dense[2] = 0.0  # an empty row, and the last row's non-zeros end the offsets
+    table = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    rows = sparse_rows(dense)
+    assert rows.nnz == int(torch.count_nonzero(dense))
+    torch.testing.assert_close(rows.times(table), dense @ table)
+    assert sparse_rows(torch.zeros(3, 5)).nnz == 0
 
 
 @torch.no_grad()
