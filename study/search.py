@@ -10,6 +10,7 @@ reported it, and each constraint's violation at the mean (``trial.set_constraint
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,25 @@ from ray.tune.search.optuna import OptunaSearch
 from study import storage
 from study.objectives import ConstraintSpec, constraint_values
 
-__all__ = ["StudySearch", "journal_storage", "mean_result"]
+__all__ = ["StudySearch", "journal_storage", "mean_result", "tpe_sampler"]
+
+
+def tpe_sampler(
+    seed: int, startup_trials: int, multivariate: bool = False, constant_liar: bool = False
+) -> optuna.samplers.TPESampler:
+    """Optuna's TPE; its first ``startup_trials`` draws are random search's, seed for seed."""
+    with warnings.catch_warnings():
+        # multivariate, group and constant_liar are marked experimental.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            n_startup_trials=startup_trials,
+            multivariate=multivariate,
+            # The spaces are conditional (each method has its own knobs): a joint density
+            # needs the groups of parameters that are sampled together.
+            group=multivariate,
+            constant_liar=constant_liar,
+        )
 
 
 def journal_storage(root: Path, study: str) -> JournalStorage:

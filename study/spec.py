@@ -121,6 +121,28 @@ class SamplerSpec(_Strict):
 
     #: ``nsga2`` is Optuna's genetic sampler for multi-objective studies (TPE serves both).
     name: Literal["tpe", "random", "grid", "nsga2"] = "tpe"
+    #: TPE: random trials before it models the results (default: half the study's
+    #: trials, 2 to 10).
+    startup_trials: int | None = Field(None, ge=1)
+    #: TPE: one joint density over the parameters sampled together, not one per parameter.
+    multivariate: bool = False
+    #: TPE: running trials count as bad ones, so trials that run at once spread out.
+    constant_liar: bool = False
+
+    @model_validator(mode="after")
+    def _tpe_options(self) -> SamplerSpec:
+        chosen = [
+            name
+            for name, value in (
+                ("startup_trials", self.startup_trials is not None),
+                ("multivariate", self.multivariate),
+                ("constant_liar", self.constant_liar),
+            )
+            if value
+        ]
+        if chosen and self.name != "tpe":
+            raise ValueError(f"{', '.join(chosen)}: options of the tpe sampler, not {self.name}")
+        return self
 
 
 class StageSpec(_Strict):

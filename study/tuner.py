@@ -32,7 +32,7 @@ from study.pareto import flag_pareto
 from study.potentials import resolve_potentials
 from study.progress import ProgressLine
 from study.recorder import StoreRecorder
-from study.search import StudySearch, journal_storage
+from study.search import StudySearch, journal_storage, tpe_sampler
 from study.spec import StageSpec, StudySpec
 from study.store import load_trials, write_spec
 from study.trainable import trainable
@@ -105,9 +105,10 @@ def _sampler(
         return optuna.samplers.NSGAIISampler(
             seed=seed, population_size=max(4, min(50, spec.trials // 3))
         )
-    # TPE models the results after a few random trials, even in a small study.
-    startup = max(2, min(10, spec.trials // 2))
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    tpe = spec.sampler
+    # By default TPE models the results after a few random trials, even in a small study.
+    startup = tpe.startup_trials or max(2, min(10, spec.trials // 2))
+    return tpe_sampler(seed, startup, tpe.multivariate, tpe.constant_liar)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ import os
 import platform
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
@@ -38,6 +37,7 @@ from study.bench._search_figures import MARGIN, Reach, format_table, reach, summ
 from study.bench._search_levers import Levers
 from study.engine import torch_extensions_dir
 from study.errors import UserError
+from study.search import tpe_sampler
 from study.spec import DatasetSpec, SamplerSpec, SchedulerSpec, StudySpec
 from study.trainable import trainable
 from study.trial_setup import TrialSetup
@@ -122,18 +122,7 @@ def _optuna_sampler(name: str, seed: int, levers: Levers) -> optuna.samplers.Bas
     """The strategy's sampler; only the search seed differs between its searches."""
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    with warnings.catch_warnings():
-        # multivariate, group and constant_liar are marked experimental.
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(
-            seed=seed,
-            n_startup_trials=levers.startup_trials,
-            multivariate=levers.multivariate,
-            # The space is conditional (each method has its own knobs): a joint density
-            # needs groups of parameters that are sampled together.
-            group=levers.multivariate,
-            constant_liar=levers.constant_liar,
-        )
+    return tpe_sampler(seed, levers.startup_trials, levers.multivariate, levers.constant_liar)
 
 
 def _search(

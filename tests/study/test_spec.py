@@ -56,6 +56,12 @@ def test_defaults_fill_a_small_spec(tmp_path: Path) -> None:
             "unknown variant 'vgg'",
         ),
         ("methods: [ew, dwa]\nsampler: {name: grid}\ntrials: 3", "trials", "set trials: 4"),
+        (
+            "sampler: {name: random, startup_trials: 3, constant_liar: true}",
+            "sampler",
+            "startup_trials, constant_liar: options of the tpe sampler, not random",
+        ),
+        ("sampler: {startup_trials: 0}", "sampler.startup_trials", "greater than or equal to 1"),
         ("incremental: true\nmethods: [ew]", "incremental", "cannot add a task"),
         (
             "architecture: rcm_resnet\nsearch_space: rcm\nincremental: true\nmethods: [ew, dwa]",

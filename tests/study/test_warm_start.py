@@ -87,3 +87,23 @@ def test_each_stage_samples_from_its_own_random_start(tmp_path: Path) -> None:
     assert first_lr("stage-depth-gates") != first_lr("stage-normals-gates")
     assert first_lr("stage-depth-gates") == first_lr("stage-depth-gates")
     assert first_lr("multi_task") == first_lr("multi_task")
+
+
+def test_the_spec_configures_tpe(tmp_path: Path) -> None:
+    import optuna
+
+    from study.spec import SamplerSpec
+    from study.tuner import _sampler
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        SPEC.format(results=tmp_path).replace("median", "fifo")
+        + "sampler: {startup_trials: 3, multivariate: true, constant_liar: true}\n"
+    )
+    spec, space = load_spec(path)
+    tpe = _sampler(spec, space, "multi_task")
+    assert isinstance(tpe, optuna.samplers.TPESampler)
+    assert (tpe._n_startup_trials, tpe._multivariate, tpe._constant_liar) == (3, True, True)
+    default = _sampler(spec.model_copy(update={"sampler": SamplerSpec()}), space, "multi_task")
+    assert default._n_startup_trials == max(2, min(10, spec.trials // 2))
+    assert not default._multivariate and not default._constant_liar
