@@ -80,3 +80,14 @@ def s3_bucket() -> Iterator[str]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    # Tiny models: one thread avoids OpenMP overhead and stalls on a busy machine.
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

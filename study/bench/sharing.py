@@ -12,24 +12,36 @@ warm-up round (medians):
   (:meth:`ViTSharing.forward_shared` with a prepared plan and trace), decoder included;
 * ``dense_both`` / ``shared_both`` – both tasks: two dense ViTs, or the base pass with
   its trace plus the sharing path.
+
+:func:`measure_trained_sharing` times the same paths for a sub-task a staged study
+trained, at the sparsity it reached, on its study's validation images.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from models import create_model
 from models.tasks import activate
 from models.vit_sharing import LINEARS, ViTSharing, linear_of
+from study import storage
+from study.errors import UserError
+from study.spec import SpecError, load_spec
+from study.splits import trial_splits
+from study.store import read_trial_row
+from study.trial_setup import TrialSetup
 
-__all__ = ["format_table", "measure_sharing"]
+__all__ = ["format_table", "measure_sharing", "measure_trained_sharing"]
 
 _BASE, _SUB = "semseg", "depth"
 
@@ -101,32 +113,8 @@ def measure_sharing(
     x = torch.randn(batch_size, 3, image_size, image_size, generator=generator)
     _random_deltas(model, _SUB, weight_density, seed + 2)
     thresholds = model.calibrate_thresholds(_SUB, x[:2], activation_density)
-
-    plan = model.sharing_plan()
-    trace = model.base_trace(x)
-    dense_sub = _DenseTask(model, _SUB, _merged_encoder(model, _SUB)).eval()
-    dense_base = _DenseTask(model, _BASE, model.encoder).eval()
-    paths: dict[str, Callable[[], object]] = {
-        "dense_sub": lambda: dense_sub(x),
-        "shared_sub": lambda: model.forward_shared(x, [_SUB], plan=plan, trace=trace),
-        "dense_both": lambda: (dense_base(x), dense_sub(x)),
-        "shared_both": lambda: model.forward_shared(x, plan=plan),
-    }
-    times: dict[str, list[float]] = {key: [] for key in paths}
-    with torch.no_grad():
-        for round_ in range(rounds + 1):
-            for key, path in paths.items():
-                started = time.perf_counter()
-                path()
-                if round_ > 0:  # the first round warms caches and allocators
-                    times[key].append(time.perf_counter() - started)
-        shared = model.forward_shared(x, [_SUB], plan=plan, trace=trace)[_SUB]
-        plain = model(x, [_SUB])[_SUB]
-        dense = dense_sub(x)
-    ms = {key: 1e3 * statistics.median(t) for key, t in times.items()}
-    report = model.compute_report(x)[_SUB]
     return {
-        "machine": f"{platform.node()} {platform.machine()}, {torch.get_num_threads()} threads",
+        "machine": _machine(),
         "config": {
             "backbone": backbone,
             "image_size": image_size,
@@ -138,8 +126,109 @@ def measure_sharing(
             "target_activation_density": activation_density,
         },
         "thresholds": thresholds,
-        "weight_density": model.delta_weight_density(_SUB),
-        "activation_density": model.delta_activation_density(_SUB, x),
+        **_timed(model, _SUB, x, rounds),
+    }
+
+
+def measure_trained_sharing(
+    study: storage.PathLike,
+    trial_id: str,
+    batch_size: int = 1,
+    rounds: int = 10,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """:func:`measure_sharing`'s figures for trial ``trial_id`` of a staged ``vit_sharing``
+    study (its folder ``<results>/<name>``, local or a URI): the model its sub-task stage
+    left, its thresholds, and the first ``batch_size`` validation images of its data."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    folder = storage.readable(study)
+    row = _sub_task_row(folder, trial_id)
+    try:
+        spec, _ = load_spec(folder / "spec.yaml")
+    except SpecError as err:
+        raise UserError(f"study {study}: its spec.yaml does not load: {err}") from None
+    sampled = {k.removeprefix("hp.model."): v for k, v in row.items() if k.startswith("hp.model.")}
+    architecture, model_kw = TrialSetup(spec, spec.tasks).model_for({"model": sampled})
+    model = create_model(architecture, spec.tasks, num_classes=spec.dataset.num_classes, **model_kw)
+    assert isinstance(model, ViTSharing)  # _sub_task_row checked the architecture
+    with storage.local_copy(row["model_path"]) as path:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.eval()
+    _, val = trial_splits(spec.dataset, spec.seed, tuple(spec.tasks))
+    x = next(iter(val.batches(batch_size, None)))[0]
+    task = row["stage"].rsplit("-", 1)[0]
+    return {
+        "machine": _machine(),
+        "config": {
+            "study": os.fspath(study),
+            "trial": trial_id,
+            "stage": row["stage"],
+            "backbone": model_kw.get("backbone"),
+            "image_size": x.shape[-1],
+            "patch_size": model_kw.get("patch_size"),
+            "depth": len(model.encoder.blocks),
+            "batch_size": x.shape[0],
+            "rounds": rounds,
+        },
+        "thresholds": dict(model.delta_threshold),
+        **_timed(model, task, x, rounds),
+    }
+
+
+def _sub_task_row(folder: Path, trial_id: str) -> dict[str, Any]:
+    if not (folder / "spec.yaml").is_file():
+        raise UserError(
+            f"study {folder}: no spec.yaml; expected a study's folder, <results>/<name>"
+        )
+    row = read_trial_row(folder.parent, folder.name, trial_id)
+    if row is None:
+        raise UserError(f"trial {trial_id}: not in study {folder.name}")
+    stage = row.get("stage")
+    if row.get("architecture") != "vit_sharing" or not stage or stage.endswith("-base"):
+        raise UserError(
+            f"trial {trial_id}: stage {stage!r} of {row.get('architecture')}; expected a "
+            "sub-task stage (gates, masked or delta_act) of a vit_sharing study"
+        )
+    if not row.get("model_path"):
+        raise UserError(f"trial {trial_id}: left no model (status {row.get('status')})")
+    return row
+
+
+def _machine() -> str:
+    return f"{platform.node()} {platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def _timed(model: ViTSharing, sub: str, x: torch.Tensor, rounds: int) -> dict[str, Any]:
+    """The four paths' median times (ms), interleaved round by round after a warm-up
+    round, with the densities reached, GFLOPs and the paths' largest differences."""
+    plan = model.sharing_plan()
+    trace = model.base_trace(x)
+    dense_sub = _DenseTask(model, sub, _merged_encoder(model, sub)).eval()
+    dense_base = _DenseTask(model, model.base_task, model.encoder).eval()
+    paths: dict[str, Callable[[], object]] = {
+        "dense_sub": lambda: dense_sub(x),
+        "shared_sub": lambda: model.forward_shared(x, [sub], plan=plan, trace=trace),
+        "dense_both": lambda: (dense_base(x), dense_sub(x)),
+        "shared_both": lambda: model.forward_shared(x, [model.base_task, sub], plan=plan),
+    }
+    times: dict[str, list[float]] = {key: [] for key in paths}
+    with torch.no_grad():
+        for round_ in range(rounds + 1):
+            for key, path in paths.items():
+                started = time.perf_counter()
+                path()
+                if round_ > 0:  # the first round warms caches and allocators
+                    times[key].append(time.perf_counter() - started)
+        shared = model.forward_shared(x, [sub], plan=plan, trace=trace)[sub]
+        plain = model(x, [sub])[sub]
+        dense = dense_sub(x)
+    ms = {key: 1e3 * statistics.median(t) for key, t in times.items()}
+    report = model.compute_report(x)[sub]
+    return {
+        "sub_task": sub,
+        "weight_density": model.delta_weight_density(sub),
+        "activation_density": model.delta_activation_density(sub, x),
         "ms": ms,
         "speedup_sub": ms["dense_sub"] / ms["shared_sub"],
         "speedup_both": ms["dense_both"] / ms["shared_both"],
@@ -154,12 +243,22 @@ def format_table(result: dict[str, Any]) -> str:
     """The figures as a few aligned lines."""
     config = result["config"]
     densities = result["activation_density"]
+    if "trial" in config:
+        source = "study {study}, trial {trial} ({stage}), ".format(**config)
+        targets = ("", "")
+    else:
+        source = ""
+        targets = (
+            f" (target {config['target_weight_density']})",
+            f" (target {config['target_activation_density']})",
+        )
     lines = [
         result["machine"],
-        "{backbone} {image_size}px patch {patch_size} depth {depth} batch {batch_size}, "
+        source
+        + "{backbone} {image_size}px patch {patch_size} depth {depth} batch {batch_size}, "
         "{rounds} rounds".format(**config),
-        f"ΔW density {result['weight_density']:.4f} (target {config['target_weight_density']})"
-        f", δ density {densities['all']:.4f} (target {config['target_activation_density']})",
+        f"ΔW density {result['weight_density']:.4f}{targets[0]}"
+        f", δ density {densities['all']:.4f}{targets[1]}",
         "thresholds: " + ", ".join(f"{p} {v:.3g}" for p, v in result["thresholds"].items()),
         "δ density per point: " + ", ".join(f"{p} {v:.3f}" for p, v in densities.items()),
         f"{'path':14s}{'ms':>10s}",

@@ -54,20 +54,37 @@ def _measured(
     return 0
 
 
+#: The options that shape bench sharing's random model.
+_RANDOM_MODEL = (
+    "backbone",
+    "image_size",
+    "patch_size",
+    "depth",
+    "weight_density",
+    "activation_density",
+)
+
+
 def _cmd_bench_sharing(args: argparse.Namespace) -> int:
-    from study.bench.sharing import format_table, measure_sharing
+    from study.bench.sharing import format_table, measure_sharing, measure_trained_sharing
+
+    shaping = [f"--{k.replace('_', '-')}" for k in _RANDOM_MODEL if getattr(args, k) is not None]
+    if (args.study is None) != (args.trial is None):
+        raise UserError("bench sharing: --study and --trial go together (a trained sub-task)")
+    if args.trial is not None and shaping:
+        raise UserError(
+            f"bench sharing: {', '.join(shaping)} shape the random model; --trial measures "
+            "the trained one as it is"
+        )
 
     def measure() -> dict[str, Any]:
+        if args.trial is not None:
+            return measure_trained_sharing(
+                args.study, args.trial, args.batch_size, args.rounds, args.threads
+            )
+        chosen = {k: getattr(args, k) for k in _RANDOM_MODEL if getattr(args, k) is not None}
         return measure_sharing(
-            backbone=args.backbone,
-            image_size=args.image_size,
-            patch_size=args.patch_size,
-            batch_size=args.batch_size,
-            weight_density=args.weight_density,
-            activation_density=args.activation_density,
-            rounds=args.rounds,
-            threads=args.threads,
-            depth=args.depth,
+            batch_size=args.batch_size, rounds=args.rounds, threads=args.threads, **chosen
         )
 
     return _measured("sharing", measure, format_table, args.json)
@@ -175,13 +192,16 @@ def add_commands(commands: Any) -> None:
     bench_query.add_argument("--json", action="store_true", help="print JSON, not a table")
     bench_query.set_defaults(func=_cmd_bench_query)
     sharing = benches.add_parser("sharing", help="sub-task inference: sharing against dense")
-    sharing.add_argument("--backbone", default="vit_small_patch16_224")
-    sharing.add_argument("--image-size", type=_positive_int, default=224)
-    sharing.add_argument("--patch-size", type=_positive_int, default=16)
-    sharing.add_argument("--depth", type=_positive_int, help="encoder blocks (default: all)")
+    random_model = "the random model's; not with --trial"
+    sharing.add_argument("--backbone", help=f"{random_model} (default vit_small_patch16_224)")
+    sharing.add_argument("--image-size", type=_positive_int, help=f"{random_model} (224)")
+    sharing.add_argument("--patch-size", type=_positive_int, help=f"{random_model} (16)")
+    sharing.add_argument("--depth", type=_positive_int, help=f"{random_model} (all blocks)")
+    sharing.add_argument("--weight-density", type=_fraction, help=f"{random_model} (0.05)")
+    sharing.add_argument("--activation-density", type=_fraction, help=f"{random_model} (0.1)")
+    sharing.add_argument("--study", help="a staged vit_sharing study's folder, <results>/<name>")
+    sharing.add_argument("--trial", help="the study's sub-task trial to measure, as trained")
     sharing.add_argument("--batch-size", type=_positive_int, default=1)
-    sharing.add_argument("--weight-density", type=_fraction, default=0.05)
-    sharing.add_argument("--activation-density", type=_fraction, default=0.1)
     sharing.add_argument("--rounds", type=_positive_int, default=10)
     sharing.add_argument("--threads", type=_positive_int)
     sharing.add_argument("--json", action="store_true", help="print JSON, not a table")

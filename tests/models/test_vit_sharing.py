@@ -12,7 +12,6 @@ import models
 from models.tasks import get_task
 from models.vit_sharing import POINTS, HardConcreteGate, ViTSharing
 from models.vit_sharing._sharing import sparse_rows
-from study.bench.sharing import format_table, measure_sharing
 
 __all__: list[str] = []
 
@@ -286,20 +285,6 @@ def test_pretrained_path(tmp_path: Path) -> None:
     torch.save({"head.weight": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="match no parameter"):
         ViTSharing(("semseg",), pretrained_path=tmp_path / "other.pt", **TINY)  # type: ignore[arg-type]
-
-
-def test_benchmark_runs() -> None:
-    result = measure_sharing(
-        backbone="vit_tiny_patch16_224",
-        image_size=32,
-        patch_size=8,
-        depth=2,
-        batch_size=1,
-        rounds=1,
-    )
-    assert result["ms"]["shared_sub"] > 0 and result["ms"]["dense_sub"] > 0
-    assert result["max_abs_diff_vs_plain"] < 1e-3
-    assert "speed-up" in format_table(result)
 
 
 def test_gate_lr_lets_a_short_run_close_gates() -> None:
