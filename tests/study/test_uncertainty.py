@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 import pytest
 
@@ -19,28 +21,14 @@ def test_paired_bootstrap_interval_holds_the_mean_and_spans_mixed_signs() -> Non
     assert mean == pytest.approx(-0.125)
 
 
-def _rows(config: str, method: str, values: list[float]) -> list[dict]:
-    return [
-        {
-            "trial_id": f"{config}{seed}",
-            "config_id": config,
-            "kind": "multi_task",
-            "status": "completed",
-            "method": method,
-            "architecture": "hard_sharing",
-            "seed": seed,
-            "delta_m": value,
-        }
-        for seed, value in enumerate(values)
-    ]
-
-
-def test_the_best_two_methods_are_compared_seed_by_seed() -> None:
+def test_the_best_two_methods_are_compared_seed_by_seed(
+    repeat_rows: Callable[..., list[dict]],
+) -> None:
     trials = pd.DataFrame(
-        _rows("a", "dwa", [2.0, 3.0, 4.0])
-        + _rows("b", "dwa", [0.0, 0.0, 0.0])  # dwa's worse configuration: not compared
-        + _rows("c", "ew", [1.0, 2.0, 3.0])
-        + _rows("d", "uw", [-5.0, -5.0, -5.0])
+        repeat_rows("a", "dwa", [2.0, 3.0, 4.0])
+        + repeat_rows("b", "dwa", [0.0, 0.0, 0.0])  # dwa's worse configuration: not compared
+        + repeat_rows("c", "ew", [1.0, 2.0, 3.0])
+        + repeat_rows("d", "uw", [-5.0, -5.0, -5.0])
     )
     comparison = compare_best_two(trials)
     assert comparison is not None
@@ -50,14 +38,18 @@ def test_the_best_two_methods_are_compared_seed_by_seed() -> None:
     assert "paired bootstrap over seeds" in comparison.describe()
 
 
-def test_a_lead_one_seed_gives_does_not_survive() -> None:
-    trials = pd.DataFrame(_rows("a", "dwa", [6.0, -1.0, 0.0]) + _rows("c", "ew", [0.0, 0.0, 0.0]))
+def test_a_lead_one_seed_gives_does_not_survive(repeat_rows: Callable[..., list[dict]]) -> None:
+    trials = pd.DataFrame(
+        repeat_rows("a", "dwa", [6.0, -1.0, 0.0]) + repeat_rows("c", "ew", [0.0, 0.0, 0.0])
+    )
     comparison = compare_best_two(trials)
     assert comparison is not None and not comparison.survives
     assert "does not survive" in comparison.describe()
 
 
-def test_no_comparison_without_two_methods_or_two_seeds() -> None:
-    assert compare_best_two(pd.DataFrame(_rows("a", "dwa", [1.0, 2.0]))) is None
-    one_seed = pd.DataFrame(_rows("a", "dwa", [1.0]) + _rows("c", "ew", [0.0]))
+def test_no_comparison_without_two_methods_or_two_seeds(
+    repeat_rows: Callable[..., list[dict]],
+) -> None:
+    assert compare_best_two(pd.DataFrame(repeat_rows("a", "dwa", [1.0, 2.0]))) is None
+    one_seed = pd.DataFrame(repeat_rows("a", "dwa", [1.0]) + repeat_rows("c", "ew", [0.0]))
     assert compare_best_two(one_seed) is None

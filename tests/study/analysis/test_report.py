@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -285,25 +285,16 @@ def test_leaderboard_table_of_a_store_without_baselines(store: Path) -> None:
     assert (table["rank"] > 0).all() and isinstance(table, pd.DataFrame)
 
 
-def test_over_seeds_section_shows_each_configuration_and_the_comparison() -> None:
+def test_over_seeds_section_shows_each_configuration_and_the_comparison(
+    repeat_rows: Callable[..., list[dict]],
+) -> None:
     import pandas as pd
 
     from study.analysis._report import _seeds_section
 
     rows = [
-        {
-            "trial_id": f"{config}{seed}",
-            "config_id": config,
-            "kind": "multi_task",
-            "status": "completed",
-            "method": method,
-            "architecture": "hard_sharing",
-            "seed": seed,
-            "delta_m": value,
-            "pareto": config == "a",
-        }
-        for config, method, values in (("a", "dwa", [2.0, 4.0]), ("b", "ew", [1.0, 1.0]))
-        for seed, value in enumerate(values)
+        {**row, "pareto": row["config_id"] == "a"}
+        for row in repeat_rows("a", "dwa", [2.0, 4.0]) + repeat_rows("b", "ew", [1.0, 1.0])
     ]
     html = _seeds_section(pd.DataFrame(rows), limit=10)
     assert "<h2>Over seeds</h2>" in html
