@@ -143,7 +143,7 @@ def measure_trained_sharing(
     if threads is not None:
         torch.set_num_threads(threads)
     folder = storage.readable(study)
-    row = _sub_task_row(folder, trial_id)
+    row = _sub_task_row(folder, os.fspath(study), trial_id)
     try:
         spec, _ = load_spec(folder / "spec.yaml")
     except SpecError as err:
@@ -176,14 +176,16 @@ def measure_trained_sharing(
     }
 
 
-def _sub_task_row(folder: Path, trial_id: str) -> dict[str, Any]:
+def _sub_task_row(folder: Path, location: str, trial_id: str) -> dict[str, Any]:
+    """The trial's stored row; ``folder`` is the study ``location`` read locally (a URI's
+    mirror is named for the URI, not the study)."""
     if not (folder / "spec.yaml").is_file():
         raise UserError(
-            f"study {folder}: no spec.yaml; expected a study's folder, <results>/<name>"
+            f"study {location}: no spec.yaml; expected a study's folder, <results>/<name>"
         )
     row = read_trial_row(folder.parent, folder.name, trial_id)
     if row is None:
-        raise UserError(f"trial {trial_id}: not in study {folder.name}")
+        raise UserError(f"trial {trial_id}: not in study {location}")
     stage = row.get("stage")
     if row.get("architecture") != "vit_sharing" or not stage or stage.endswith("-base"):
         raise UserError(

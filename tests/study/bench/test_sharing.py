@@ -90,12 +90,25 @@ def test_trained_sub_task_as_it_was_stored(study: Path) -> None:
     assert "trial sub (depth-gates)" in format_table(result)
 
 
+def test_trained_sub_task_of_a_study_on_s3(
+    study: Path, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.fs as pafs
+
+    monkeypatch.setenv("MTLSTUDY_CACHE", str(tmp_path / "cache"))
+    fs, bucket_path = pafs.FileSystem.from_uri(s3_bucket)
+    remote = f"{bucket_path}/bench-sharing/results/staged"
+    pafs.copy_files(str(study), remote, destination_filesystem=fs)
+    result = measure_trained_sharing(f"s3://{remote}", "sub", rounds=1)
+    assert result["sub_task"] == "depth" and 0.05 < result["weight_density"] < 0.15
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
         (["--trial", "sub"], "--study and --trial go together"),
         (["--trial", "sub", "--study", "{study}", "--depth", "2"], "--depth shape the random"),
-        (["--trial", "nope", "--study", "{study}"], "trial nope: not in study staged"),
+        (["--trial", "nope", "--study", "{study}"], "trial nope: not in study {study}"),
         (["--trial", "base", "--study", "{study}"], "expected a sub-task stage"),
         (["--trial", "sub", "--study", "{study}/models"], "no spec.yaml"),
     ],
@@ -104,6 +117,7 @@ def test_bad_arguments_are_one_line(
     study: Path, argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = [a.format(study=study) for a in argv]
+    says = says.format(study=study)
     assert main(["bench", "sharing", "--rounds", "1", *argv]) == 2
     err = capsys.readouterr().err
     assert says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
