@@ -9,6 +9,7 @@ from typing import Any
 
 from models import balancing, create_model
 from search_spaces import SearchSpace, SearchSpaceError
+from study.errors import first_line
 from study.spec import SpecError, StudySpec
 from study.splits import missing_neighbours
 
@@ -67,9 +68,8 @@ def _model(
             architecture, spec.tasks, num_classes=spec.dataset.num_classes, **kwargs
         )
     except (TypeError, ValueError, RuntimeError) as err:
-        line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise SpecError(
-            f"{path}: field '{field}' (with the search space's model defaults): {line}"
+            f"{path}: field '{field}' (with the search space's model defaults): {first_line(err)}"
         ) from None
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from study.atomic import TMP_SUFFIX, write_atomically
-from study.errors import UserError
+from study.errors import UserError, first_line
 
 __all__ = [
     "DriverStore",
@@ -82,12 +82,7 @@ def _open(uri: str) -> tuple[pafs.FileSystem, str]:
     try:
         return pafs.FileSystem.from_uri(uri)
     except (OSError, ValueError) as err:
-        raise UserError(f"results {uri}: cannot open it ({_first_line(err)})") from None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+        raise UserError(f"results {uri}: cannot open it ({first_line(err)})") from None
 
 
 def write_file(location: PathLike, write: Callable[[Path], object]) -> str:
@@ -207,7 +202,7 @@ class RemoteRoot:
             infos = self.fs.get_file_info(selector)
         except OSError as err:
             raise UserError(
-                f"results {self.uri}: cannot list it ({_first_line(err)}); expected a "
+                f"results {self.uri}: cannot list it ({first_line(err)}); expected a "
                 "reachable store with the bucket created and credentials set"
             ) from None
         top = self.path.split("/")[0]
@@ -245,7 +240,7 @@ class RemoteRoot:
             except OSError as err:
                 tmp.unlink(missing_ok=True)
                 raise UserError(
-                    f"results {self.uri}: cannot read {relative} ({_first_line(err)})"
+                    f"results {self.uri}: cannot read {relative} ({first_line(err)})"
                 ) from None
             os.utime(tmp, ns=(info.mtime_ns, info.mtime_ns))  # its stamp says "as pulled"
             os.replace(tmp, target)
@@ -271,7 +266,7 @@ class RemoteRoot:
                 _upload(source, self.fs, target)
             except OSError as err:
                 raise UserError(
-                    f"results {self.uri}: cannot write {relative} ({_first_line(err)})"
+                    f"results {self.uri}: cannot write {relative} ({first_line(err)})"
                 ) from None
             self._synced[relative] = stamp
             uploaded += 1

@@ -12,7 +12,7 @@ from study.cli import _bench, _data, _jobs, _results, _study
 from study.cli._common import _Parser
 from study.cli._results import _PLOT_KINDS
 from study.cli._study import _demo_spec
-from study.errors import UserError
+from study.errors import UserError, first_line
 
 __all__ = ["_PLOT_KINDS", "_demo_spec", "main"]
 
@@ -32,8 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         return int(args.func(args))
     except _USER_ERRORS as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"mtlstudy: error: {message}", file=sys.stderr)
+        print(f"mtlstudy: error: {first_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mtlstudy: interrupted", file=sys.stderr)

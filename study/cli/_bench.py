@@ -12,7 +12,7 @@ from typing import Any
 
 from study.bench._search_levers import Levers as _SearchLevers
 from study.cli._common import _fraction, _method_name, _Parser, _positive_int, _stdout_to_stderr
-from study.errors import UserError
+from study.errors import UserError, first_line
 
 
 def _cmd_bench_overhead(args: argparse.Namespace) -> int:
@@ -49,7 +49,7 @@ def _measured(
     try:
         figures = measure()
     except ValueError as err:
-        raise UserError(f"bench {name}: {str(err).strip().splitlines()[0]}") from None
+        raise UserError(f"bench {name}: {first_line(err)}") from None
     print(json.dumps(figures, indent=2) if as_json else table(figures))
     return 0
 

@@ -18,10 +18,6 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message} (see '{self.prog} -h')")
 
 
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-
-
 def _fraction(text: str) -> float:
     try:
         value = float(text)

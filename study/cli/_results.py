@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from study.cli._common import _first_line
-from study.errors import UserError
+from study.errors import UserError, first_line
 
 _RESULTS_HELP = "results root(s) or study folder(s): paths, or URIs (s3://bucket/results)"
 
@@ -30,7 +29,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     try:
         frame = load(_readable(args.results), kind, where=args.where, columns=args.columns)
     except (ValueError, KeyError, SyntaxError) as err:
-        raise UserError(f"query: {str(err).strip().splitlines()[0]}") from None
+        raise UserError(f"query: {first_line(err)}") from None
     if args.sort:
         missing = [c for c in args.sort if c not in frame]
         if missing:
@@ -57,7 +56,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
         else:
             write_atomically(args.out, lambda tmp: tmp.write_text(text))
     except (OSError, ValueError, TypeError) as err:
-        raise UserError(f"--out {args.out}: {str(err).strip().splitlines()[0]}") from None
+        raise UserError(f"--out {args.out}: {first_line(err)}") from None
     print(f"wrote {len(frame)} rows to {args.out}", file=sys.stderr)
     return 0
 
@@ -84,7 +83,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     try:
         results = load_results(_readable(args.results))
     except (ValueError, KeyError) as err:
-        raise UserError(f"plot: {_first_line(err)}") from None
+        raise UserError(f"plot: {first_line(err)}") from None
     if multi_task_trials(results.trials, (*RUNS, "running", "error")).empty:
         where = ", ".join(str(p) for p in args.results)
         raise UserError(f"plot: no multi-task trials in {where}")
@@ -95,15 +94,15 @@ def _cmd_plot(args: argparse.Namespace) -> int:
             plot = make_plot(kind, results, x=args.x, y=args.y)
         except PlotDataError as err:
             if args.kind != "all":
-                raise UserError(_first_line(err)) from None
-            print(f"skipped {kind}: {_first_line(err)}", file=sys.stderr)
+                raise UserError(first_line(err)) from None
+            print(f"skipped {kind}: {first_line(err)}", file=sys.stderr)
             continue
         except ValueError as err:
-            raise UserError(f"plot {kind}: {_first_line(err)}") from None
+            raise UserError(f"plot {kind}: {first_line(err)}") from None
         try:
             paths = save_figure(plot.figure, args.out, kind)
         except OSError as err:
-            raise UserError(f"--out {args.out}: {_first_line(err)}") from None
+            raise UserError(f"--out {args.out}: {first_line(err)}") from None
         if plot.note:
             print(f"note: {plot.note}", file=sys.stderr)
         print("wrote " + " ".join(str(p) for p in paths))
@@ -126,11 +125,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     try:
         path = write_report(_readable(args.results), args.out)
     except PlotDataError as err:
-        raise UserError(_first_line(err)) from None
+        raise UserError(first_line(err)) from None
     except (ValueError, KeyError) as err:
-        raise UserError(f"report: {_first_line(err)}") from None
+        raise UserError(f"report: {first_line(err)}") from None
     except OSError as err:
-        raise UserError(f"--out {args.out}: {_first_line(err)}") from None
+        raise UserError(f"--out {args.out}: {first_line(err)}") from None
     print(f"wrote {path}")
     return 0
 
