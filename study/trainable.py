@@ -21,7 +21,12 @@ from ray import tune
 from study import storage
 from study.trial import TrialRunner, TrialSetup
 
-__all__ = ["trainable", "trial_function"]
+__all__ = ["CHECKPOINTS_KEPT", "trainable", "trial_function"]
+
+#: Checkpoints a trial keeps on storage, in Tune and in Ray Train alike: the experiment
+#: state a resume starts from is synced a little after the newest checkpoint, and may
+#: still name the one before it.
+CHECKPOINTS_KEPT = 2
 
 
 def trainable(setup: TrialSetup) -> Any:
@@ -86,8 +91,7 @@ def _train_on_workers(config: dict[str, Any], setup: TrialSetup) -> None:
             name=trial_id,
             storage_path=storage.join(storage.absolute(spec.results), spec.name, "train"),
             failure_config=train.FailureConfig(max_failures=spec.max_failures),
-            # Two, as the Tune trials keep (study.tuner): a restored state may name the older.
-            checkpoint_config=train.CheckpointConfig(num_to_keep=2),
+            checkpoint_config=train.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
             callbacks=[TuneReportCallback()],
         ),
     )

@@ -35,15 +35,12 @@ from study.recorder import StoreRecorder
 from study.search import StudySearch, journal_storage, tpe_sampler
 from study.spec import StageSpec, StudySpec
 from study.store import load_trials, write_spec
-from study.trainable import trainable
+from study.trainable import CHECKPOINTS_KEPT, trainable
 from study.trial_setup import TrialSetup
 
 __all__ = ["StudyOutcome", "run_study"]
 
 References = dict[str, dict[str, float]]
-
-#: Checkpoints each trial keeps on storage.
-_CHECKPOINTS_KEPT = 2
 
 
 @dataclass(frozen=True)
@@ -137,9 +134,7 @@ def _run_config(
         name=phase,
         storage_path=storage.join(spec.results, spec.name, "tune"),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        # Two: the experiment state a resume starts from is synced to storage a little
-        # after the trials' checkpoints, and may still name the one before the newest.
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=_CHECKPOINTS_KEPT),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
         callbacks=callbacks,
         verbose=2 if run.verbose else 0,
     )
