@@ -7,12 +7,28 @@ from models import hard_sharing as _hard_sharing  # noqa: F401  (registers the a
 from models import rcm as _rcm  # noqa: F401
 from models import vit_sharing as _vit_sharing  # noqa: F401
 from models import vmm as _vmm  # noqa: F401
+from models._capabilities import (
+    ComputeReport,
+    IncrementalTasks,
+    InitialisedFromData,
+    MultiTaskModel,
+    OptimizerGroups,
+    StagedTraining,
+    TemporalPenalty,
+)
 from models._cost import count_gflops, count_parameters, task_costs
 from models._registry import create_model, list_models, register_model
 from models.tasks import Metric, Task, get_task, list_tasks
 
 __all__ = [
+    "ComputeReport",
+    "IncrementalTasks",
+    "InitialisedFromData",
     "Metric",
+    "MultiTaskModel",
+    "OptimizerGroups",
+    "StagedTraining",
+    "TemporalPenalty",
     "Task",
     "count_gflops",
     "count_parameters",

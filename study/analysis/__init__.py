@@ -1,6 +1,6 @@
 """Analysis of a study's Parquet store: tidy plot data, seaborn plots, an HTML report.
 
-Everything reads only the store (:mod:`study.results`) and, for hyperparameter
+Everything reads only the store (:mod:`study.store`) and, for hyperparameter
 importance, the study's Optuna journal, so a study run on a cluster is analysed anywhere
 the folder is copied to::
 
@@ -14,73 +14,93 @@ the folder is copied to::
 
 The ``*_data`` functions turn the trials and history DataFrames into exactly what each
 plot draws (docs/ANALYSIS.md says how each is computed); the ``draw_*`` functions draw it.
+The terminal leaderboard, Pareto fronts and seed comparisons live here too. Names are
+imported on first use: a study's driver that flags its Pareto front does not import the
+plotting stack.
 """
 
-from study.analysis._data import (
-    FINISHED,
-    RUNS,
-    PlotDataError,
-    curves_data,
-    heatmap_data,
-    multi_task_trials,
-    parallel_data,
-    pareto_data,
-    pareto_front,
-    rank_table,
-    ranks_data,
-    weights_data,
-)
-from study.analysis._figures import FORMATS, KINDS, Plot, make_plot, png_bytes, save_figure
-from study.analysis._importance import MIN_TRIALS, NotEnoughTrials, importance_data
-from study.analysis._labels import column_label, higher_is_better, metric_label
-from study.analysis._plots import (
-    draw_heatmap,
-    draw_importance,
-    draw_message,
-    draw_pareto,
-    draw_ranks,
-    method_colors,
-)
-from study.analysis._plots_runs import draw_curves, draw_parallel, draw_weights
-from study.analysis._report import render_report, write_report
-from study.analysis._results import StudyResults, load_results
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "FINISHED",
-    "FORMATS",
-    "KINDS",
-    "MIN_TRIALS",
-    "RUNS",
-    "NotEnoughTrials",
-    "Plot",
-    "PlotDataError",
-    "StudyResults",
-    "column_label",
-    "curves_data",
-    "draw_curves",
-    "draw_heatmap",
-    "draw_importance",
-    "draw_message",
-    "draw_parallel",
-    "draw_pareto",
-    "draw_ranks",
-    "draw_weights",
-    "heatmap_data",
-    "higher_is_better",
-    "importance_data",
-    "load_results",
-    "make_plot",
-    "method_colors",
-    "metric_label",
-    "multi_task_trials",
-    "parallel_data",
-    "pareto_data",
-    "pareto_front",
-    "png_bytes",
-    "rank_table",
-    "ranks_data",
-    "render_report",
-    "save_figure",
-    "weights_data",
-    "write_report",
-]
+from study.exports import lazy_exports
+
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "_data": (
+            "FINISHED",
+            "RUNS",
+            "PlotDataError",
+            "curves_data",
+            "heatmap_data",
+            "multi_task_trials",
+            "parallel_data",
+            "pareto_data",
+            "pareto_front",
+            "rank_table",
+            "ranks_data",
+            "weights_data",
+        ),
+        "_figures": ("FORMATS", "KINDS", "Plot", "make_plot", "png_bytes", "save_figure"),
+        "_importance": ("MIN_TRIALS", "NotEnoughTrials", "importance_data"),
+        "_labels": ("column_label", "higher_is_better", "metric_label"),
+        "_leaderboard": (
+            "configuration_table",
+            "leaderboard",
+            "pareto_table",
+            "stage_table",
+            "study_summary",
+        ),
+        "_pareto": ("configurations", "flag_pareto", "pareto_mask"),
+        "_plots": (
+            "draw_heatmap",
+            "draw_importance",
+            "draw_message",
+            "draw_pareto",
+            "draw_ranks",
+            "method_colors",
+        ),
+        "_plots_runs": ("draw_curves", "draw_parallel", "draw_weights"),
+        "_report": ("render_report", "write_report"),
+        "_results": ("StudyResults", "load_results"),
+        "_uncertainty": ("Comparison", "compare_best_two", "paired_bootstrap"),
+    },
+)
+
+if TYPE_CHECKING:
+    from study.analysis._data import (
+        FINISHED,
+        RUNS,
+        PlotDataError,
+        curves_data,
+        heatmap_data,
+        multi_task_trials,
+        parallel_data,
+        pareto_data,
+        pareto_front,
+        rank_table,
+        ranks_data,
+        weights_data,
+    )
+    from study.analysis._figures import FORMATS, KINDS, Plot, make_plot, png_bytes, save_figure
+    from study.analysis._importance import MIN_TRIALS, NotEnoughTrials, importance_data
+    from study.analysis._labels import column_label, higher_is_better, metric_label
+    from study.analysis._leaderboard import (
+        configuration_table,
+        leaderboard,
+        pareto_table,
+        stage_table,
+        study_summary,
+    )
+    from study.analysis._pareto import configurations, flag_pareto, pareto_mask
+    from study.analysis._plots import (
+        draw_heatmap,
+        draw_importance,
+        draw_message,
+        draw_pareto,
+        draw_ranks,
+        method_colors,
+    )
+    from study.analysis._plots_runs import draw_curves, draw_parallel, draw_weights
+    from study.analysis._report import render_report, write_report
+    from study.analysis._results import StudyResults, load_results
+    from study.analysis._uncertainty import Comparison, compare_best_two, paired_bootstrap

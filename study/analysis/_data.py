@@ -23,7 +23,7 @@ import pandas as pd
 
 from models import get_task
 from study.analysis._labels import higher_is_better, param_label, sorted_params
-from study.pareto import pareto_mask
+from study.analysis._pareto import pareto_mask
 
 __all__ = [
     "FINISHED",

@@ -30,7 +30,7 @@ from study.analysis._plots import (
 )
 from study.analysis._plots_runs import draw_curves, draw_parallel, draw_weights
 from study.analysis._results import StudyResults
-from study.atomic import write_atomically
+from study.store import write_atomically
 
 __all__ = ["FORMATS", "KINDS", "Plot", "make_plot", "png_bytes", "save_figure"]
 

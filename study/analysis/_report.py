@@ -14,11 +14,11 @@ import pandas as pd
 from study.analysis._data import PlotDataError, multi_task_trials
 from study.analysis._figures import KINDS, make_plot, png_bytes
 from study.analysis._labels import param_label, sorted_params
+from study.analysis._pareto import configurations
 from study.analysis._results import StudyResults, load_results
 from study.analysis._tables import esc, fmt, html_table, leaderboard_html, unique
-from study.atomic import write_atomically
-from study.pareto import configurations
-from study.uncertainty import compare_best_two
+from study.analysis._uncertainty import compare_best_two
+from study.store import write_atomically
 
 __all__ = ["CAPTIONS", "render_report", "write_report"]
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.results import load, result_files
-from study.store import HISTORY_COLUMNS
+from study.store import HISTORY_COLUMNS, load, result_files
 
 __all__ = ["HISTORY_WHERE", "StudyResults", "load_results"]
 

@@ -11,8 +11,8 @@ import torch
 
 from models import balancing
 from study.data import SYNTHETIC_TASKS
+from study.run import TrialRunner, TrialSetup
 from study.spec import DatasetSpec, StudySpec
-from study.trial import TrialRunner, TrialSetup
 
 __all__ = ["measure_balancers"]
 

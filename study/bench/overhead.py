@@ -13,11 +13,9 @@ import torch
 from models import balancing
 from search_spaces import load_space
 from study.bench._short_study import ray_start_stop, short_study_spec
-from study.engine import warm_up
+from study.run import TrialRunner, TrialSetup, run_study, warm_up
 from study.spec import DatasetSpec
 from study.store import load_trials
-from study.trial import TrialRunner, TrialSetup
-from study.tuner import run_study
 
 __all__ = ["measure_overhead"]
 

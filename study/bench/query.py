@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from study.results import load_history, load_trials
+from study.store import load_history, load_trials
 
 __all__ = ["format_table", "measure_query", "write_synthetic_store"]
 

@@ -43,9 +43,9 @@ from typing import Any
 
 from search_spaces import SearchSpace, load_space
 from study.bench._short_study import ray_start_stop, short_study_spec
-from study.results import load_trials, result_files
+from study.run import run_study
 from study.spec import DatasetSpec, StudySpec
-from study.tuner import run_study
+from study.store import load_trials, result_files
 
 __all__ = ["format_table", "measure_scaling", "study_name"]
 

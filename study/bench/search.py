@@ -32,16 +32,19 @@ from ray.tune.search.optuna import OptunaSearch
 
 from cluster import ray_session
 from search_spaces import SearchSpace, load_space
-from study.baselines import Baselines, find_baselines
 from study.bench._search_figures import MARGIN, Reach, format_table, reach, summarise, threshold
-from study.bench._search_levers import Levers
-from study.engine import torch_extensions_dir
+from study.bench.search_levers import Levers
 from study.errors import UserError
-from study.search import tpe_sampler
+from study.run import (
+    Baselines,
+    TrialSetup,
+    find_baselines,
+    run_study,
+    torch_extensions_dir,
+    tpe_sampler,
+    trainable,
+)
 from study.spec import DatasetSpec, SamplerSpec, SchedulerSpec, StudySpec
-from study.trainable import trainable
-from study.trial_setup import TrialSetup
-from study.tuner import _scheduler, run_study
 
 __all__ = [
     "STRATEGIES",
@@ -165,7 +168,7 @@ def _search(
         trainable(setup),
         tune_config=tune.TuneConfig(
             search_alg=search,
-            scheduler=_scheduler(spec, setup.epochs),
+            scheduler=scheduler(spec, setup.epochs),
             metric=metric,
             mode=mode,
             # Every trial that reports spends at least one trial-epoch: the budget, not

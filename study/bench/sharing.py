@@ -34,12 +34,11 @@ from torch import nn
 from models import create_model
 from models.tasks import activate
 from models.vit_sharing import LINEARS, ViTSharing, linear_of
-from study import storage
+from study import store
 from study.errors import UserError
+from study.run import TrialSetup, trial_splits
 from study.spec import SpecError, load_spec
-from study.splits import trial_splits
 from study.store import read_trial_row
-from study.trial_setup import TrialSetup
 
 __all__ = ["format_table", "measure_sharing", "measure_trained_sharing"]
 
@@ -131,7 +130,7 @@ def measure_sharing(
 
 
 def measure_trained_sharing(
-    study: storage.PathLike,
+    study: store.PathLike,
     trial_id: str,
     batch_size: int = 1,
     rounds: int = 10,
@@ -142,7 +141,7 @@ def measure_trained_sharing(
     left, its thresholds, and the first ``batch_size`` validation images of its data."""
     if threads is not None:
         torch.set_num_threads(threads)
-    folder = storage.readable(study)
+    folder = store.readable(study)
     row = _sub_task_row(folder, os.fspath(study), trial_id)
     try:
         spec, _ = load_spec(folder / "spec.yaml")
@@ -152,7 +151,7 @@ def measure_trained_sharing(
     architecture, model_kw = TrialSetup(spec, spec.tasks).model_for({"model": sampled})
     model = create_model(architecture, spec.tasks, num_classes=spec.dataset.num_classes, **model_kw)
     assert isinstance(model, ViTSharing)  # _sub_task_row checked the architecture
-    with storage.local_copy(row["model_path"]) as path:
+    with store.local_copy(row["model_path"]) as path:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     model.eval()
     _, val = trial_splits(spec.dataset, spec.seed, tuple(spec.tasks))

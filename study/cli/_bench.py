@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from study.bench._search_levers import Levers as _SearchLevers
+from study.bench.search_levers import Levers as _SearchLevers
 from study.cli._common import _fraction, _method_name, _Parser, _positive_int, _stdout_to_stderr
 from study.errors import UserError, first_line
 

@@ -17,14 +17,14 @@ def _print_counts(counts: dict[str, dict[str, int]]) -> None:
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
-    from study.data.formats import describe_dataset
+    from study.data import describe_dataset
 
     _print_counts(describe_dataset(args.root, args.format))
     return 0
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
-    from study.data.formats import synthesize
+    from study.data import synthesize
 
     counts = synthesize(
         args.out,
@@ -41,6 +41,8 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: Any) -> None:
+    from study.data import dataset_names
+
     data = commands.add_parser("data", help="check a dataset folder, or write a synthetic one")
     datas = data.add_subparsers(dest="data", required=True, parser_class=_Parser)
     check = datas.add_parser("check", help="validate a dataset; print counts per split and task")
@@ -57,6 +59,6 @@ def add_commands(commands: Any) -> None:
         help="also write each image's neighbouring frame (nyud: neighbours/<id>.jpg)",
     )
     for sub in (check, synth):
-        sub.add_argument("--format", choices=("nyud", "pascal", "voc"), required=True)
+        sub.add_argument("--format", choices=dataset_names(synthetic=False), required=True)
     check.set_defaults(func=_cmd_data_check)
     synth.set_defaults(func=_cmd_data_synth)

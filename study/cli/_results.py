@@ -13,13 +13,13 @@ _RESULTS_HELP = "results root(s) or study folder(s): paths, or URIs (s3://bucket
 
 
 def _readable(locations: list[str]) -> list[Path]:
-    from study.storage import readable
+    from study.store import readable
 
     return [readable(location) for location in locations]
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
-    from study.results import load
+    from study.store import load
 
     if args.format == "parquet" and args.out is None:
         raise UserError("query: --format parquet writes a file; give it with --out FILE")
@@ -48,7 +48,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     if args.out is None:
         sys.stdout.write(text or "")
         return 0
-    from study.atomic import write_atomically
+    from study.store import write_atomically
 
     try:
         if text is None:

@@ -25,9 +25,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     spec, space = load_spec(args.spec)
     if args.results is not None:
         spec = spec.model_copy(update={"results": args.results})
-    from study.leaderboard import stage_table, study_summary
+    from study.analysis import stage_table, study_summary
+    from study.run import run_study
     from study.store import load_trials
-    from study.tuner import run_study
 
     outcome = run_study(
         spec,

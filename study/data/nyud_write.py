@@ -10,7 +10,7 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from study.data._common import DatasetError
+from study.data._files import DatasetError
 from study.data._synthetic import Scene
 from study.data.nyud import (
     _FOLDERS,

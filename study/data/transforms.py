@@ -1,4 +1,4 @@
-"""Joint augmentations of a :class:`~study.data._common.Sample`: callables ``Sample -> Sample``.
+"""Joint augmentations of a :class:`~study.data.Sample`: callables ``Sample -> Sample``.
 
 Geometric transforms move the image and every target together:
 
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from study.data._common import Sample
+from study.data._sample import Sample
 
 __all__ = [
     "Compose",

@@ -33,7 +33,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from study.data._common import DatasetError, Sample, read_rgb, read_split, require_dir
+from study.data._files import DatasetError, read_rgb, read_split, require_dir
+from study.data._sample import Sample
 from study.data._synthetic import Scene
 
 __all__ = [

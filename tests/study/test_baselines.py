@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from study.baselines import find_baselines
 from study.errors import UserError
+from study.run import find_baselines
 from study.spec import StudySpec
 from study.store import write_trial
 

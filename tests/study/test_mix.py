@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from search_spaces import load_space
+from study.run import TrialRunner, TrialSetup, trial_splits
 from study.spec import DatasetSpec, PartSpec, SpecError, StudySpec, load_spec
-from study.splits import trial_splits
-from study.trial import TrialRunner, TrialSetup
 
 MIX = DatasetSpec(
     image_size=32,
@@ -87,7 +86,7 @@ def test_bad_parts_are_one_line(tmp_path: Path, dataset: str, expected: str) -> 
 
 
 def test_folders_on_disk_mix_like_the_paper(tmp_path: Path) -> None:
-    from study.data.formats import synthesize
+    from study.data import synthesize
 
     synthesize(tmp_path / "voc", "voc", train=4, val=2, image_size=32)
     synthesize(tmp_path / "nyud", "nyud", train=4, val=2, image_size=32)

@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from study.pareto import pareto_mask
-from study.search import journal_storage
+from study.analysis import pareto_mask
+from study.run import journal_storage, run_study
 from study.spec import load_spec
 from study.store import load_trials
-from study.tuner import run_study
 
 SPEC = """
 name: mo

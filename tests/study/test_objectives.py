@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from study.objectives import ConstraintSpec, ObjectiveSpec, constraint_values, feasible
-from study.spec import SpecError, load_spec
+from study.spec import (
+    ConstraintSpec,
+    ObjectiveSpec,
+    SpecError,
+    constraint_values,
+    feasible,
+    load_spec,
+)
 
 BASE = """
 name: mo

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from study.pareto import configurations, flag_pareto, pareto_mask
+from study.analysis import configurations, flag_pareto, pareto_mask
 from study.store import load_trials, write_trial
 
 

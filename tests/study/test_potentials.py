@@ -6,7 +6,7 @@ import pytest
 
 from search_spaces import load_space
 from study.errors import UserError
-from study.potentials import resolve_potentials, stored_potentials
+from study.run import resolve_potentials, stored_potentials
 from study.spec import StudySpec
 from study.store import write_trial
 

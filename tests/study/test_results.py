@@ -10,10 +10,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from study import results
+from study import store as results
 from study.bench.query import format_table, measure_query, write_synthetic_store
-from study.results import _load, load, load_history, load_table, load_trials, result_files
-from study.store import SCHEMA_VERSION, write_history, write_trial
+from study.store import (
+    SCHEMA_VERSION,
+    _load,
+    load,
+    load_history,
+    load_table,
+    load_trials,
+    result_files,
+    write_history,
+    write_trial,
+)
 
 
 def _trial(trial_id: str, **extra: object) -> dict:

@@ -11,9 +11,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from study.search import journal_storage
-from study.storage import readable
-from study.store import load_history, load_trials
+from study.run import journal_storage
+from study.store import load_history, load_trials, readable
 
 SPEC = """
 name: resumed

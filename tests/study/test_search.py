@@ -10,8 +10,8 @@ import optuna
 import pytest
 
 from search_spaces import load_space
-from study.objectives import ConstraintSpec
-from study.search import StudySearch, mean_result, tpe_sampler
+from study.run import StudySearch, mean_result, tpe_sampler
+from study.spec import ConstraintSpec
 
 
 def _search(repeats: int, metric, mode, **kwargs) -> StudySearch:
@@ -96,10 +96,10 @@ def test_mean_result(results, expected) -> None:
 def test_a_resuming_driver_rebinds_the_searcher_to_its_own_journal(tmp_path, monkeypatch) -> None:
     import shutil
 
-    from study import storage
-    from study.search import journal_storage
+    from study import store
+    from study.run import journal_storage
 
-    monkeypatch.setattr(storage, "_DRIVERS", {})
+    monkeypatch.setattr("study.store._remote._DRIVERS", {})
     first = tmp_path / "first"
     journal = journal_storage(first, "s")
     search = _search(1, "delta_m", "max", study_name="multi_task", study="s", storage=journal)
@@ -111,7 +111,7 @@ def test_a_resuming_driver_rebinds_the_searcher_to_its_own_journal(tmp_path, mon
     # Another machine: the same store, pulled into a mirror somewhere else.
     second = tmp_path / "second"
     shutil.copytree(first, second)
-    storage.bind_driver("s", storage.DriverStore(second))
+    store.bind_driver("s", store.DriverStore(second))
     restored = _search(1, "delta_m", "max", study_name="multi_task", study="s", storage=journal)
     restored.restore(str(tmp_path / "searcher.pkl"))
     restored.on_trial_complete("b", {"delta_m": 2.0})
@@ -125,11 +125,11 @@ def test_a_resuming_driver_rebinds_the_searcher_to_its_own_journal(tmp_path, mon
 
 
 def test_a_uri_root_gets_the_journal_when_optuna_asks_and_is_told(monkeypatch) -> None:
-    from study import storage
+    from study import store
 
     pushes: list[int] = []
-    monkeypatch.setattr(storage, "_DRIVERS", {})
-    storage.bind_driver("s", storage.DriverStore(Path("."), lambda: pushes.append(1)))
+    monkeypatch.setattr("study.store._remote._DRIVERS", {})
+    store.bind_driver("s", store.DriverStore(Path("."), lambda: pushes.append(1)))
     search = _search(2, "delta_m", "max", study="s")
     search.suggest("a")
     search.suggest("b")  # a repeat: Optuna asked nothing new

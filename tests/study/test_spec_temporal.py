@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from study.data.formats import synthesize
+from study.data import synthesize
 from study.spec import SpecError, load_spec
 
 VIT = """

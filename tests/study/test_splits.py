@@ -5,10 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from study.data.formats import synthesize
+from study.data import synthesize
+from study.run import DiskSplit, TrialRunner, TrialSetup, trial_splits
 from study.spec import SpecError, load_spec
-from study.splits import DiskSplit, trial_splits
-from study.trial import TrialRunner, TrialSetup
 
 SPEC = """
 name: on-disk
@@ -84,7 +83,7 @@ def test_bad_dataset_fields_are_one_line(
 
 
 def test_worker_batches_deal_each_global_batch_out_once() -> None:
-    from study.splits import TensorSplit, worker_batches
+    from study.run import TensorSplit, worker_batches
 
     images = torch.arange(20, dtype=torch.float32).view(20, 1, 1, 1)
     split = TensorSplit(images=images, targets={"depth": images.clone()})

@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from study.data._common import DatasetError
-from study.data.formats import synthesize
-from study.spec import DatasetSpec, PartSpec
-from study.splits import missing_neighbours, train_with_neighbours, trial_splits, worker_batches
+from study.data import DatasetError, synthesize
+from study.run import train_with_neighbours, trial_splits, worker_batches
+from study.spec import DatasetSpec, PartSpec, missing_neighbours
 
 DATA = DatasetSpec(image_size=32, train_samples=6, val_samples=2)
 TASKS = ("semseg", "depth")

@@ -7,10 +7,9 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from study import storage
+from study import store
 from study.errors import UserError
-from study.storage import RemoteRoot
-from study.store import load_trials, write_history, write_spec, write_trial
+from study.store import RemoteRoot, load_trials, write_history, write_spec, write_trial
 
 
 def _root(bucket: str) -> str:
@@ -30,12 +29,12 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_locations() -> None:
-    assert storage.is_uri("s3://b/r") and storage.is_uri("gs://b")
-    assert storage.is_uri("file:///tmp/r") and not storage.is_uri("results")
-    assert storage.join("s3://b/r/", "s", "tune") == "s3://b/r/s/tune"
-    assert storage.join("/tmp/r", "s", "tune") == "/tmp/r/s/tune"
-    assert storage.absolute("s3://b/r") == "s3://b/r"
-    assert storage.absolute("r") == str(Path("r").resolve())
+    assert store.is_uri("s3://b/r") and store.is_uri("gs://b")
+    assert store.is_uri("file:///tmp/r") and not store.is_uri("results")
+    assert store.join("s3://b/r/", "s", "tune") == "s3://b/r/s/tune"
+    assert store.join("/tmp/r", "s", "tune") == "/tmp/r/s/tune"
+    assert store.absolute("s3://b/r") == "s3://b/r"
+    assert store.absolute("r") == str(Path("r").resolve())
 
 
 @pytest.mark.parametrize("kind", ["s3", "file", "path"])
@@ -45,11 +44,11 @@ def test_write_file_exists_and_local_copy(s3_bucket: str, tmp_path: Path, kind: 
         "file": f"file://{tmp_path}/results",
         "path": str(tmp_path / "results"),
     }[kind]
-    location = storage.join(base, "study", "models", "t1.pt")
-    assert not storage.exists(location)
-    assert storage.write_file(location, lambda p: p.write_bytes(b"weights")) == location
-    assert storage.exists(location)
-    with storage.local_copy(location) as path:
+    location = store.join(base, "study", "models", "t1.pt")
+    assert not store.exists(location)
+    assert store.write_file(location, lambda p: p.write_bytes(b"weights")) == location
+    assert store.exists(location)
+    with store.local_copy(location) as path:
         assert path.read_bytes() == b"weights"
 
 
@@ -106,10 +105,10 @@ def test_readable_pulls_a_uri(s3_bucket: str, cache: Path) -> None:
     write_history(remote.local, "s", "t1", rows)
     remote.push("s")
     remote.local = cache / "elsewhere"  # the reader below has no mirror yet
-    study = storage.readable(f"{uri}/s")
+    study = store.readable(f"{uri}/s")
     assert study.is_relative_to(cache)
     assert load_trials(study)["trial_id"].tolist() == ["t1"]
-    assert storage.readable("some/path") == Path("some/path")
+    assert store.readable("some/path") == Path("some/path")
     # A driver's mirror is its own: a reader's pull removes nothing it has not pushed yet.
     # Of another study, a driver pulls the trials (baselines), not the history.
     other = RemoteRoot.open(uri, study="other")
@@ -120,7 +119,7 @@ def test_readable_pulls_a_uri(s3_bucket: str, cache: Path) -> None:
     assert (driver.pull() / "s" / "history" / "t1.parquet").is_file()
     unpushed = driver.local / "s" / "trials" / "t2.parquet"
     write_trial(driver.local, "s", {"trial_id": "t2", "status": "running"})
-    storage.readable(uri)
+    store.readable(uri)
     assert unpushed.is_file()
 
 

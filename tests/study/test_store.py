@@ -9,7 +9,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from study.results import _load as study_results
 from study.store import (
     SCHEMA_VERSION,
     load_history,
@@ -17,6 +16,7 @@ from study.store import (
     write_history,
     write_trial,
 )
+from study.store import _load as study_results
 
 
 def _row(trial_id: str, **extra: object) -> dict:

@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 
 from models import get_task
-from study.baselines import find_baselines
-from study.leaderboard import leaderboard
+from study.analysis import leaderboard
 from study.metrics import delta_m
+from study.run import find_baselines, run_study
 from study.spec import load_spec
 from study.store import load_history, load_trials
-from study.tuner import run_study
 
 SPEC = """
 name: small
@@ -134,7 +133,7 @@ def test_query_command_reads_the_store_back(finished_study: tuple[Path, Path]) -
 def test_optuna_history_persists_in_a_journal(finished_study: tuple[Path, Path]) -> None:
     import optuna
 
-    from study.search import journal_storage
+    from study.run import journal_storage
 
     results, spec_path = finished_study
     spec, _ = load_spec(spec_path)

@@ -13,8 +13,8 @@ import pyarrow.fs as pafs
 import pytest
 from ray import tune
 
+from study.run import run_study
 from study.spec import load_spec
-from study.tuner import run_study
 
 SPEC = """
 name: staged

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from search_spaces import load_space
+from study.run import TrialRunner, TrialSetup
 from study.spec import DatasetSpec, DeepSpeedSpec, StudySpec
-from study.trial import TrialRunner, TrialSetup
 
 POTENTIALS = {"semseg": 0.5, "depth": 0.6}
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from search_spaces import load_space
+from study.run import TrialRunner, TrialSetup
 from study.spec import DatasetSpec, StudySpec
-from study.trial import TrialRunner, TrialSetup
 
 
 def test_rcm_trial_trains_and_leaves_the_banks_frozen() -> None:
@@ -98,9 +98,9 @@ def test_incremental_trial_resumes_with_the_tasks_its_checkpoint_had(tmp_path) -
 
 
 def test_incremental_study_records_what_each_task_was_trained_with(tmp_path) -> None:
+    from study.run import run_study
     from study.spec import load_spec
     from study.store import load_history, load_trials
-    from study.tuner import run_study
 
     path = tmp_path / "spec.yaml"
     path.write_text(

@@ -9,11 +9,10 @@ from ray import tune
 
 from cluster import ray_session
 from search_spaces import load_space
+from study.run import TrialSetup, trainable
+from study.run._tuner import _run_config
 from study.spec import DatasetSpec, StudySpec
 from study.store import load_history, load_trials
-from study.trainable import trainable
-from study.trial_setup import TrialSetup
-from study.tuner import _run_config
 
 
 class _KillAfterFirstCheckpoint(tune.Callback):

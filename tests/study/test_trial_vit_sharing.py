@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch
 
+from study.run import TrialRunner, TrialSetup
 from study.spec import DatasetSpec, StageSpec, StudySpec
-from study.trial import TrialRunner, TrialSetup
 
 STAGES = (
     StageSpec(task="semseg", step="base"),

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from search_spaces import load_space
+from study.run import TrialRunner, TrialSetup
 from study.spec import DatasetSpec, StudySpec
-from study.trial import TrialRunner, TrialSetup
 
 
 @pytest.mark.parametrize("method", ["ew", "mgda"])

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pandas as pd
 import pytest
 
-from study.uncertainty import compare_best_two, paired_bootstrap
+from study.analysis import compare_best_two, paired_bootstrap
 
 
 def test_paired_bootstrap_of_a_constant_difference_is_that_difference() -> None:

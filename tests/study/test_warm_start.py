@@ -3,9 +3,9 @@
 from pathlib import Path
 
 from search_spaces import load_space
+from study.run import run_study
 from study.spec import load_spec
 from study.store import load_trials
-from study.tuner import run_study
 
 SPEC = """
 name: warm
@@ -52,7 +52,7 @@ def test_each_scheduler_name_builds_its_ray_scheduler(tmp_path: Path) -> None:
         MedianStoppingRule,
     )
 
-    from study.tuner import _scheduler
+    from study.run import scheduler
 
     path = tmp_path / "spec.yaml"
     path.write_text(SPEC.format(results=tmp_path))
@@ -67,11 +67,11 @@ def test_each_scheduler_name_builds_its_ray_scheduler(tmp_path: Path) -> None:
         chosen = spec.model_copy(
             update={"scheduler": spec.scheduler.model_copy(update={"name": name})}
         )
-        assert type(_scheduler(chosen, 4)) is kind
+        assert type(scheduler(chosen, 4)) is kind
 
 
 def test_each_stage_samples_from_its_own_random_start(tmp_path: Path) -> None:
-    from study.tuner import _sampler
+    from study.run._tuner import _sampler
 
     path = tmp_path / "spec.yaml"
     path.write_text(SPEC.format(results=tmp_path).replace("median", "fifo"))
@@ -92,8 +92,8 @@ def test_each_stage_samples_from_its_own_random_start(tmp_path: Path) -> None:
 def test_the_spec_configures_tpe(tmp_path: Path) -> None:
     import optuna
 
+    from study.run._tuner import _sampler
     from study.spec import SamplerSpec
-    from study.tuner import _sampler
 
     path = tmp_path / "spec.yaml"
     path.write_text(

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
+from study.run import run_study
 from study.spec import load_spec
 from study.store import load_history, load_trials
-from study.tuner import run_study
 
 SPEC = """
 name: workers

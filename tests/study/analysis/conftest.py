@@ -22,7 +22,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from models import get_task
-from study.recorder import history_rows
+from study.run import history_rows
 from study.store import write_history, write_trial
 
 ARCHS = ("hard_sharing", "rcm_resnet")

@@ -21,7 +21,7 @@ from study.analysis import (
     weights_data,
 )
 from study.analysis._data import data_key
-from study.results import load
+from study.store import load
 
 # The store conftest.py builds.
 ARCHS = ("hard_sharing", "rcm_resnet")

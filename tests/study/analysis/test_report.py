@@ -19,7 +19,7 @@ import pytest
 
 from study.analysis import KINDS, PlotDataError, write_report
 from study.analysis._tables import leaderboard_table
-from study.results import load
+from study.store import load
 
 ERROR = "RuntimeError: loss of <depth> & 'normals' is NaN"  # conftest.ERROR
 

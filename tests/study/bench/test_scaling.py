@@ -18,7 +18,7 @@ import pytest
 
 from study.bench.scaling import format_table, study_name
 from study.cli import main
-from study.results import load_trials
+from study.store import load_trials
 
 _TRIALS = 2
 _LEVELS = (1, 2)

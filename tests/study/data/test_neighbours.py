@@ -11,9 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from study.data._common import DatasetError
+from study.data import DatasetError, open_dataset, synthesize
 from study.data._synthetic import SyntheticScenes
-from study.data.formats import open_dataset, synthesize
 from study.data.nyud import NYUD, TASKS, describe
 
 SIZE = 32

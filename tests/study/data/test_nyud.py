@@ -8,7 +8,7 @@ import scipy.io
 import torch
 from PIL import Image
 
-from study.data._common import DatasetError, Sample
+from study.data import DatasetError, Sample
 from study.data._synthetic import SyntheticScenes
 from study.data.nyud import NUM_CLASSES, NYUD, TASKS, describe, detect_layout
 from study.data.nyud_write import write_nyud

@@ -9,7 +9,7 @@ import scipy.io
 import torch
 from PIL import Image
 
-from study.data._common import DatasetError
+from study.data import DatasetError
 from study.data._synthetic import SyntheticScenes
 from study.data.pascal import (
     NUM_CLASSES,

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from study.data._common import Sample
+from study.data import Sample
 from study.data.transforms import (
     Compose,
     Normalize,

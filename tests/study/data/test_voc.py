@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from study.data._common import DatasetError
+from study.data import DatasetError
 from study.data._synthetic import SyntheticScenes
 from study.data.voc import CLASSES, NUM_CLASSES, TASKS, VOCDetection, describe, write_voc
 

@@ -15,8 +15,10 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from study.results._files import _HISTORY, _TRIALS, Kind, PathLike, _unknown, result_files
-from study.results._where import where_expression
+from study.store._files import HISTORY_DIR, TRIALS_DIR, Kind, PathLike, _unknown, result_files
+from study.store._where import where_expression
+
+__all__ = ["load", "load_history", "load_table", "load_trials"]
 
 _SCHEMA_THREADS = 16
 
@@ -210,7 +212,7 @@ def load_trials(
     columns: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """One row per trial; ``load(paths, "trials", where, columns)``."""
-    return load(paths, _TRIALS, where, columns)
+    return load(paths, TRIALS_DIR, where, columns)
 
 
 def load_history(
@@ -220,4 +222,4 @@ def load_history(
 ) -> pd.DataFrame:
     """Tidy rows ``(trial_id, epoch, split, task, metric, value, study, schema_version)``;
     ``load(paths, "history", where, columns)``."""
-    return load(paths, _HISTORY, where, columns)
+    return load(paths, HISTORY_DIR, where, columns)

@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from study.results._files import _unknown
+from study.store._files import _unknown
 
 # ---------------------------------------------------------------------------- where
 
@@ -29,6 +29,8 @@ _ARITHMETIC: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Mult: pc.multiply,
     ast.Pow: pc.power,
 }
+__all__ = ["where_expression"]
+
 _FUNCTIONS = ("isna", "isnull", "notna", "notnull", "abs")
 _OPERATORS = {
     ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=",

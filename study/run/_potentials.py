@@ -7,8 +7,8 @@ from pathlib import Path
 
 from models import balancing, get_task
 from search_spaces import SearchSpace
-from study.baselines import single_task_trials
 from study.errors import UserError
+from study.run._baselines import single_task_trials
 from study.spec import StudySpec
 
 __all__ = ["needs_potentials", "resolve_potentials", "stored_potentials"]

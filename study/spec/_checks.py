@@ -7,13 +7,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from models import balancing, create_model
+from models import (
+    IncrementalTasks,
+    StagedTraining,
+    TemporalPenalty,
+    balancing,
+    create_model,
+)
 from search_spaces import SearchSpace, SearchSpaceError
+from study.data.nyud import NEIGHBOUR_DIR
 from study.errors import first_line
-from study.spec import SpecError, StudySpec
-from study.splits import missing_neighbours
+from study.spec._models import DatasetSpec, SpecError, StudySpec
 
-__all__ = ["check_runnable"]
+__all__ = ["check_runnable", "missing_neighbours"]
 
 
 def _refuse(path: Path, field: str, message: str) -> SpecError:
@@ -133,13 +139,13 @@ def _check_search(path: Path, spec: StudySpec) -> None:
 
 
 def _check_incremental(path: Path, spec: StudySpec, space: SearchSpace, model: Any) -> None:
-    if not hasattr(model, "add_task"):
+    if not isinstance(model, IncrementalTasks):
         raise _refuse(
             path,
             "incremental",
             f"{spec.architecture} cannot add a task to a trained model; use rcm_resnet",
         )
-    if getattr(model, "train_bank", False):
+    if model.train_bank:
         raise _refuse(
             path,
             "incremental",
@@ -162,7 +168,7 @@ def _check_incremental(path: Path, spec: StudySpec, space: SearchSpace, model: A
 
 
 def _check_stages(path: Path, spec: StudySpec, space: SearchSpace, model: Any) -> None:
-    if not hasattr(model, "set_stage"):
+    if not isinstance(model, StagedTraining):
         raise _refuse(
             path, "stages", f"{spec.architecture} has no training stages; use vit_sharing"
         )
@@ -204,7 +210,8 @@ def _check_stages(path: Path, spec: StudySpec, space: SearchSpace, model: Any) -
 
 def _check_temporal(path: Path, spec: StudySpec, space: SearchSpace, model: Any) -> None:
     """A temporal penalty needs staged training and a dataset with neighbouring frames."""
-    if not getattr(model, "temporal", False) and "temporal_l1_weight" not in space.model:
+    temporal = isinstance(model, TemporalPenalty) and model.temporal
+    if not temporal and "temporal_l1_weight" not in space.model:
         return
     field = "model.temporal_l1_weight"
     if spec.stages is None:
@@ -221,3 +228,18 @@ def _check_temporal(path: Path, spec: StudySpec, space: SearchSpace, model: Any)
             f"the temporal penalty compares each frame with its "
             f"neighbouring frame, but {missing}; set it to 0 or use such a dataset",
         )
+
+
+def missing_neighbours(dataset: DatasetSpec) -> str | None:
+    """Why ``dataset`` has no neighbouring frames (None: it has): synthetic scenes render
+    them, an NYUD root stores them under ``neighbours/``."""
+    if dataset.parts is not None:
+        return "a mix of parts has no neighbouring frames"
+    if dataset.name == "synthetic":
+        return None
+    if dataset.name != "nyud":
+        return f"{dataset.name} has no neighbouring frames (synthetic and nyud have)"
+    folder = Path(str(dataset.root)) / NEIGHBOUR_DIR
+    if not folder.is_dir():
+        return f"the NYUD root has no {NEIGHBOUR_DIR}/ folder of neighbouring frames ({folder})"
+    return None

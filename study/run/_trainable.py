@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from ray import tune
 
-from study import storage
-from study.trial import TrialRunner, TrialSetup
+from study import store
+from study.run._trial import TrialRunner, TrialSetup
 
 __all__ = ["CHECKPOINTS_KEPT", "trainable", "trial_function"]
 
@@ -66,7 +66,7 @@ def _train(
         metrics = runner.run_epoch()
         if runner.epoch == setup.epochs and setup.models_dir is not None and lead:
             # Before the last report: once Tune has it, the next stage may look for this.
-            runner.save_model(storage.join(setup.models_dir, f"{trial_id}.pt"))
+            runner.save_model(store.join(setup.models_dir, f"{trial_id}.pt"))
         with tempfile.TemporaryDirectory() as directory:
             runner.save(directory)  # every rank: DeepSpeed writes each rank's part
             report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
@@ -89,7 +89,7 @@ def _train_on_workers(config: dict[str, Any], setup: TrialSetup) -> None:
         ),
         run_config=train.RunConfig(
             name=trial_id,
-            storage_path=storage.join(storage.absolute(spec.results), spec.name, "train"),
+            storage_path=store.join(store.absolute(spec.results), spec.name, "train"),
             failure_config=train.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=train.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
             callbacks=[TuneReportCallback()],

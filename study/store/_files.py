@@ -8,17 +8,24 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from study.atomic import TMP_SUFFIX
+__all__ = [
+    "HISTORY_DIR",
+    "KINDS",
+    "PARQUET_SUFFIX",
+    "TRIALS_DIR",
+    "Kind",
+    "PathLike",
+    "result_files",
+]
 
 Kind = Literal["trials", "history"]
 PathLike = str | os.PathLike[str]
 
-# The layout of the store; the writer (study.store) uses the same names.
-_TRIALS = "trials"
-_HISTORY = "history"
-_KINDS = (_TRIALS, _HISTORY)
-_SUFFIX = ".parquet"
-_TMP_SUFFIX = TMP_SUFFIX
+# The layout of a study folder; writers, readers and the remote mirror share these names.
+TRIALS_DIR = "trials"
+HISTORY_DIR = "history"
+KINDS = (TRIALS_DIR, HISTORY_DIR)
+PARQUET_SUFFIX = ".parquet"
 
 
 # ---------------------------------------------------------------------------- files
@@ -26,16 +33,16 @@ _TMP_SUFFIX = TMP_SUFFIX
 
 def _is_result_file(path: Path) -> bool:
     # Temporary files of interrupted writes are hidden and end in .tmp; never read them.
-    return path.is_file() and path.suffix == _SUFFIX and not path.name.startswith(".")
+    return path.is_file() and path.suffix == PARQUET_SUFFIX and not path.name.startswith(".")
 
 
 def _study_files(study_dir: Path, kind: str) -> list[Path]:
-    return sorted(p for p in (study_dir / kind).glob(f"*{_SUFFIX}") if _is_result_file(p))
+    return sorted(p for p in (study_dir / kind).glob(f"*{PARQUET_SUFFIX}") if _is_result_file(p))
 
 
 def _files_under(path: Path, kind: str) -> list[Path]:
     """The ``kind`` files of ``path``, a study folder or a root of study folders."""
-    if any((path / k).is_dir() for k in _KINDS):
+    if any((path / k).is_dir() for k in KINDS):
         return _study_files(path, kind)
     studies = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     return [f for study in studies for f in _study_files(study, kind)]
@@ -46,8 +53,8 @@ def result_files(paths: PathLike | Sequence[PathLike], kind: Kind = "trials") ->
 
     A path that is not a folder, or holds no ``kind`` files, raises ``FileNotFoundError``.
     """
-    if kind not in _KINDS:
-        raise ValueError(f"kind must be one of {list(_KINDS)}, got {kind!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
     items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
     if not items:
         raise ValueError("no results path given")
@@ -55,8 +62,8 @@ def result_files(paths: PathLike | Sequence[PathLike], kind: Kind = "trials") ->
     for item in items:
         path = Path(item)
         expected = (
-            f"expected a results folder with <study>/{kind}/*{_SUFFIX} "
-            f"or a study folder with {kind}/*{_SUFFIX}"
+            f"expected a results folder with <study>/{kind}/*{PARQUET_SUFFIX} "
+            f"or a study folder with {kind}/*{PARQUET_SUFFIX}"
         )
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: no such folder; {expected}")

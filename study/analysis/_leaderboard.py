@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import pandas as pd
 
 from models import get_task
-from study.pareto import configurations
-from study.uncertainty import compare_best_two
+from study.analysis._pareto import configurations
+from study.analysis._uncertainty import compare_best_two
 
 __all__ = ["configuration_table", "leaderboard", "pareto_table", "stage_table", "study_summary"]
 

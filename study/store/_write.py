@@ -25,15 +25,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from study.atomic import write_atomically
-from study.results import load_history, load_trials
-from study.results._files import _HISTORY, _SUFFIX, _TRIALS
+from study.store._atomic import write_atomically
+from study.store._files import HISTORY_DIR, PARQUET_SUFFIX, TRIALS_DIR
 
 __all__ = [
     "HISTORY_COLUMNS",
     "SCHEMA_VERSION",
-    "load_history",
-    "load_trials",
     "read_trial_history",
     "read_trial_row",
     "write_history",
@@ -150,7 +147,7 @@ def write_trial(root: Path, study: str, row: Mapping[str, Any]) -> Path:
     _reserved(row, "schema_version", SCHEMA_VERSION)
     flat = _flatten({**row, "study": study, "schema_version": SCHEMA_VERSION})
     table = pa.table({name: _column(name, value) for name, value in flat.items()})
-    return _atomic_write(table, _folder(root, study, _TRIALS) / f"{trial_id}{_SUFFIX}")
+    return _atomic_write(table, _folder(root, study, TRIALS_DIR) / f"{trial_id}{PARQUET_SUFFIX}")
 
 
 def _history_cell(index: int, column: str, value: Any) -> Any:
@@ -192,12 +189,12 @@ def write_history(root: Path, study: str, trial_id: str, rows: Sequence[Mapping[
     count = len(columns["trial_id"])
     data = {**columns, "study": [study] * count, "schema_version": [SCHEMA_VERSION] * count}
     table = pa.table(data, schema=_HISTORY_SCHEMA)
-    return _atomic_write(table, _folder(root, study, _HISTORY) / f"{trial_id}{_SUFFIX}")
+    return _atomic_write(table, _folder(root, study, HISTORY_DIR) / f"{trial_id}{PARQUET_SUFFIX}")
 
 
 def read_trial_row(root: Path, study: str, trial_id: str) -> dict[str, Any] | None:
     """The stored row of one trial, flat (dotted columns), or None if it has none."""
-    path = _folder(root, study, _TRIALS) / f"{_check_name('trial_id', trial_id)}{_SUFFIX}"
+    path = _folder(root, study, TRIALS_DIR) / f"{_check_name('trial_id', trial_id)}{PARQUET_SUFFIX}"
     if not path.is_file():
         return None
     (row,) = pq.read_table(path).to_pylist()
@@ -207,7 +204,9 @@ def read_trial_row(root: Path, study: str, trial_id: str) -> dict[str, Any] | No
 def read_trial_history(root: Path, study: str, trial_id: str) -> list[dict[str, Any]]:
     """The history rows already stored for one trial (none if it has no file yet), as
     :func:`write_history` takes them: a resumed driver appends to them."""
-    path = _folder(root, study, _HISTORY) / f"{_check_name('trial_id', trial_id)}{_SUFFIX}"
+    path = (
+        _folder(root, study, HISTORY_DIR) / f"{_check_name('trial_id', trial_id)}{PARQUET_SUFFIX}"
+    )
     if not path.is_file():
         return []
     table = pq.read_table(path, columns=[c for c in HISTORY_COLUMNS if c != "trial_id"])

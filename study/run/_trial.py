@@ -15,18 +15,23 @@ from typing import Any
 import torch
 
 from models import (
+    ComputeReport,
+    InitialisedFromData,
+    OptimizerGroups,
+    StagedTraining,
+    TemporalPenalty,
     balancing,
     create_model,
 )
-from study import storage
-from study.costs import model_costs
-from study.engine import build_engine, side_backward
+from study import store
 from study.metrics import MultiTaskMeter, delta_m
+from study.run._costs import model_costs
+from study.run._engine import build_engine, side_backward
+from study.run._setup import TrialSetup
+from study.run._splits import Batch, Split, train_with_neighbours, trial_splits, worker_batches
 from study.spec import StageSpec
-from study.splits import Batch, Split, train_with_neighbours, trial_splits, worker_batches
-from study.trial_setup import TrialSetup
 
-__all__ = ["TrialRunner", "TrialSetup"]
+__all__ = ["TrialRunner"]
 
 _STATE_FILE = "trial_state.pt"
 _ENGINE_TAG = "engine"
@@ -58,7 +63,7 @@ class TrialRunner:
             num_classes=spec.dataset.num_classes,
             **self.model_kw,
         )
-        if hasattr(self.model, "initialise_from_data"):
+        if isinstance(self.model, InitialisedFromData):
             # One seeded training batch: RCM's response initialisation takes PCA of it.
             images, _, _ = next(iter(self.train.batches(spec.batch_size, self.seed)))
             self.model.initialise_from_data(images)
@@ -90,7 +95,7 @@ class TrialRunner:
         self.label_counts = torch.zeros(len(self.tasks), dtype=torch.float64)
         optim = self.config.get("optim", {})
         lr = float(optim.get("lr", 1e-3))
-        if hasattr(self.model, "optimizer_groups"):
+        if isinstance(self.model, OptimizerGroups):
             groups = self.model.optimizer_groups(lr)
         else:
             groups = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
@@ -123,12 +128,12 @@ class TrialRunner:
         """A stage of staged training: the model as the previous stage left it, then only
         ``stage.task`` trains (and is evaluated) in ``stage.step``."""
         if init_from is not None:
-            with storage.local_copy(init_from) as path:
+            with store.local_copy(init_from) as path:
                 state = torch.load(path, map_location="cpu", weights_only=True)
             self.model.load_state_dict(state)
         self.model.set_stage(stage.task, stage.step)
         self.training_task = stage.task
-        if getattr(self.model, "temporal", False):
+        if isinstance(self.model, TemporalPenalty) and self.model.temporal:
             # Only the temporal penalty reads neighbouring frames; no other trial loads them.
             spec = self.setup.spec
             self.train = train_with_neighbours(spec.dataset, spec.seed, tuple(self.all_tasks))
@@ -136,12 +141,12 @@ class TrialRunner:
         self.tasks = {stage.task: self.all_tasks[stage.task]}
         self.label_counts = torch.zeros(1, dtype=torch.float64)
 
-    def save_model(self, location: storage.PathLike) -> None:
+    def save_model(self, location: store.PathLike) -> None:
         """The trained weights alone (what the next stage starts from), written whole, to
         a path or a URI."""
         state = self.model.state_dict()
         weights = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-        storage.write_file(location, lambda tmp: torch.save(weights, tmp))
+        store.write_file(location, lambda tmp: torch.save(weights, tmp))
 
     def _task_of_epoch(self, epoch: int) -> str:
         names = tuple(self.all_tasks)
@@ -192,8 +197,9 @@ class TrialRunner:
         task = self.training_task
         pred = self.engine(self._inputs(images), tasks=(task,))[task]
         loss = self.tasks[task].loss(pred.float(), targets[task])
-        penalty = getattr(self.model, "penalty", None)  # a stage's sparsity penalties
-        total = loss if penalty is None else loss + penalty()
+        total = loss
+        if isinstance(self.model, StagedTraining):  # a stage's sparsity penalties
+            total = total + self.model.penalty()
         if neighbours is not None:  # video: the frame's activations against its neighbour's
             frames = self._inputs(images), self._inputs(neighbours)
             total = total + self.model.temporal_penalty(*frames)
@@ -316,7 +322,7 @@ class TrialRunner:
     @torch.no_grad()
     def _sharing_costs(self, task: str) -> dict[str, float]:
         """What ``task`` costs with computation sharing, measured on a validation batch."""
-        if not hasattr(self.model, "compute_report"):
+        if not isinstance(self.model, ComputeReport):
             return {}
         images, _, _ = next(iter(self.val.batches(self.setup.spec.batch_size, None)))
         return self.model.compute_report(self._inputs(images))[task]

@@ -20,10 +20,8 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from models.tasks import IGNORE_INDEX, get_task
-from study.data import SyntheticScenes
-from study.data._common import DatasetError
-from study.data.formats import open_dataset
-from study.spec import DatasetSpec, PartSpec
+from study.data import DatasetError, SyntheticScenes, open_dataset
+from study.spec import DatasetSpec, PartSpec, missing_neighbours
 
 __all__ = [
     "Batch",
@@ -31,7 +29,6 @@ __all__ = [
     "FrameBatch",
     "Split",
     "TensorSplit",
-    "missing_neighbours",
     "train_with_neighbours",
     "trial_splits",
     "worker_batches",
@@ -262,23 +259,6 @@ def trial_splits(dataset: DatasetSpec, seed: int, tasks: tuple[str, ...]) -> tup
     train = open_dataset(dataset.name, root, "train", tasks, dataset.image_size, augmentation)
     val = open_dataset(dataset.name, root, "val", tasks, dataset.image_size)
     return DiskSplit(train, augmentation), DiskSplit(val)
-
-
-def missing_neighbours(dataset: DatasetSpec) -> str | None:
-    """Why ``dataset`` has no neighbouring frames (None: it has): synthetic scenes render
-    them, an NYUD root stores them under ``neighbours/``."""
-    if dataset.parts is not None:
-        return "a mix of parts has no neighbouring frames"
-    if dataset.name == "synthetic":
-        return None
-    if dataset.name != "nyud":
-        return f"{dataset.name} has no neighbouring frames (synthetic and nyud have)"
-    from study.data.nyud import NEIGHBOUR_DIR
-
-    folder = Path(str(dataset.root)) / NEIGHBOUR_DIR
-    if not folder.is_dir():
-        return f"the NYUD root has no {NEIGHBOUR_DIR}/ folder of neighbouring frames ({folder})"
-    return None
 
 
 @functools.lru_cache(maxsize=2)

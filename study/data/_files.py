@@ -1,9 +1,8 @@
-"""What every dataset loader shares: the sample layout, its errors and small readers."""
+"""What every dataset loader reads with: its error type and the small readers of its files."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NotRequired, TypedDict
 
 import numpy as np
 import torch
@@ -11,28 +10,11 @@ from PIL import Image
 
 from study.errors import UserError
 
-__all__ = ["DatasetError", "Sample", "read_rgb", "read_split", "require_dir"]
+__all__ = ["DatasetError", "read_rgb", "read_split", "require_dir"]
 
 
 class DatasetError(UserError):
     """A dataset folder or file that cannot be read; the message names the path."""
-
-
-class Sample(TypedDict):
-    """One item of any loader.
-
-    ``image`` is float32 (3, H, W) in [0, 1], not normalised; ``targets`` follow the
-    conventions of :mod:`models.tasks` (ignored pixels 255, invalid depth 0, invalid
-    normals all-zero); ``labelled`` says which tasks this image has labels for.
-    ``neighbour``, only where a loader was asked for it, is a neighbouring frame of the
-    same video as ``image`` (same size and range), augmented exactly as the image is.
-    """
-
-    name: str
-    image: torch.Tensor
-    targets: dict[str, torch.Tensor]
-    labelled: dict[str, bool]
-    neighbour: NotRequired[torch.Tensor]
 
 
 def require_dir(path: Path, what: str) -> Path:

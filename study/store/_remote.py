@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from study.atomic import TMP_SUFFIX, write_atomically
 from study.errors import UserError, first_line
+from study.store._atomic import TMP_SUFFIX, write_atomically
+from study.store._files import KINDS, PARQUET_SUFFIX
 
 __all__ = [
     "DriverStore",
@@ -48,7 +49,6 @@ PathLike = str | os.PathLike[str]
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 # What a mirror holds: the Parquet store, the spec and the Optuna journal. Tune writes its
 # experiments to the URI itself, and trials write the stages' models there.
-_STORE_FOLDERS = ("trials", "history")
 _STUDY_FILES = ("spec.yaml", "optuna.journal")
 _SETTLE_NS = 2_000_000_000
 # Object stores have no folders to create before a write (creating one adds a marker).
@@ -277,7 +277,7 @@ def _mirrored(relative: str) -> bool:
     *folders, name = relative.split("/")
     if name.startswith(".") or any(f.startswith(".") for f in folders):
         return False
-    in_store = bool(folders) and folders[-1] in _STORE_FOLDERS and name.endswith(".parquet")
+    in_store = bool(folders) and folders[-1] in KINDS and name.endswith(PARQUET_SUFFIX)
     return in_store or name in _STUDY_FILES
 
 

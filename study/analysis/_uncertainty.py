@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from study.pareto import configurations
+from study.analysis._pareto import configurations
 
 __all__ = ["Comparison", "compare_best_two", "paired_bootstrap"]
 

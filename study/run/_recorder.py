@@ -11,10 +11,10 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from models import Task
-from study import storage
-from study.objectives import feasible
+from study import store
+from study.run._setup import TrialSetup
+from study.spec import feasible
 from study.store import read_trial_history, read_trial_row, write_history, write_trial
-from study.trial_setup import TrialSetup
 
 __all__ = ["StoreRecorder", "history_rows", "trained_with"]
 
@@ -98,7 +98,7 @@ class StoreRecorder(Callback):
         # Pickled into the experiment by the driver that started it: write where this one
         # runs (another machine's mirror of a root at a URI).
         self.__dict__.update(state)
-        bound = storage.driver_store(self._setup.spec.name)
+        bound = store.driver_store(self._setup.spec.name)
         if bound is not None:
             self.root = bound.root
 
@@ -180,7 +180,7 @@ class StoreRecorder(Callback):
             row["epochs"] = int(results[-1]["epoch"])
             kept = {k: v for k, v in stored.items() if k.split(".")[0] not in row}
             write_trial(self.root, spec.name, {**kept, **row})
-            storage.push_driver(spec.name)
+            store.push_driver(spec.name)
             return
         if results:
             last = results[-1]
@@ -215,10 +215,10 @@ class StoreRecorder(Callback):
                 whole = [r for r in results if len(_reported(r, tasks)) == len(tasks)]
                 row["best_delta_m"] = max(r["delta_m"] for r in whole or results)
         if self._setup.models_dir is not None:
-            model = storage.join(self._setup.models_dir, f"{trial.trial_id}.pt")
-            row["model_path"] = model if storage.exists(model) else None
+            model = store.join(self._setup.models_dir, f"{trial.trial_id}.pt")
+            row["model_path"] = model if store.exists(model) else None
         write_trial(self.root, spec.name, row)
-        storage.push_driver(spec.name)
+        store.push_driver(spec.name)
 
 
 def _report(epoch: int, rows: list[Mapping[str, Any]]) -> dict[str, Any]:

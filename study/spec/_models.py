@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
+import difflib
+from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -15,17 +16,39 @@ from pydantic import (
 )
 
 from models import list_models, list_tasks
-from search_spaces import SearchSpace, SearchSpaceError, SpaceOverride, load_space, read_model
-from study.data import SYNTHETIC_TASKS
-from study.data.formats import format_tasks
+from search_spaces import SpaceOverride
+from study.data import SYNTHETIC, SYNTHETIC_TASKS, dataset_names, get_format
 from study.errors import UserError
-from study.objectives import ConstraintSpec, ObjectiveSpec
+from study.spec._objectives import ConstraintSpec, ObjectiveSpec
 
-__all__ = ["SpecError", "StudySpec", "load_spec"]
+__all__ = [
+    "DatasetSpec",
+    "DeepSpeedSpec",
+    "PartSpec",
+    "SamplerSpec",
+    "SchedulerSpec",
+    "SpecError",
+    "StageSpec",
+    "StudySpec",
+]
 
 
 class SpecError(UserError):
     """A spec that cannot be run."""
+
+
+def _known_dataset(name: str) -> str:
+    if name not in dataset_names():
+        close = difflib.get_close_matches(name, dataset_names(), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"unknown dataset {name!r}; expected one of {', '.join(dataset_names())}{hint}"
+        )
+    return name
+
+
+#: ``synthetic`` or a registered on-disk format (:func:`study.data.dataset_names`).
+DatasetName = Annotated[str, AfterValidator(_known_dataset)]
 
 
 class _Strict(BaseModel):
@@ -36,10 +59,10 @@ class PartSpec(_Strict):
     """One part of a partially labelled mix: its own images, some tasks labelled.
 
     A synthetic part renders ``train_samples`` and ``val_samples`` scenes of its own; a part
-    on disk (``nyud``, ``pascal``, ``voc`` with a ``root``) reads that folder's splits.
+    on disk (a registered format with a ``root``) reads that folder's splits.
     """
 
-    name: Literal["synthetic", "nyud", "pascal", "voc"] = "synthetic"
+    name: DatasetName = SYNTHETIC
     root: str | None = None
     tasks: tuple[str, ...] = Field(min_length=1)
     train_samples: int | None = Field(None, ge=1)
@@ -47,14 +70,14 @@ class PartSpec(_Strict):
 
     @model_validator(mode="after")
     def _labels_its_tasks(self) -> PartSpec:
-        if self.name == "synthetic":
+        if self.name == SYNTHETIC:
             if self.root is not None or self.train_samples is None or self.val_samples is None:
                 raise ValueError("a synthetic part has train_samples and val_samples, no root")
             labelled = SYNTHETIC_TASKS
         else:
             if self.root is None:
                 raise ValueError(f"a {self.name} part needs 'root', the dataset's folder")
-            labelled = format_tasks(self.name)[0]
+            labelled = get_format(self.name).tasks
         unknown = [t for t in self.tasks if t not in labelled]
         if unknown:
             raise ValueError(f"{self.name} does not label {unknown}")
@@ -62,8 +85,8 @@ class PartSpec(_Strict):
 
 
 class DatasetSpec(_Strict):
-    name: Literal["synthetic", "nyud", "pascal", "voc"] = "synthetic"
-    #: The dataset's folder (``nyud``, ``pascal``, ``voc``), relative to the spec's folder.
+    name: DatasetName = SYNTHETIC
+    #: The dataset's folder (a registered format), relative to the spec's folder.
     root: str | None = None
     image_size: int = Field(64, ge=16, le=1024)
     num_classes: int = Field(5, ge=2, le=256)
@@ -78,11 +101,11 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _real_dataset(self) -> DatasetSpec:
-        if self.name == "synthetic":
+        if self.name == SYNTHETIC:
             if self.root is not None:
                 raise ValueError("a synthetic dataset has no root")
             for part in self.parts or ():
-                classes = part.name != "synthetic" and format_tasks(part.name)[1]
+                classes = part.name != SYNTHETIC and get_format(part.name).num_classes
                 counted = {"semseg", "detection"} & set(part.tasks)
                 if classes and counted and classes != self.num_classes:
                     raise ValueError(
@@ -94,7 +117,7 @@ class DatasetSpec(_Strict):
             raise ValueError("a mix of parts takes no name: each part names its dataset")
         if self.root is None:
             raise ValueError(f"{self.name} needs 'root', the dataset's folder")
-        _, classes = format_tasks(self.name)
+        classes = get_format(self.name).num_classes
         if self.num_classes != classes:
             raise ValueError(f"{self.name} has {classes} classes; set num_classes: {classes}")
         return self
@@ -103,7 +126,7 @@ class DatasetSpec(_Strict):
         """The tasks this dataset labels (in some of its samples, for a mix)."""
         if self.parts is not None:
             return tuple(dict.fromkeys(t for part in self.parts for t in part.tasks))
-        return SYNTHETIC_TASKS if self.name == "synthetic" else format_tasks(self.name)[0]
+        return SYNTHETIC_TASKS if self.name == SYNTHETIC else get_format(self.name).tasks
 
 
 class SchedulerSpec(_Strict):
@@ -327,48 +350,3 @@ class StudySpec(_Strict):
                 )
             )
         )
-
-
-def _resolved(spec_path: Path, root: str, field: str) -> str:
-    folder = spec_path.parent / root
-    if not folder.is_dir():
-        raise SpecError(f"{spec_path}: field '{field}': folder {folder} not found")
-    return str(folder.resolve())
-
-
-def load_spec(path: str | Path) -> tuple[StudySpec, SearchSpace]:
-    """Read and validate a spec and its search space; any problem is one :class:`SpecError`."""
-    path = Path(path)
-    spec = read_model(path, StudySpec, SpecError, "spec")
-    if spec.dataset.root is not None:
-        dataset = spec.dataset.model_copy(
-            update={"root": _resolved(path, spec.dataset.root, "dataset.root")}
-        )
-        spec = spec.model_copy(update={"dataset": dataset})
-    if spec.dataset.parts is not None:
-        parts = tuple(
-            p
-            if p.root is None
-            else p.model_copy(update={"root": _resolved(path, p.root, f"dataset.parts.{i}.root")})
-            for i, p in enumerate(spec.dataset.parts)
-        )
-        dataset = spec.dataset.model_copy(update={"parts": parts})
-        spec = spec.model_copy(update={"dataset": dataset})
-    space_path = Path(spec.search_space)
-    if space_path.suffix and not space_path.is_absolute():
-        space_path = path.parent / space_path
-    try:
-        space = load_space(space_path if space_path.suffix else spec.search_space)
-        if spec.methods is not None:
-            space = space.restricted_to(spec.methods)
-        # A model argument the spec fixes is not searched.
-        searched = {k: p for k, p in space.model.items() if k not in spec.model}
-        space = space.model_copy(
-            update={"model": searched, "architectures": list(spec.architectures or [])}
-        )
-    except SearchSpaceError as err:
-        raise SpecError(f"{path}: field 'search_space': {err}") from None
-    from study._spec_checks import check_runnable  # it imports this module
-
-    check_runnable(path, spec, space)
-    return spec, space

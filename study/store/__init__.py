@@ -1,6 +1,8 @@
-"""Query the Parquet store: trials and history as pandas DataFrames, read through pyarrow.
+"""The Parquet store: where a study's results live, how they are written, and how they
+are read back as pandas DataFrames through pyarrow.
 
-The store (written by :mod:`study.store`) holds, under a results root::
+Under a results root (a folder, or an object-store URI mirrored locally by
+:class:`RemoteRoot`)::
 
     <root>/<study>/trials/<trial_id>.parquet    one wide row per trial
     <root>/<study>/history/<trial_id>.parquet   tidy rows: trial_id, epoch, split, task,
@@ -28,16 +30,74 @@ a subset of :meth:`pandas.DataFrame.query`:
 A comparison with a missing value is false, except ``!=`` which is true, as in pandas.
 """
 
-from study.results._files import Kind, result_files
-from study.results._load import load, load_history, load_table, load_trials
-from study.results._where import where_expression
+from study.store._atomic import TMP_SUFFIX, write_atomically
+from study.store._files import (
+    HISTORY_DIR,
+    KINDS,
+    PARQUET_SUFFIX,
+    TRIALS_DIR,
+    Kind,
+    PathLike,
+    result_files,
+)
+from study.store._load import load, load_history, load_table, load_trials
+from study.store._remote import (
+    DriverStore,
+    RemoteRoot,
+    absolute,
+    bind_driver,
+    driver_store,
+    exists,
+    is_uri,
+    join,
+    local_copy,
+    push_driver,
+    readable,
+    write_file,
+)
+from study.store._where import where_expression
+from study.store._write import (
+    HISTORY_COLUMNS,
+    SCHEMA_VERSION,
+    read_trial_history,
+    read_trial_row,
+    write_history,
+    write_spec,
+    write_trial,
+)
 
 __all__ = [
+    "HISTORY_COLUMNS",
+    "HISTORY_DIR",
+    "KINDS",
+    "PARQUET_SUFFIX",
+    "SCHEMA_VERSION",
+    "TMP_SUFFIX",
+    "TRIALS_DIR",
+    "DriverStore",
     "Kind",
+    "PathLike",
+    "RemoteRoot",
+    "absolute",
+    "bind_driver",
+    "driver_store",
+    "exists",
+    "is_uri",
+    "join",
     "load",
     "load_history",
     "load_table",
     "load_trials",
+    "local_copy",
+    "push_driver",
+    "read_trial_history",
+    "read_trial_row",
+    "readable",
     "result_files",
     "where_expression",
+    "write_atomically",
+    "write_file",
+    "write_history",
+    "write_spec",
+    "write_trial",
 ]

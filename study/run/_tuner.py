@@ -24,21 +24,21 @@ from ray.tune.schedulers import (
 from cluster import ray_session
 from models import get_task
 from search_spaces import SearchSpace
-from study import storage
-from study.baselines import Baselines, find_baselines
-from study.engine import torch_extensions_dir, warm_up
+from study import store
+from study.analysis import flag_pareto
 from study.errors import UserError
-from study.pareto import flag_pareto
-from study.potentials import resolve_potentials
-from study.progress import ProgressLine
-from study.recorder import StoreRecorder
-from study.search import StudySearch, journal_storage, tpe_sampler
+from study.run._baselines import Baselines, find_baselines
+from study.run._engine import torch_extensions_dir, warm_up
+from study.run._potentials import resolve_potentials
+from study.run._progress import ProgressLine
+from study.run._recorder import StoreRecorder
+from study.run._search import StudySearch, journal_storage, tpe_sampler
+from study.run._setup import TrialSetup
+from study.run._trainable import CHECKPOINTS_KEPT, trainable
 from study.spec import StageSpec, StudySpec
 from study.store import load_trials, write_spec
-from study.trainable import CHECKPOINTS_KEPT, trainable
-from study.trial_setup import TrialSetup
 
-__all__ = ["StudyOutcome", "run_study"]
+__all__ = ["StudyOutcome", "run_study", "scheduler"]
 
 References = dict[str, dict[str, float]]
 
@@ -53,7 +53,8 @@ class StudyOutcome:
     location: str = ""
 
 
-def _scheduler(spec: StudySpec, epochs: int) -> TrialScheduler:
+def scheduler(spec: StudySpec, epochs: int) -> TrialScheduler:
+    """The Tune scheduler the spec names, stopping trials by ``training_iteration``."""
     if spec.scheduler.name == "fifo":
         return FIFOScheduler()
     if spec.scheduler.name == "hyperband":
@@ -132,7 +133,7 @@ def _run_config(
         callbacks.append(ProgressLine(phase, trials, setup.epochs, metric, mode, run.progress))
     return tune.RunConfig(
         name=phase,
-        storage_path=storage.join(spec.results, spec.name, "tune"),
+        storage_path=store.join(spec.results, spec.name, "tune"),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
         callbacks=callbacks,
@@ -146,7 +147,7 @@ def _fit(
     """Run a phase's experiment, or continue it where a killed driver left it: finished
     trials stay finished, unfinished ones restart from their last checkpoint, and the
     searcher (with its Optuna journal) keeps its history and its trial budget."""
-    path = storage.join(setup.spec.results, setup.spec.name, "tune", phase)
+    path = store.join(setup.spec.results, setup.spec.name, "tune", phase)
     if run.resume and tune.Tuner.can_restore(path):
         restored = tune.Tuner.restore(
             path, trainable=trainable(setup), resume_unfinished=True, resume_errored=True
@@ -232,7 +233,7 @@ def _search_phase(
             trainable(setup),
             tune_config=tune.TuneConfig(
                 search_alg=search,
-                scheduler=_scheduler(spec, setup.epochs),
+                scheduler=scheduler(spec, setup.epochs),
                 # A scheduler stops on one metric; several objectives run to the end.
                 metric=metrics[0] if single else None,
                 mode=modes[0] if single else None,
@@ -264,7 +265,7 @@ def _run_stages(
             tasks=tuple(spec.tasks),
             stage=stage,
             init_from=init_from,
-            models_dir=storage.join(spec.results, spec.name, "models"),
+            models_dir=store.join(spec.results, spec.name, "models"),
         )
         log(f"stage {i + 1}/{len(stages)}, {stage.name}: {stage.trials} trial(s)")
         stage_space = space if stage.space is None else space.overridden(stage.space)
@@ -330,20 +331,20 @@ def run_study(
     the experiments a killed driver left under the study's folder. ``progress`` gets a
     line on each change of a phase's trials; ``verbose`` shows Tune's own table."""
     remote = None
-    if storage.is_uri(spec.results):
-        remote = storage.RemoteRoot.open(spec.results, study=spec.name)
+    if store.is_uri(spec.results):
+        remote = store.RemoteRoot.open(spec.results, study=spec.name)
     # A root at a URI: the driver works on a local mirror and pushes it as it writes.
     root = remote.pull() if remote is not None else Path(spec.results).resolve()
     # Trial processes run in folders of their own: they get the root as an absolute path.
     spec = spec.model_copy(update={"results": remote.uri if remote else str(root)})
     sync = None if remote is None else functools.partial(remote.push, spec.name)
-    storage.bind_driver(spec.name, storage.DriverStore(root, sync))
+    store.bind_driver(spec.name, store.DriverStore(root, sync))
     run = _Run(resume=resume, progress=progress, verbose=verbose)
     try:
         outcome = _run_study(spec, space, root, address, run, log)
-        return dataclasses.replace(outcome, location=storage.join(spec.results, spec.name))
+        return dataclasses.replace(outcome, location=store.join(spec.results, spec.name))
     finally:
-        storage.push_driver(spec.name)
+        store.push_driver(spec.name)
 
 
 def _run_study(
@@ -355,7 +356,7 @@ def _run_study(
     log: Callable[[str], None],
 ) -> StudyOutcome:
     write_spec(root, spec.name, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-    storage.push_driver(spec.name)  # an unwritable store fails here, before Ray starts
+    store.push_driver(spec.name)  # an unwritable store fails here, before Ray starts
     env = {"TORCH_EXTENSIONS_DIR": str(torch_extensions_dir())}
     _quiet_ray_tune()
     baselines = None if spec.baselines == "none" else find_baselines(root, spec)

@@ -21,8 +21,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from ray.tune.search.optuna import OptunaSearch
 
-from study import storage
-from study.objectives import ConstraintSpec, constraint_values
+from study import store
+from study.spec import ConstraintSpec, constraint_values
 
 __all__ = ["StudySearch", "journal_storage", "mean_result", "tpe_sampler"]
 
@@ -122,13 +122,13 @@ class StudySearch(OptunaSearch):
         # state a resumed driver restores then never names an Optuna trial, or a result,
         # that the store's journal lacks.
         if self._study is not None:
-            storage.push_driver(self._study)
+            store.push_driver(self._study)
 
     def restore(self, checkpoint_path: str) -> None:
         """The pickled searcher, its Optuna study and open trials reattached to this
         driver's journal (the pickle names the journal of the driver that wrote it)."""
         super().restore(checkpoint_path)
-        bound = None if self._study is None else storage.driver_store(self._study)
+        bound = None if self._study is None else store.driver_store(self._study)
         if bound is None or self._ot_study is None:
             return
         self._storage = journal_storage(bound.root, self._study)

@@ -1,0 +1,42 @@
+"""The study spec: validated pydantic models of a study, read from YAML by
+:func:`load_spec`, with the checks that need the model and search space. A bad field is one
+:class:`SpecError` line naming it, before Ray starts."""
+
+from study.spec._checks import check_runnable, missing_neighbours
+from study.spec._load import load_spec
+from study.spec._models import (
+    DatasetSpec,
+    DeepSpeedSpec,
+    PartSpec,
+    SamplerSpec,
+    SchedulerSpec,
+    SpecError,
+    StageSpec,
+    StudySpec,
+)
+from study.spec._objectives import (
+    METRICS,
+    ConstraintSpec,
+    ObjectiveSpec,
+    constraint_values,
+    feasible,
+)
+
+__all__ = [
+    "METRICS",
+    "ConstraintSpec",
+    "DatasetSpec",
+    "DeepSpeedSpec",
+    "ObjectiveSpec",
+    "PartSpec",
+    "SamplerSpec",
+    "SchedulerSpec",
+    "SpecError",
+    "StageSpec",
+    "StudySpec",
+    "check_runnable",
+    "constraint_values",
+    "feasible",
+    "load_spec",
+    "missing_neighbours",
+]
