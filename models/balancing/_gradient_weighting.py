@@ -146,7 +146,7 @@ class NashMTL(_GramianMethod):
         "ICML 2022"
     )
 
-    def __init__(self, tasks: Sequence[str], max_iter: int = 20) -> None:
+    def __init__(self, tasks: Sequence[str], max_iter: int = 100) -> None:
         super().__init__(tasks)
         if max_iter < 1:
             raise ValueError(f"nash_mtl max_iter must be >= 1, got {max_iter}")
