@@ -114,7 +114,14 @@ class IMTLG(_GramianMethod):
 
 @register_balancer("imtl")
 class IMTL(_GramianMethod):
-    """IMTL-G on the losses scaled by IMTL-L: L_t → e^{s_t} L_t − s_t, s_t learned."""
+    """IMTL-G on the losses scaled by IMTL-L: L_t → e^{s_t} L_t − s_t, s_t learned.
+
+    The network's update is IMTL-G's ``Σ_t α_t ∇(e^{s_t} L_t)``, α from the scaled gradients.
+    The scales descend the scaled losses themselves, unweighted by α, as in the paper's
+    algorithm and LibMTL: ``∂/∂s_t = e^{s_t} L_t − 1``, which drives ``e^{s_t} L_t`` to 1. A task
+    with loss 0 (unlabelled in this batch) is left out of that step, so ``−s_t`` alone cannot
+    raise its scale while it sees no labels.
+    """
 
     paper = IMTLG.paper
 
@@ -122,18 +129,22 @@ class IMTL(_GramianMethod):
         super().__init__(tasks)
         self.log_scales = nn.Parameter(torch.zeros(self.num_tasks))
         self._learn(self.log_scales, lr=lr)
-        self._alpha = torch.zeros(self.num_tasks)
+        self._losses = torch.zeros(self.num_tasks)
 
     def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
         assert gramian is not None
-        scales = self.log_scales.exp()
-        scaled = scales.detach().double()
-        self._alpha = solve.imtl_g_weights(scaled[:, None] * gramian * scaled[None, :]).float()
-        # Σ α_t (e^{s_t} L_t − s_t): the network sees α e^{s}, the scales their own terms.
-        return self._alpha * scales
+        scales = self.log_scales.detach().exp()
+        scaled = scales.double()
+        alpha = solve.imtl_g_weights(scaled[:, None] * gramian * scaled[None, :]).float()
+        self._losses = losses.detach().float().cpu()
+        return alpha * scales
 
     def penalty(self) -> torch.Tensor:
-        return -(self._alpha * self.log_scales).sum()
+        # IMTL-L's objective Σ_t (e^{s_t} L_t − s_t) on the detached losses: it trains the
+        # scales only, the network having its gradient from the weights.
+        labelled = self._losses != 0
+        scaled = self.log_scales.exp() * self._losses - self.log_scales
+        return scaled[labelled].sum()
 
 
 @register_balancer("nash_mtl")
@@ -146,7 +157,7 @@ class NashMTL(_GramianMethod):
         "ICML 2022"
     )
 
-    def __init__(self, tasks: Sequence[str], max_iter: int = 20) -> None:
+    def __init__(self, tasks: Sequence[str], max_iter: int = 100) -> None:
         super().__init__(tasks)
         if max_iter < 1:
             raise ValueError(f"nash_mtl max_iter must be >= 1, got {max_iter}")

@@ -110,9 +110,33 @@ def test_imtl_learns_its_loss_scales() -> None:
     gramian = _gramian(3)
     imtl.combine(losses.clone().requires_grad_(), gramian).backward()
     alpha = solve.imtl_g_weights(gramian)  # the scales start at e^0 = 1
-    expected = alpha.float() * (losses - 1)  # d/ds Σ α (e^s L − s) at s = 0
+    expected = losses - 1  # d/ds Σ (e^s L − s) at s = 0
     assert torch.allclose(imtl.log_scales.grad, expected, atol=1e-6)
     assert torch.allclose(imtl.last_weights, alpha.float(), atol=1e-6)
+
+
+def test_imtl_scales_follow_their_own_losses_whatever_the_sign_of_alpha() -> None:
+    # g = (2,0,0), (1,1,0), (0,1,1): the one d with equal projections 2√2 − 2 on every unit
+    # gradient and Σα = 1 is d = Jᵀα with α = (4√2 − 5, 8 − 6√2, 2√2 − 2); α_2 < 0.
+    jacobian = torch.tensor([[2.0, 0, 0], [1, 1, 0], [0, 1, 1]], dtype=torch.float64)
+    r = math.sqrt(2)
+    alpha = torch.tensor([4 * r - 5, 8 - 6 * r, 2 * r - 2])
+    imtl = _create("imtl")
+    losses = torch.tensor([0.5, 2.0, 3.0])
+    imtl.combine(losses.clone().requires_grad_(), jacobian @ jacobian.T).backward()
+    assert torch.allclose(imtl.last_weights, alpha, atol=1e-6)
+    # ∂/∂s_t (e^{s_t} L_t − s_t) = L_t − 1 at s = 0, not α_t (L_t − 1).
+    assert torch.allclose(imtl.log_scales.grad, torch.tensor([-0.5, 1.0, 2.0]))
+
+    # Away from s = 0: e^{s_t} L_t − 1, and nothing for the unlabelled task (L_t = 0).
+    imtl = _create("imtl")
+    scales = torch.tensor([0.5, -1.0, 0.2])
+    with torch.no_grad():
+        imtl.log_scales.copy_(scales)
+    losses = torch.tensor([0.5, 0.0, 3.0])
+    imtl.combine(losses.clone().requires_grad_(), jacobian @ jacobian.T).backward()
+    expected = torch.tensor([0.5 * math.exp(0.5) - 1, 0.0, 3 * math.exp(0.2) - 1])
+    assert torch.allclose(imtl.log_scales.grad, expected)
 
 
 def test_gradnorm_moves_weight_to_the_task_behind_its_target() -> None:

@@ -1,0 +1,31 @@
+"""Random task gradients, shared by the tests of every family of Gramian rules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+SIZES_AND_SEEDS = [(T, seed) for T in range(2, 7) for seed in range(3)]
+
+
+def _jacobian(T: int, seed: int, dim: int = 50, conflict: bool = False) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    J = torch.randn(T, dim, generator=gen, dtype=torch.float64)
+    if conflict:
+        J[1::2] = -J[0:-1:2] + 0.3 * J[1::2]
+    return J
+
+
+@pytest.fixture
+def jacobian() -> Callable[..., torch.Tensor]:
+    """``jacobian(T, seed, dim=50, conflict=False)``: random task gradients (T, dim) in
+    float64; ``conflict`` makes pairs nearly opposite."""
+    return _jacobian
+
+
+@pytest.fixture(params=SIZES_AND_SEEDS, ids=lambda p: f"T{p[0]}-seed{p[1]}")
+def size_and_seed(request: pytest.FixtureRequest) -> tuple[int, int]:
+    """Each (number of tasks, seed) of the sweeps: 2 to 6 tasks, 3 seeds each."""
+    return request.param
