@@ -22,6 +22,7 @@ __all__ = [
     "CAGrad",
     "CAGradAMTL",
     "DualBalancing",
+    "DualProj",
     "GradNorm",
     "IMTL",
     "IMTLG",
@@ -198,6 +199,16 @@ class UPGrad(_GramianMethod):
 
     def solve(self, gramian: torch.Tensor) -> torch.Tensor:
         return solve.upgrad_weights(gramian)
+
+
+@register_balancer("dualproj")
+class DualProj(_GramianMethod):
+    """The mean gradient projected onto the dual cone of the task gradients."""
+
+    paper = UPGrad.paper
+
+    def solve(self, gramian: torch.Tensor) -> torch.Tensor:
+        return solve.dualproj_weights(gramian)
 
 
 @register_balancer("db_mtl")

@@ -14,7 +14,12 @@ exactly opposite gradients, a single task) always give finite weights; each docs
 which.
 """
 
-from models.balancing.gramian._min_norm import cagrad_weights, mgda_weights, upgrad_weights
+from models.balancing.gramian._min_norm import (
+    cagrad_weights,
+    dualproj_weights,
+    mgda_weights,
+    upgrad_weights,
+)
 from models.balancing.gramian._nash import nash_mtl_weights
 from models.balancing.gramian._projection import (
     aligned_mtl_matrix,
@@ -28,6 +33,7 @@ __all__ = [
     "aligned_mtl_matrix",
     "aligned_mtl_weights",
     "cagrad_weights",
+    "dualproj_weights",
     "imtl_g_weights",
     "mgda_weights",
     "nash_mtl_weights",

@@ -37,6 +37,7 @@ def _gramian(seed: int, rows: int = 3, dim: int = 20) -> torch.Tensor:
 def test_every_gradient_method_reads_a_gramian() -> None:
     assert {"mgda", "pcgrad", "cagrad", "imtl_g", "imtl", "gradnorm", "nash_mtl"} <= set(_methods())
     assert {"aligned_mtl", "db_mtl", "upgrad", "pcgrad_amtl", "cagrad_amtl"} <= set(_methods())
+    assert "dualproj" in _methods()
     with pytest.raises(ValueError, match="Gramian"):
         _create("mgda").combine(torch.ones(3))
 
