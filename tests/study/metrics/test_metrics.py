@@ -27,7 +27,7 @@ from study.metrics import (
 
 TASKS = ("semseg", "human_parts", "depth", "normals", "edges", "saliency")
 NUM_CLASSES = 4
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _task(name: str):

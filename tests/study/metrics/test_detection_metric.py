@@ -14,7 +14,7 @@ import torch
 
 from study.metrics._detection import IOU_THRESHOLDS, DetectionMeter, average_precision
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _det(boxes: list[list[float]], scores: list[float], labels: list[int]) -> dict:
