@@ -80,7 +80,7 @@ clearly only at sparser deltas.
 
 Deviations and choices:
 
-* ``attn`` and ``norm2`` are delta points beyond the issue's list (norm1, qkv, proj,
+* ``attn`` and ``norm2`` are delta points beyond the paper's (norm1, qkv, proj,
   fc1, act, fc2) so that the input of every linear is thresholded, hence sparse.
 * Dropping uses ``hardshrink`` (kept where ``|δ| > thr``); ``|δ| = thr`` exactly is dropped.
 * Only linear weights get deltas; biases, LayerNorms, patch and position embeddings are
@@ -93,7 +93,7 @@ Deviations and choices:
 * ``pretrained_path`` loads the parameters whose name and shape match (no position
   embedding resampling).
 * Temporal deltas: the training form (an L1 against the neighbouring frame, the
-  neighbour's pass detached, added in every stage for the stage's task) follows the issue;
+  neighbour's pass detached, added in every stage for the stage's task) is this project's;
   the paper's Fig. 2 fixes the inference scheme (base temporal on every block, sub-tasks
   task deltas on ``[1, l]`` and temporal after), which ``forward_temporal`` emulates with
   ``l = task_blocks`` (default 0).  A non-keyframe's patch embedding is counted dense.

@@ -10,7 +10,7 @@ from torch import nn
 
 __all__ = ["GatedDelta", "HardConcreteGate", "LINEARS", "STRETCH", "TEMPERATURE", "TaskDeltas"]
 
-#: The stretch interval (l, r) of the hard-concrete distribution, as the issue asks.
+#: The stretch interval (l, r) of the hard-concrete distribution.
 STRETCH: tuple[float, float] = (-1.5, 1.5)
 #: The temperature β of the concrete relaxation.
 TEMPERATURE: float = 2.0 / 3.0

@@ -1,6 +1,6 @@
 """The tidy data each plot draws, computed from the store's trials and history DataFrames.
 
-Every function here is pure: DataFrames in (as :func:`study.results.load` returns them),
+Every function here is pure: DataFrames in (as :func:`study.store.load` returns them),
 a DataFrame out, with one row per mark the plot draws. Tests compare these to the store.
 
 Which trials count:

@@ -1,5 +1,5 @@
 """Query time of the Parquet store: a synthetic store, then filtered aggregates through
-:func:`study.results.load`.
+:func:`study.store.load`.
 
 The synthetic store has the store's layout and columns (see docs/RESULTS.md): studies of one
 architecture each, twenty balancing methods, the statuses the recorder writes, per-task
@@ -63,7 +63,7 @@ _TASKS: dict[str, tuple[str, ...]] = {
     "normals": ("mean_angle",),
     "edges": ("odsf",),
 }
-# Statuses as study.recorder writes them, with their share of trials.
+# Statuses as study.run writes them, with their share of trials.
 _STATUSES = {"completed": 0.80, "stopped_early": 0.12, "error": 0.05, "running": 0.03}
 _VERSIONS = {"mtlstudy": "0.1.0", "torch": "2.14.1", "deepspeed": "0.19.8", "ray": "2.60.0"}
 

@@ -1,6 +1,6 @@
 """Trials per minute and the platform's overhead per trial at 1, 2, 4… trials at a time.
 
-Each concurrency level is a real study through :func:`study.tuner.run_study` (local Ray,
+Each concurrency level is a real study through :func:`study.run.run_study` (local Ray,
 Tune, Optuna, DeepSpeed, the Parquet store) of short, identical trials, sharing the
 machine's CPUs evenly: ``cpus_per_trial`` is Ray's CPUs divided by the concurrency.
 

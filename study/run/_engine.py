@@ -93,7 +93,7 @@ def warm_up() -> None:
     Trials then load it from the cache instead of compiling concurrently.
     """
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(torch_extensions_dir())}
-    code = "from study.engine import ensure_distributed; ensure_distributed()"
+    code = "from study.run import ensure_distributed; ensure_distributed()"
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
     )

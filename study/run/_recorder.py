@@ -14,7 +14,14 @@ from models import Task
 from study import store
 from study.run._setup import TrialSetup
 from study.spec import feasible
-from study.store import read_trial_history, read_trial_row, write_history, write_trial
+from study.store import (
+    TrialRow,
+    TrialStatus,
+    read_trial_history,
+    read_trial_row,
+    write_history,
+    write_trial,
+)
 
 __all__ = ["StoreRecorder", "history_rows", "trained_with"]
 
@@ -149,12 +156,12 @@ class StoreRecorder(Callback):
         self._resume(trial)
         self._write_row(trial, "error", _error_line(trial))
 
-    def _write_row(self, trial: Trial, status: str, error: str | None) -> None:
+    def _write_row(self, trial: Trial, status: TrialStatus, error: str | None) -> None:
         spec = self._setup.spec
         config = {k: v for k, v in trial.config.items() if k not in _NOT_HYPERPARAMETERS}
         results = self._results.get(trial.trial_id, [])
         tasks = self._tasks(trial)
-        row: dict[str, Any] = {
+        row: TrialRow = {
             "trial_id": trial.trial_id,
             "status": status,
             "error": error,

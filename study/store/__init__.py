@@ -55,6 +55,7 @@ from study.store._remote import (
     readable,
     write_file,
 )
+from study.store._rows import TRIAL_COLUMNS, TrialRow, TrialStatus
 from study.store._where import where_expression
 from study.store._write import (
     HISTORY_COLUMNS,
@@ -74,10 +75,13 @@ __all__ = [
     "SCHEMA_VERSION",
     "TMP_SUFFIX",
     "TRIALS_DIR",
+    "TRIAL_COLUMNS",
     "DriverStore",
     "Kind",
     "PathLike",
     "RemoteRoot",
+    "TrialRow",
+    "TrialStatus",
     "absolute",
     "bind_driver",
     "driver_store",

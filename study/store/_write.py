@@ -9,8 +9,7 @@ Every file is written to a hidden temporary name (``.<name>.<random>.tmp``) in i
 and renamed over the final name, so a reader never sees half a file and a rewrite of a
 trial replaces it atomically. Readers skip such temporary files.
 
-Reading and querying live in :mod:`study.results` (``load_trials`` and ``load_history``
-are re-exported here). Flattened column names contain dots, so quote them with backticks
+Reading and querying live beside this module (:func:`study.store.load_trials`). Flattened column names contain dots, so quote them with backticks
 in a filter, e.g. ``where="`final.semseg.miou` > 0.5 and method == 'dwa'"``. The columns
 are listed in docs/RESULTS.md.
 """
@@ -27,6 +26,7 @@ import pyarrow.parquet as pq
 
 from study.store._atomic import write_atomically
 from study.store._files import HISTORY_DIR, PARQUET_SUFFIX, TRIALS_DIR
+from study.store._rows import TRIAL_COLUMNS, TrialRow
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -50,6 +50,7 @@ HISTORY_COLUMNS: dict[str, pa.DataType] = {
     "metric": pa.string(),
     "value": pa.float64(),
 }
+_TRIAL_TYPES = {**TRIAL_COLUMNS, "study": pa.string(), "schema_version": pa.int64()}
 _HISTORY_SCHEMA = pa.schema(
     [*HISTORY_COLUMNS.items(), ("study", pa.string()), ("schema_version", pa.int64())]
 )
@@ -104,7 +105,13 @@ def _flatten(row: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _column(name: str, value: Any) -> pa.Array:
+def _column(name: str, value: Any, kind: pa.DataType | None = None) -> pa.Array:
+    if kind is not None:
+        # A declared column keeps its type in every file, a missing value included.
+        try:
+            return pa.array([value], type=kind)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            raise ValueError(f"column {name!r}: {value!r} is not a {kind}") from None
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         # An empty list too, so it unifies with the same column in other files.
         return pa.array([value], type=pa.list_(pa.string()))
@@ -133,11 +140,13 @@ def _reserved(row: Mapping[str, Any], column: str, value: Any) -> None:
         raise ValueError(f"row has {column}={row[column]!r}, but it is written as {value!r}")
 
 
-def write_trial(root: Path, study: str, row: Mapping[str, Any]) -> Path:
+def write_trial(root: Path, study: str, row: TrialRow | Mapping[str, Any]) -> Path:
     """Write (or atomically replace) ``<root>/<study>/trials/<trial_id>.parquet``.
 
     Nested mappings become dotted columns (``final.semseg.miou``); lists of strings stay
-    list columns; ``study`` and ``schema_version`` are added. Returns the file's path.
+    list columns; ``study`` and ``schema_version`` are added. The columns of
+    :class:`TrialRow` take its types, so a missing value is a typed null. Returns the
+    file's path.
     """
     trial_id = row.get("trial_id")
     if not isinstance(trial_id, str):
@@ -146,7 +155,9 @@ def write_trial(root: Path, study: str, row: Mapping[str, Any]) -> Path:
     _reserved(row, "study", study)
     _reserved(row, "schema_version", SCHEMA_VERSION)
     flat = _flatten({**row, "study": study, "schema_version": SCHEMA_VERSION})
-    table = pa.table({name: _column(name, value) for name, value in flat.items()})
+    table = pa.table(
+        {name: _column(name, value, _TRIAL_TYPES.get(name)) for name, value in flat.items()}
+    )
     return _atomic_write(table, _folder(root, study, TRIALS_DIR) / f"{trial_id}{PARQUET_SUFFIX}")
 
 

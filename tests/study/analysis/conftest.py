@@ -2,7 +2,7 @@
 
 Four studies (2 architectures × 2 seeds, one spec each, as real studies are), tasks
 semseg + depth on synthetic data, 3 methods (ew, dwa, amtl) per study, 3 epochs of
-history each (``study.recorder.history_rows``, the recorder's own rows), single-task
+history each (``study.run.history_rows``, the recorder's own rows), single-task
 baselines per study, plus trials that must not count as results: one stopped early, one
 still running, one failed, and a worse second trial of dwa in one study. The first study
 has an Optuna journal with 8 completed trials, the third one with 2 (too few).

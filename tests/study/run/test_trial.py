@@ -103,7 +103,7 @@ def test_single_process_rendezvous_ignores_inherited_variables() -> None:
 
     # A Ray worker inherits the driver's environment, which may name a port in use.
     code = (
-        "import os; from study.engine import ensure_distributed; ensure_distributed(); "
+        "import os; from study.run import ensure_distributed; ensure_distributed(); "
         "import torch.distributed as d; print(d.get_world_size(), os.environ['MASTER_PORT'])"
     )
     env = {**__import__("os").environ, "RANK": "3", "WORLD_SIZE": "8", "MASTER_PORT": "1"}

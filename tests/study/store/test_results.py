@@ -1,4 +1,4 @@
-"""study.results: the one read path of the Parquet store, its `where` language, and the
+"""study.store: the one read path of the Parquet store, its `where` language, and the
 query benchmark (run tiny: a test never asserts a time)."""
 
 from __future__ import annotations
@@ -248,8 +248,24 @@ def test_schema_differences_across_files(store: Path) -> None:
     assert frame.loc["t3", "error"] == "boom" and pd.isna(frame.loc["t1", "error"])
 
 
+def _foreign_file(root: Path, study: str, row: dict) -> None:
+    """A trial file the store's writer would refuse (an outside tool's, say)."""
+    table = pa.table({k: [v] for k, v in {**row, "study": study, "schema_version": 1}.items()})
+    folder = root / study / "trials"
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, folder / f"{row['trial_id']}.parquet")
+
+
+def test_the_writer_keeps_declared_column_types(store: Path) -> None:
+    with pytest.raises(ValueError, match="column 'epochs': 'five' is not a int64"):
+        write_trial(store, "s2", _trial("t5", method="ew", epochs="five"))
+    write_trial(store, "s2", _trial("t6", method="ew", error=None, stage=None))
+    schema = pq.read_schema(store / "s2" / "trials" / "t6.parquet")
+    assert schema.field("error").type == pa.string() == schema.field("stage").type
+
+
 def test_a_type_conflict_names_the_column_and_spares_other_columns(store: Path) -> None:
-    write_trial(store, "s2", _trial("t5", method="ew", epochs="five"))
+    _foreign_file(store, "s2", _trial("t5", method="ew", epochs="five"))
     with pytest.raises(ValueError, match=r"column 'epochs' is int64 in .*t1.parquet but string"):
         load_trials(store)
     with pytest.raises(ValueError, match="column 'epochs'"):
@@ -268,7 +284,7 @@ def test_a_rewritten_or_new_file_is_seen_by_the_next_load(store: Path) -> None:
     write_trial(store, "s1", _trial("t1", method="cagrad", hp={"cagrad": {"c": 0.5}}))
     frame = load_trials(store, where="`hp.cagrad.c` == 0.5")
     assert list(frame["trial_id"]) == ["t1"] and list(frame["method"]) == ["cagrad"]
-    write_trial(store, "s1", _trial("t9", method="ew", epochs="nine"))
+    _foreign_file(store, "s1", _trial("t9", method="ew", epochs="nine"))
     with pytest.raises(ValueError, match="column 'epochs'"):
         load_trials(store)
 
