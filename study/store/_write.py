@@ -10,8 +10,9 @@ and renamed over the final name, so a reader never sees half a file and a rewrit
 trial replaces it atomically. Readers skip such temporary files.
 
 Reading and querying live beside this module (:func:`study.store.load_trials`).
-Flattened column names contain dots, so quote them with backticks in a filter, e.g. ``where="`final.semseg.miou` > 0.5 and method == 'dwa'"``. The columns
-are listed in docs/RESULTS.md.
+Flattened column names contain dots, so quote them with backticks in a filter, e.g.
+``where="`final.semseg.miou` > 0.5 and method == 'dwa'"``. The columns are listed in
+docs/RESULTS.md.
 """
 
 from __future__ import annotations
