@@ -40,7 +40,8 @@ __all__, __getattr__, __dir__ = lazy_exports(
         ),
         "_trainable": ("CHECKPOINTS_KEPT", "trainable", "trial_function"),
         "_trial": ("TrialRunner",),
-        "_tuner": ("StudyOutcome", "run_study", "scheduler"),
+        "_phases": ("scheduler",),
+        "_tuner": ("StudyOutcome", "run_study"),
     },
 )
 
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
         torch_extensions_dir,
         warm_up,
     )
+    from study.run._phases import scheduler
     from study.run._potentials import needs_potentials, resolve_potentials, stored_potentials
     from study.run._progress import ProgressLine, format_duration
     from study.run._recorder import StoreRecorder, history_rows, trained_with
@@ -72,4 +74,4 @@ if TYPE_CHECKING:
     )
     from study.run._trainable import CHECKPOINTS_KEPT, trainable, trial_function
     from study.run._trial import TrialRunner
-    from study.run._tuner import StudyOutcome, run_study, scheduler
+    from study.run._tuner import StudyOutcome, run_study

@@ -10,7 +10,7 @@ from ray import tune
 from cluster import ray_session
 from search_spaces import load_space
 from study.run import TrialSetup, trainable
-from study.run._tuner import _run_config
+from study.run._phases import _run_config
 from study.spec import DatasetSpec, StudySpec
 from study.store import load_history, load_trials
 

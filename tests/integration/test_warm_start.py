@@ -71,7 +71,7 @@ def test_each_scheduler_name_builds_its_ray_scheduler(tmp_path: Path) -> None:
 
 
 def test_each_stage_samples_from_its_own_random_start(tmp_path: Path) -> None:
-    from study.run._tuner import _sampler
+    from study.run._phases import _sampler
 
     path = tmp_path / "spec.yaml"
     path.write_text(SPEC.format(results=tmp_path).replace("median", "fifo"))
@@ -92,7 +92,7 @@ def test_each_stage_samples_from_its_own_random_start(tmp_path: Path) -> None:
 def test_the_spec_configures_tpe(tmp_path: Path) -> None:
     import optuna
 
-    from study.run._tuner import _sampler
+    from study.run._phases import _sampler
     from study.spec import SamplerSpec
 
     path = tmp_path / "spec.yaml"
