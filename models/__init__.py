@@ -13,6 +13,7 @@ from models._capabilities import (
     InitialisedFromData,
     MultiTaskModel,
     OptimizerGroups,
+    ParameterCounts,
     StagedTraining,
     TemporalPenalty,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "Metric",
     "MultiTaskModel",
     "OptimizerGroups",
+    "ParameterCounts",
     "StagedTraining",
     "TemporalPenalty",
     "Task",

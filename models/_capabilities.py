@@ -19,6 +19,7 @@ __all__ = [
     "InitialisedFromData",
     "MultiTaskModel",
     "OptimizerGroups",
+    "ParameterCounts",
     "StagedTraining",
     "TemporalPenalty",
 ]
@@ -26,13 +27,17 @@ __all__ = [
 
 @runtime_checkable
 class MultiTaskModel(Protocol):
-    """Every architecture: ``forward(x)`` gives ``{task: prediction}``; gradient-level
-    balancers read the shared trunk through the three methods below."""
+    """Every architecture: ``forward(x, tasks=None)`` gives ``{task: prediction}`` for the
+    tasks asked (all by default; costs and single-task stages ask for one); gradient-level
+    balancers read the shared trunk, and cost counting each task's own parameters."""
 
     tasks: Sequence[str]
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]: ...
+    def forward(
+        self, x: torch.Tensor, tasks: Sequence[str] | None = None
+    ) -> dict[str, torch.Tensor]: ...
     def shared_parameters(self) -> Iterator[nn.Parameter]: ...
+    def task_parameters(self, task: str) -> Iterator[nn.Parameter]: ...
     def representation_module(self) -> nn.Module: ...
     def last_shared_module(self) -> nn.Module: ...
 
@@ -53,6 +58,14 @@ class OptimizerGroups(Protocol):
 
 
 @runtime_checkable
+class ParameterCounts(Protocol):
+    """A task's trainable and stored parameter counts, where ``task_parameters`` and
+    ``shared_parameters`` do not tell them (frozen shared banks)."""
+
+    def parameter_counts(self, task: str) -> dict[str, int]: ...
+
+
+@runtime_checkable
 class IncrementalTasks(Protocol):
     """Tasks added one after another (``incremental: true``) without changing the outputs
     of those already trained, unless the shared bank trains (``train_bank``)."""
@@ -66,7 +79,10 @@ class IncrementalTasks(Protocol):
 @runtime_checkable
 class StagedTraining(Protocol):
     """Staged training (a spec's ``stages``): each stage trains one task in one step, and
-    adds the step's penalties (sparsity) to the loss."""
+    adds the step's penalties (sparsity) to the loss. ``base_task`` trains in step
+    ``base``; the others start from it."""
+
+    base_task: str
 
     def set_stage(self, task: str, step: str) -> None: ...
     def penalty(self, tasks: Sequence[str] | None = None) -> torch.Tensor: ...

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from models._capabilities import ParameterCounts
+
 __all__ = ["count_gflops", "count_parameters", "task_costs"]
 
 
@@ -43,7 +45,7 @@ def task_costs(model: nn.Module, image_size: int) -> dict[str, dict[str, float]]
     """
     costs: dict[str, dict[str, float]] = {}
     for task in model.tasks:
-        if hasattr(model, "parameter_counts"):
+        if isinstance(model, ParameterCounts):
             counts = model.parameter_counts(task)
             trainable, stored = counts["trainable"], counts["stored_per_task"]
         else:

@@ -15,6 +15,7 @@ from models import (
     create_model,
 )
 from search_spaces import SearchSpace, SearchSpaceError
+from study.data import SYNTHETIC, dataset_names, get_format
 from study.data.nyud import NEIGHBOUR_DIR
 from study.errors import first_line
 from study.spec._models import DatasetSpec, SpecError, StudySpec
@@ -232,14 +233,18 @@ def _check_temporal(path: Path, spec: StudySpec, space: SearchSpace, model: Any)
 
 def missing_neighbours(dataset: DatasetSpec) -> str | None:
     """Why ``dataset`` has no neighbouring frames (None: it has): synthetic scenes render
-    them, an NYUD root stores them under ``neighbours/``."""
+    them, a format that stores them keeps them under ``neighbours/`` in its root."""
     if dataset.parts is not None:
         return "a mix of parts has no neighbouring frames"
-    if dataset.name == "synthetic":
+    if dataset.name == SYNTHETIC:
         return None
-    if dataset.name != "nyud":
-        return f"{dataset.name} has no neighbouring frames (synthetic and nyud have)"
+    if not get_format(dataset.name).neighbours:
+        having = [SYNTHETIC, *(n for n in dataset_names(False) if get_format(n).neighbours)]
+        return f"{dataset.name} has no neighbouring frames ({', '.join(having)} have)"
     folder = Path(str(dataset.root)) / NEIGHBOUR_DIR
     if not folder.is_dir():
-        return f"the NYUD root has no {NEIGHBOUR_DIR}/ folder of neighbouring frames ({folder})"
+        return (
+            f"the {dataset.name} root has no {NEIGHBOUR_DIR}/ folder of neighbouring frames "
+            f"({folder})"
+        )
     return None

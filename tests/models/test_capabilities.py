@@ -9,6 +9,7 @@ from models import (
     InitialisedFromData,
     MultiTaskModel,
     OptimizerGroups,
+    ParameterCounts,
     StagedTraining,
     TemporalPenalty,
     create_model,
@@ -18,6 +19,7 @@ from models import (
 OPTIONAL = (
     InitialisedFromData,
     OptimizerGroups,
+    ParameterCounts,
     IncrementalTasks,
     StagedTraining,
     TemporalPenalty,
@@ -26,7 +28,7 @@ OPTIONAL = (
 EXPECTED = {
     "hard_sharing": set(),
     "vmm": set(),
-    "rcm_resnet": {InitialisedFromData, OptimizerGroups, IncrementalTasks},
+    "rcm_resnet": {InitialisedFromData, OptimizerGroups, ParameterCounts, IncrementalTasks},
     "vit_sharing": {OptimizerGroups, StagedTraining, TemporalPenalty, ComputeReport},
 }
 SMALL = {
