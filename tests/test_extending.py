@@ -80,10 +80,10 @@ class TinyConv(nn.Module):
         return {t: activate(t, self.heads[t](features)) for t in names}
 
     def shared_parameters(self) -> Iterator[nn.Parameter]:
-        return self.trunk.parameters()
+        yield from self.trunk.parameters()
 
     def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
-        return self.heads[task].parameters()
+        yield from self.heads[task].parameters()
 
     def representation_module(self) -> nn.Module:
         return self.trunk

@@ -23,49 +23,6 @@ from typing import TYPE_CHECKING
 
 from study.exports import lazy_exports
 
-__all__, __getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "_data": (
-            "FINISHED",
-            "RUNS",
-            "PlotDataError",
-            "curves_data",
-            "heatmap_data",
-            "multi_task_trials",
-            "parallel_data",
-            "pareto_data",
-            "pareto_front",
-            "rank_table",
-            "ranks_data",
-            "weights_data",
-        ),
-        "_figures": ("FORMATS", "KINDS", "Plot", "make_plot", "png_bytes", "save_figure"),
-        "_importance": ("MIN_TRIALS", "NotEnoughTrials", "importance_data"),
-        "_labels": ("column_label", "higher_is_better", "metric_label"),
-        "_leaderboard": (
-            "configuration_table",
-            "leaderboard",
-            "pareto_table",
-            "stage_table",
-            "study_summary",
-        ),
-        "_pareto": ("configurations", "flag_pareto", "pareto_mask"),
-        "_plots": (
-            "draw_heatmap",
-            "draw_importance",
-            "draw_message",
-            "draw_pareto",
-            "draw_ranks",
-            "method_colors",
-        ),
-        "_plots_runs": ("draw_curves", "draw_parallel", "draw_weights"),
-        "_report": ("render_report", "write_report"),
-        "_results": ("StudyResults", "load_results"),
-        "_uncertainty": ("Comparison", "compare_best_two", "paired_bootstrap"),
-    },
-)
-
 if TYPE_CHECKING:
     from study.analysis._data import (
         FINISHED,
@@ -104,3 +61,5 @@ if TYPE_CHECKING:
     from study.analysis._report import render_report, write_report
     from study.analysis._results import StudyResults, load_results
     from study.analysis._uncertainty import Comparison, compare_best_two, paired_bootstrap
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, __file__)

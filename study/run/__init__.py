@@ -10,41 +10,6 @@ from typing import TYPE_CHECKING
 
 from study.exports import lazy_exports
 
-__all__, __getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "_baselines": ("Baselines", "find_baselines", "single_task_trials"),
-        "_costs": ("ModelCosts", "model_costs"),
-        "_engine": (
-            "build_engine",
-            "deepspeed_config",
-            "ensure_distributed",
-            "side_backward",
-            "torch_extensions_dir",
-            "warm_up",
-        ),
-        "_potentials": ("needs_potentials", "resolve_potentials", "stored_potentials"),
-        "_progress": ("ProgressLine", "format_duration"),
-        "_recorder": ("StoreRecorder", "history_rows", "trained_with"),
-        "_search": ("StudySearch", "journal_storage", "mean_result", "tpe_sampler"),
-        "_setup": ("TrialKind", "TrialSetup"),
-        "_splits": (
-            "Batch",
-            "DiskSplit",
-            "FrameBatch",
-            "Split",
-            "TensorSplit",
-            "train_with_neighbours",
-            "trial_splits",
-            "worker_batches",
-        ),
-        "_trainable": ("CHECKPOINTS_KEPT", "trainable", "trial_function"),
-        "_trial": ("TrialRunner",),
-        "_phases": ("scheduler",),
-        "_tuner": ("StudyOutcome", "run_study"),
-    },
-)
-
 if TYPE_CHECKING:
     from study.run._baselines import Baselines, find_baselines, single_task_trials
     from study.run._costs import ModelCosts, model_costs
@@ -75,3 +40,5 @@ if TYPE_CHECKING:
     from study.run._trainable import CHECKPOINTS_KEPT, trainable, trial_function
     from study.run._trial import TrialRunner
     from study.run._tuner import StudyOutcome, run_study
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, __file__)

@@ -29,6 +29,8 @@ __all__ = ["StudyOutcome", "run_study"]
 
 @dataclass(frozen=True)
 class StudyOutcome:
+    """What a study leaves: where its results are, and how many of its trials failed."""
+
     #: The study's folder on this machine (a root at a URI: its local mirror).
     results: Path
     trials: int

@@ -21,17 +21,6 @@ from study.data import SYNTHETIC, SYNTHETIC_TASKS, dataset_names, get_format
 from study.errors import UserError
 from study.spec._objectives import ConstraintSpec, ObjectiveSpec
 
-__all__ = [
-    "DatasetSpec",
-    "DeepSpeedSpec",
-    "PartSpec",
-    "SamplerSpec",
-    "SchedulerSpec",
-    "SpecError",
-    "StageSpec",
-    "StudySpec",
-]
-
 
 class SpecError(UserError):
     """A spec that cannot be run."""

@@ -29,3 +29,15 @@ def jacobian() -> Callable[..., torch.Tensor]:
 def size_and_seed(request: pytest.FixtureRequest) -> tuple[int, int]:
     """Each (number of tasks, seed) of the sweeps: 2 to 6 tasks, 3 seeds each."""
     return request.param
+
+
+@pytest.fixture
+def sizes_and_seeds() -> list[tuple[int, int]]:
+    """The whole sweep at once, for tests that judge it as a set."""
+    return SIZES_AND_SEEDS
+
+
+@pytest.fixture(params=[False, True], ids=["agreeing", "conflicting"])
+def conflict(request: pytest.FixtureRequest) -> bool:
+    """Random gradients as they come, then with pairs made nearly opposite."""
+    return request.param

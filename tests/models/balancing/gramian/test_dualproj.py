@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -13,17 +14,6 @@ from models import balancing
 from models.balancing import gramian as gm
 from models.balancing.gramian import _qp
 
-SIZES_AND_SEEDS = [(T, seed) for T in range(2, 7) for seed in range(3)]
-
-
-def jacobian(T: int, seed: int, dim: int = 50, conflict: bool = False) -> torch.Tensor:
-    """Random task gradients (T, dim) in float64; ``conflict`` makes pairs nearly opposite."""
-    gen = torch.Generator().manual_seed(seed)
-    J = torch.randn(T, dim, generator=gen, dtype=torch.float64)
-    if conflict:
-        J[1::2] = -J[0:-1:2] + 0.3 * J[1::2]
-    return J
-
 
 def gram(J: torch.Tensor) -> torch.Tensor:
     return J @ J.T
@@ -33,9 +23,10 @@ def mean_weights(T: int) -> torch.Tensor:
     return torch.full((T,), 1.0 / T, dtype=torch.float64)
 
 
-@pytest.mark.parametrize(("T", "seed"), SIZES_AND_SEEDS)
-@pytest.mark.parametrize("conflict", [False, True])
-def test_dualproj_lands_in_the_dual_cone(T: int, seed: int, conflict: bool) -> None:
+def test_dualproj_lands_in_the_dual_cone(
+    size_and_seed: tuple[int, int], conflict: bool, jacobian: Callable[..., torch.Tensor]
+) -> None:
+    T, seed = size_and_seed
     # dim 4 makes the Gramian rank-deficient for T = 5, 6.
     J = jacobian(T, seed, dim=4 if seed == 2 else 50, conflict=conflict)
     G = gram(J)
@@ -46,10 +37,12 @@ def test_dualproj_lands_in_the_dual_cone(T: int, seed: int, conflict: bool) -> N
     assert ((G @ gm.dualproj_weights(G, preference)) >= -tol).all()
 
 
-def test_dualproj_meets_the_projection_optimality_conditions() -> None:
+def test_dualproj_meets_the_projection_optimality_conditions(
+    jacobian: Callable[..., torch.Tensor], sizes_and_seeds: list[tuple[int, int]]
+) -> None:
     # d = Jᵀw is the projection of the mean iff w = u + λ with λ ≥ 0, Jd ≥ 0 and λ ⊥ Jd.
     binding = 0
-    for T, seed in SIZES_AND_SEEDS:
+    for T, seed in sizes_and_seeds:
         J = jacobian(T, seed, conflict=True)
         G = gram(J)
         w = gm.dualproj_weights(G)
@@ -61,7 +54,7 @@ def test_dualproj_meets_the_projection_optimality_conditions() -> None:
         assert (multipliers * slack).abs().max() <= 1e-9 * scale
         binding += bool(multipliers.max() > 1e-3)
     # The check says little unless the mean usually lies outside the cone.
-    assert binding >= len(SIZES_AND_SEEDS) // 2
+    assert binding >= len(sizes_and_seeds) // 2
 
 
 def test_dualproj_hand_example() -> None:
@@ -75,7 +68,9 @@ def test_dualproj_hand_example() -> None:
     assert not torch.allclose(gm.upgrad_weights(gram(J)), w, atol=1e-3)
 
 
-def test_dualproj_keeps_the_mean_when_it_is_in_the_cone() -> None:
+def test_dualproj_keeps_the_mean_when_it_is_in_the_cone(
+    jacobian: Callable[..., torch.Tensor],
+) -> None:
     J = jacobian(4, 1).abs()  # no pair conflicts
     assert torch.allclose(gm.dualproj_weights(gram(J)), mean_weights(4), atol=1e-12)
     p = torch.tensor([0.1, 0.2, 0.3, 0.4])
@@ -128,13 +123,13 @@ def test_a_zero_gradient_task_keeps_its_share() -> None:
     assert ((G @ w) >= -1e-9 * G.diagonal().max()).all()
 
 
-def test_scale_does_not_change_the_weights() -> None:
+def test_scale_does_not_change_the_weights(jacobian: Callable[..., torch.Tensor]) -> None:
     G = gram(jacobian(5, 3, conflict=True))
     for factor in (1e-8, 1.0, 1e8):
         assert torch.allclose(gm.dualproj_weights(factor * G), gm.dualproj_weights(G), atol=1e-9)
 
 
-def test_validation_and_dtypes() -> None:
+def test_validation_and_dtypes(jacobian: Callable[..., torch.Tensor]) -> None:
     weights = gm.dualproj_weights
     with pytest.raises(ValueError, match="square"):
         weights(torch.ones(2, 3))
@@ -153,7 +148,9 @@ def test_validation_and_dtypes() -> None:
     assert torch.allclose(weights(G64.float()), weights(G64), rtol=1e-4, atol=1e-5)
 
 
-def test_registered_with_its_paper_and_no_hyperparameters() -> None:
+def test_registered_with_its_paper_and_no_hyperparameters(
+    jacobian: Callable[..., torch.Tensor],
+) -> None:
     assert "dualproj" in balancing.list_methods()
     assert balancing.defaults("dualproj") == {}
     assert "Jacobian Descent" in balancing.paper("dualproj")
@@ -181,32 +178,27 @@ def _oracle_case(seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     return J, preference
 
 
-def test_dualproj_matches_torchjd_with_the_same_ridge() -> None:
+def _same_ridge(G: torch.Tensor, preference: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
     # torchjd divides G by its trace and adds reg_eps·I; this module's QP divides by the
     # mean diagonal (trace/T) and adds RIDGE·I, i.e. reg_eps = RIDGE/T on torchjd's scale.
     # norm_eps = 0: torchjd would zero a Gramian of trace below it, which this one never does.
-    worst = 0.0
-    for seed in ORACLE_SEEDS:
-        J, preference = _oracle_case(seed)
-        G = gram(J)
-        T = G.shape[0]
-        projector = QuadprogProjector(norm_eps=0.0, reg_eps=_qp.RIDGE / T)
-        expected = DualProjWeighting(preference, projector=projector)(G)
-        worst = max(worst, (gm.dualproj_weights(G, preference) - expected).abs().max().item())
-    assert worst <= 1e-6
+    projector = QuadprogProjector(norm_eps=0.0, reg_eps=_qp.RIDGE / G.shape[0])
+    expected = DualProjWeighting(preference, projector=projector)(G)
+    return gm.dualproj_weights(G, preference), expected
 
 
-def test_dualproj_matches_torchjd_defaults_on_its_regularised_gramian() -> None:
+def _torchjd_defaults(G: torch.Tensor, preference: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
     # torchjd's defaults (reg_eps = 1e-4 on G/trace) are this function's weights for the
     # Gramian G/trace + 1e-4·I, whose own 1e-12 ridge is then negligible.
+    regularised = G / G.trace() + 1e-4 * torch.eye(G.shape[0], dtype=torch.float64)
+    return gm.dualproj_weights(regularised, preference), DualProjWeighting(preference)(G)
+
+
+@pytest.mark.parametrize("convention", [_same_ridge, _torchjd_defaults])
+def test_dualproj_matches_torchjd(convention: Callable[..., tuple[torch.Tensor, ...]]) -> None:
     worst = 0.0
     for seed in ORACLE_SEEDS:
         J, preference = _oracle_case(seed)
-        G = gram(J)
-        T = G.shape[0]
-        expected = DualProjWeighting(preference)(G)
-        regularised = G / G.trace() + 1e-4 * torch.eye(T, dtype=torch.float64)
-        worst = max(
-            worst, (gm.dualproj_weights(regularised, preference) - expected).abs().max().item()
-        )
+        ours, expected = convention(gram(J), preference)
+        worst = max(worst, (ours - expected).abs().max().item())
     assert worst <= 1e-6

@@ -13,7 +13,6 @@ from models.balancing import gramian as gm
 # --- MGDA -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("conflict", [False, True])
 def test_mgda_meets_kkt(
     jacobian: Callable[..., torch.Tensor], size_and_seed: tuple[int, int], conflict: bool
 ) -> None:
@@ -94,7 +93,6 @@ def test_cagrad_with_c_zero_is_the_mean(jacobian: Callable[..., torch.Tensor]) -
 # --- UPGrad ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("conflict", [False, True])
 def test_upgrad_lands_in_the_dual_cone(
     jacobian: Callable[..., torch.Tensor], size_and_seed: tuple[int, int], conflict: bool
 ) -> None:

@@ -12,7 +12,6 @@ import torch
 from models.balancing import gramian as gm
 
 
-@pytest.mark.parametrize("conflict", [False, True])
 def test_nash_mtl_bargaining_solution(
     jacobian: Callable[..., torch.Tensor], size_and_seed: tuple[int, int], conflict: bool
 ) -> None:

@@ -66,7 +66,6 @@ def test_pcgrad_without_conflict_is_identity(jacobian: Callable[..., torch.Tenso
 # --- IMTL-G ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("conflict", [False, True])
 def test_imtl_g_equal_projections(
     jacobian: Callable[..., torch.Tensor], size_and_seed: tuple[int, int], conflict: bool
 ) -> None:
