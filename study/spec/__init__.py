@@ -21,6 +21,7 @@ from study.spec._objectives import (
     constraint_values,
     feasible,
 )
+from study.spec._reference import spec_markdown
 
 __all__ = [
     "METRICS",
@@ -39,4 +40,5 @@ __all__ = [
     "feasible",
     "load_spec",
     "missing_neighbours",
+    "spec_markdown",
 ]

@@ -51,11 +51,19 @@ class PartSpec(_Strict):
     on disk (a registered format with a ``root``) reads that folder's splits.
     """
 
-    name: DatasetName = SYNTHETIC
-    root: str | None = None
-    tasks: tuple[str, ...] = Field(min_length=1)
-    train_samples: int | None = Field(None, ge=1)
-    val_samples: int | None = Field(None, ge=1)
+    name: DatasetName = Field(
+        SYNTHETIC, description="`synthetic`, or a registered format on disk such as `voc`"
+    )
+    root: str | None = Field(
+        None, description="a part on disk: its folder, relative to the spec's folder"
+    )
+    tasks: tuple[str, ...] = Field(min_length=1, description="the tasks this part labels")
+    train_samples: int | None = Field(
+        None, ge=1, description="a synthetic part: the training scenes it renders"
+    )
+    val_samples: int | None = Field(
+        None, ge=1, description="a synthetic part: the validation scenes it renders"
+    )
 
     @model_validator(mode="after")
     def _labels_its_tasks(self) -> PartSpec:
@@ -74,19 +82,34 @@ class PartSpec(_Strict):
 
 
 class DatasetSpec(_Strict):
-    name: DatasetName = SYNTHETIC
-    #: The dataset's folder (a registered format), relative to the spec's folder.
-    root: str | None = None
-    image_size: int = Field(64, ge=16, le=1024)
-    num_classes: int = Field(5, ge=2, le=256)
-    train_samples: int = Field(256, ge=1)
-    val_samples: int = Field(64, ge=1)
-    max_objects: int = Field(4, ge=1, le=32)
-    #: A mix of partially labelled parts (synthetic only); their sample counts replace
-    #: ``train_samples`` and ``val_samples``.
-    parts: tuple[PartSpec, ...] | None = None
-    #: ``balanced`` draws every batch equally from each part; ``shuffled`` ignores parts.
-    sampler: Literal["shuffled", "balanced"] = "shuffled"
+    """The images a study trains on: synthetic scenes, a registered format on disk
+    (``nyud``, ``pascal``) or a mix of partially labelled parts."""
+
+    name: DatasetName = Field(
+        SYNTHETIC,
+        description="`synthetic` or a registered format on disk (`nyud`, `pascal`, with `root`)",
+    )
+    root: str | None = Field(
+        None, description="the dataset's folder (a format on disk), relative to the spec's folder"
+    )
+    image_size: int = Field(
+        64, ge=16, le=1024, description="pixels a side; on disk the training crop and eval resize"
+    )
+    num_classes: int = Field(
+        5, ge=2, le=256, description="segmentation and detection classes (nyud 40, pascal 21)"
+    )
+    train_samples: int = Field(256, ge=1, description="synthetic training scenes")
+    val_samples: int = Field(64, ge=1, description="synthetic validation scenes")
+    max_objects: int = Field(4, ge=1, le=32, description="synthetic: most objects in a scene")
+    parts: tuple[PartSpec, ...] | None = Field(
+        None,
+        description="a mix of partially labelled parts (with `name` left `synthetic`); "
+        "their sample counts replace `train_samples` and `val_samples`",
+    )
+    sampler: Literal["shuffled", "balanced"] = Field(
+        "shuffled",
+        description="`balanced` draws every batch equally from each part; `shuffled` ignores parts",
+    )
 
     @model_validator(mode="after")
     def _real_dataset(self) -> DatasetSpec:
@@ -122,24 +145,38 @@ class SchedulerSpec(_Strict):
     """Early stopping: ``asha`` (default), ``hyperband``, ``median`` (stop a trial below
     the median of the others at the same epoch, after ``grace_period``), or ``fifo``."""
 
-    name: Literal["asha", "hyperband", "median", "fifo"] = "asha"
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: float = Field(2.0, gt=1)
+    name: Literal["asha", "hyperband", "median", "fifo"] = Field(
+        "asha", description="the early-stopping rule; `fifo` stops no trial"
+    )
+    grace_period: int = Field(
+        1, ge=1, description="`asha`, `median`: epochs before a trial may be stopped"
+    )
+    reduction_factor: float = Field(
+        2.0, gt=1, description="`asha`, `hyperband`: how sharply each rung cuts the trials"
+    )
 
 
 class SamplerSpec(_Strict):
     """How Optuna proposes trials: ``grid`` runs every combination of the methods and the
     categorical choices once, each at its default numeric hyperparameters."""
 
-    #: ``nsga2`` is Optuna's genetic sampler for multi-objective studies (TPE serves both).
-    name: Literal["tpe", "random", "grid", "nsga2"] = "tpe"
-    #: TPE: random trials before it models the results (default: half the study's
-    #: trials, 2 to 10).
-    startup_trials: int | None = Field(None, ge=1)
-    #: TPE: one joint density over the parameters sampled together, not one per parameter.
-    multivariate: bool = False
-    #: TPE: running trials count as bad ones, so trials that run at once spread out.
-    constant_liar: bool = False
+    name: Literal["tpe", "random", "grid", "nsga2"] = Field(
+        "tpe",
+        description="`nsga2` is Optuna's genetic sampler for several objectives (TPE serves "
+        "one or several); `grid` needs `trials` equal to the grid's size",
+    )
+    startup_trials: int | None = Field(
+        None,
+        ge=1,
+        description="TPE: random trials before it models the results "
+        "(null: half the study's trials, 2 to 10)",
+    )
+    multivariate: bool = Field(
+        False, description="TPE: one joint density over the parameters sampled together"
+    )
+    constant_liar: bool = Field(
+        False, description="TPE: running trials count as bad, so concurrent ones spread out"
+    )
 
     @model_validator(mode="after")
     def _tpe_options(self) -> SamplerSpec:
@@ -161,14 +198,21 @@ class StageSpec(_Strict):
     """One stage of a staged study (``vit_sharing``): a set of trials training ``task`` in
     ``step``, each starting from the best model of the stage before it."""
 
-    step: Literal["base", "gates", "masked", "delta_act"]
-    task: str
-    trials: int = Field(1, ge=1)
-    #: Epochs of this stage's trials (default: the study's ``epochs``).
-    epochs: int | None = Field(None, ge=1)
-    #: This stage's own ranges for some of the search space's ``optim``/``model``
-    #: parameters, e.g. ``{optim: {lr: {type: float, low: 5.0e-4, high: 1.5e-3}}}``.
-    space: SpaceOverride | None = None
+    step: Literal["base", "gates", "masked", "delta_act"] = Field(
+        description="`base` trains the base task; a sub-task's `gates` (ΔW with L0 gates), "
+        "`masked` (the mask fixed), `delta_act` (plus the delta-activation penalty)"
+    )
+    task: str = Field(description="the task this stage trains")
+    trials: int = Field(1, ge=1, description="the stage's trials")
+    epochs: int | None = Field(
+        None, ge=1, description="epochs of this stage's trials (null: the study's `epochs`)"
+    )
+    space: SpaceOverride | None = Field(
+        None,
+        description="the stage's own ranges for some of the space's `optim`/`model` "
+        "parameters, e.g. `{optim: {lr: {type: float, low: 5.0e-4, high: 1.5e-3, "
+        "default: 1.0e-3}}}`",
+    )
 
     @property
     def name(self) -> str:
@@ -176,8 +220,14 @@ class StageSpec(_Strict):
 
 
 class DeepSpeedSpec(_Strict):
-    zero_stage: int = Field(0, ge=0, le=3)
-    precision: Literal["fp32", "bf16"] = "fp32"
+    """DeepSpeed's settings for a trial's training."""
+
+    zero_stage: int = Field(
+        0, ge=0, le=3, description="ZeRO stage; gradient-level methods need 0 to 2"
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="`bf16` runs with `zero_stage` 0 or 2"
+    )
 
     @model_validator(mode="after")
     def _bf16_stage(self) -> DeepSpeedSpec:
@@ -187,58 +237,112 @@ class DeepSpeedSpec(_Strict):
 
 
 class StudySpec(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    seed: int = 0
-    dataset: DatasetSpec = DatasetSpec()
-    tasks: list[str] = Field(min_length=1)
-    #: The architecture, or with ``architectures`` the single-task baselines' one (Δm's
-    #: reference for every architecture searched).
-    architecture: str = "hard_sharing"
-    model: dict[str, str | int | float | bool] = {}
-    #: Architectures searched jointly with the methods, each with its own fixed model
-    #: arguments (they take the place of ``model`` for that architecture).
-    architectures: dict[str, dict[str, str | int | float | bool]] | None = None
-    #: Model arguments of the single-task baselines, over ``model`` and the search space's
-    #: (e.g. ``{variant: conv}``: RCM's Δm is against plain single-task ResNets).
-    baseline_model: dict[str, str | int | float | bool] = {}
-    methods: list[str] | None = None
-    gradient_space: Literal["params", "representation"] = "params"
-    potentials: dict[str, float] | None = None
-    search_space: str = "default"
-    #: Configurations the sampler proposes; each runs ``repeats`` times.
-    trials: int = Field(8, ge=1)
-    #: Seeds per configuration (``seed``, ``seed + 1``, …): its trials are grouped by
-    #: ``config_id`` and the sampler is told their mean.
-    repeats: int = Field(1, ge=1, le=100)
-    #: What the search optimises; several make a multi-objective study with a Pareto
-    #: front (default: Δm, or the validation loss without baselines).
-    objectives: tuple[ObjectiveSpec, ...] | None = Field(None, min_length=1)
-    #: Caps on reported measures; trials outside them are recorded as infeasible.
-    constraints: tuple[ConstraintSpec, ...] = ()
-    concurrency: int = Field(2, ge=1)
-    cpus_per_trial: float = Field(1.0, gt=0)
-    #: Data-parallel workers per trial (a Ray Train TorchTrainer with DeepSpeed at that
-    #: world size, ``cpus_per_trial`` CPUs each); 1 trains in the trial's own process.
-    workers_per_trial: int = Field(1, ge=1)
-    sampler: SamplerSpec = SamplerSpec()
-    #: Start with each method at the search space's defaults (the papers' settings), one
-    #: trial per method, before the sampler proposes its own.
-    warm_start: bool = False
-    scheduler: SchedulerSpec = SchedulerSpec()
-    #: Epochs of a trial; with ``incremental``, epochs of each task in turn.
-    epochs: int = Field(5, ge=1)
-    #: Train the tasks one after another, each added to the trained model with every
-    #: earlier task frozen (architectures with ``add_task``, such as ``rcm_resnet``).
-    incremental: bool = False
-    #: Staged training (``vit_sharing``): the base task, then each sub-task's steps.
-    stages: tuple[StageSpec, ...] | None = None
-    batch_size: int = Field(32, ge=1)
-    #: Δm's single-task baselines: ``auto`` takes them from the results store and trains
-    #: the missing ones first; ``store`` requires them there; ``none`` optimises val_loss.
-    baselines: Literal["auto", "store", "none"] = "auto"
-    deepspeed: DeepSpeedSpec = DeepSpeedSpec()
-    max_failures: int = Field(1, ge=0)
-    results: str = "results"
+    """A study: the data, the tasks, the architecture, what is searched and how."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="the study's folder under `results`"
+    )
+    seed: int = Field(
+        0,
+        description="the first seed (repeats take the next ones); synthetic data are drawn from it",
+    )
+    dataset: DatasetSpec = Field(DatasetSpec(), description="the images and their labels")
+    tasks: list[str] = Field(
+        min_length=1, description="the tasks trained, each labelled by the dataset"
+    )
+    architecture: str = Field(
+        "hard_sharing",
+        description="the architecture, such as `hard_sharing`, `vmm`, `rcm_resnet`; "
+        "with `architectures`, the single-task baselines' one (Δm's reference)",
+    )
+    model: dict[str, str | int | float | bool] = Field(
+        {}, description="fixed model arguments (e.g. `backbone`); a fixed one is not searched"
+    )
+    architectures: dict[str, dict[str, str | int | float | bool]] | None = Field(
+        None,
+        description="architectures searched jointly with the methods, each with its own "
+        "fixed model arguments in place of `model`",
+    )
+    baseline_model: dict[str, str | int | float | bool] = Field(
+        {},
+        description="model arguments of the single-task baselines only, over `model` "
+        "(e.g. `{variant: conv}`); baselines are matched on them",
+    )
+    methods: list[str] | None = Field(
+        None, description="the balancing methods searched (null: all in the space)"
+    )
+    gradient_space: Literal["params", "representation"] = Field(
+        "params",
+        description="where gradient-level methods take task gradients: the shared parameters "
+        "(exact) or the shared features (MGDA-UB style, cheaper)",
+    )
+    potentials: dict[str, float] | None = Field(
+        None,
+        description="`{task: KPI}` single-task potentials in (0, 1] for `amtl*`; tasks left "
+        "out come from the store's best single-task trial",
+    )
+    search_space: str = Field(
+        "default", description="a built-in space's name, or a YAML path relative to the spec"
+    )
+    trials: int = Field(
+        8, ge=1, description="configurations the sampler proposes; each runs `repeats` times"
+    )
+    repeats: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="seeds per configuration (`seed`, `seed + 1`, …); the sampler is told "
+        "their mean; needs scheduler `fifo`",
+    )
+    objectives: tuple[ObjectiveSpec, ...] | None = Field(
+        None,
+        min_length=1,
+        description="what the search optimises; several make a Pareto front and need "
+        "scheduler `fifo` (null: Δm, or the validation loss without baselines)",
+    )
+    constraints: tuple[ConstraintSpec, ...] = Field(
+        (), description="caps on reported metrics; trials outside them are infeasible"
+    )
+    concurrency: int = Field(2, ge=1, description="trials at a time")
+    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs per trial (per worker)")
+    workers_per_trial: int = Field(
+        1,
+        ge=1,
+        description="data-parallel workers per trial (Ray Train with DeepSpeed at that world "
+        "size); 1 trains in the trial's own process",
+    )
+    sampler: SamplerSpec = Field(SamplerSpec(), description="how Optuna proposes trials")
+    warm_start: bool = Field(
+        False,
+        description="first run each method at the space's defaults (the papers' settings), "
+        "one trial each",
+    )
+    scheduler: SchedulerSpec = Field(SchedulerSpec(), description="early stopping")
+    epochs: int = Field(
+        5, ge=1, description="epochs of a trial; with `incremental`, of each task in turn"
+    )
+    incremental: bool = Field(
+        False,
+        description="train the tasks one after another, earlier ones frozen "
+        "(architectures with `add_task`, such as `rcm_resnet`)",
+    )
+    stages: tuple[StageSpec, ...] | None = Field(
+        None,
+        description="staged training (`vit_sharing`): the base task, then each sub-task's steps",
+    )
+    batch_size: int = Field(32, ge=1, description="samples per batch (per worker)")
+    baselines: Literal["auto", "store", "none"] = Field(
+        "auto",
+        description="Δm's single-task baselines: `auto` takes them from the store and trains "
+        "missing ones first, `store` requires them there, `none` optimises `val_loss`",
+    )
+    deepspeed: DeepSpeedSpec = Field(DeepSpeedSpec(), description="DeepSpeed's settings")
+    max_failures: int = Field(
+        1, ge=0, description="restarts of a failed trial from its last checkpoint"
+    )
+    results: str = Field(
+        "results", description="the results root: a folder or an object-store URI (`s3://…`)"
+    )
 
     @field_validator("tasks")
     @classmethod

@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["METRICS", "ConstraintSpec", "ObjectiveSpec", "constraint_values", "feasible"]
 
@@ -28,8 +28,12 @@ class _Strict(BaseModel):
 class ObjectiveSpec(_Strict):
     """One objective: a reported metric and its direction (default: the metric's own)."""
 
-    metric: Literal["delta_m", "val_loss", "gflops", "params", "gflops_ratio"]
-    mode: Literal["min", "max"] | None = None
+    metric: Literal["delta_m", "val_loss", "gflops", "params", "gflops_ratio"] = Field(
+        description="a metric every trial reports"
+    )
+    mode: Literal["min", "max"] | None = Field(
+        None, description="minimise or maximise (null: the metric's own direction)"
+    )
 
     @property
     def direction(self) -> Literal["min", "max"]:
@@ -39,9 +43,11 @@ class ObjectiveSpec(_Strict):
 class ConstraintSpec(_Strict):
     """A cap on a reported metric: a trial outside ``[min, max]`` is infeasible."""
 
-    metric: Literal["delta_m", "val_loss", "gflops", "params", "gflops_ratio"]
-    min: float | None = None
-    max: float | None = None
+    metric: Literal["delta_m", "val_loss", "gflops", "params", "gflops_ratio"] = Field(
+        description="a metric every trial reports"
+    )
+    min: float | None = Field(None, description="the lowest feasible value")
+    max: float | None = Field(None, description="the highest feasible value")
 
     @model_validator(mode="after")
     def _bounded(self) -> ConstraintSpec:
