@@ -18,6 +18,8 @@ __all__ = ["ModelCosts", "model_costs"]
 
 @dataclass(frozen=True)
 class ModelCosts:
+    """What a model costs to run and to store, whole and per task."""
+
     gflops: float
     #: The compute a multi-task model saves: the GFLOPs of one model per task, summed.
     single_task_gflops: float

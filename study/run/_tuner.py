@@ -3,12 +3,11 @@ then the search (or the stages), each a Tune experiment of :mod:`study.run._phas
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import optuna
 import yaml
@@ -27,8 +26,7 @@ from study.store import write_spec
 __all__ = ["StudyOutcome", "run_study"]
 
 
-@dataclass(frozen=True)
-class StudyOutcome:
+class StudyOutcome(NamedTuple):
     """What a study leaves: where its results are, and how many of its trials failed."""
 
     #: The study's folder on this machine (a root at a URI: its local mirror).
@@ -91,7 +89,7 @@ def run_study(
     run = RunOptions(resume=resume, progress=progress, verbose=verbose)
     try:
         outcome = _run_study(spec, space, root, address, run, log)
-        return dataclasses.replace(outcome, location=store.join(spec.results, spec.name))
+        return outcome._replace(location=store.join(spec.results, spec.name))
     finally:
         store.push_driver(spec.name)
 

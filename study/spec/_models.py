@@ -337,9 +337,7 @@ class StudySpec(_Strict):
         "missing ones first, `store` requires them there, `none` optimises `val_loss`",
     )
     deepspeed: DeepSpeedSpec = Field(DeepSpeedSpec(), description="DeepSpeed's settings")
-    max_failures: int = Field(
-        1, ge=0, description="restarts of a failed trial from its last checkpoint"
-    )
+    max_failures: int = Field(1, ge=0, description="restarts of a failed trial from a checkpoint")
     results: str = Field(
         "results", description="the results root: a folder or an object-store URI (`s3://…`)"
     )

@@ -41,3 +41,14 @@ def sizes_and_seeds() -> list[tuple[int, int]]:
 def conflict(request: pytest.FixtureRequest) -> bool:
     """Random gradients as they come, then with pairs made nearly opposite."""
     return request.param
+
+
+@pytest.fixture
+def sweep_gramian(
+    jacobian: Callable[..., torch.Tensor], size_and_seed: tuple[int, int], conflict: bool
+) -> tuple[int, int, torch.Tensor]:
+    """``(T, seed, G)`` over the sweep; seed 2's gradients span only 4 dimensions, so its
+    Gramian is singular for 5 and 6 tasks."""
+    T, seed = size_and_seed
+    J = jacobian(T, seed, dim=4 if seed == 2 else 50, conflict=conflict)
+    return T, seed, J @ J.T
