@@ -5,7 +5,7 @@ tree (the folder holding ``pyproject.toml``), with the spec placed inside it. Th
 filter is the only one: ``.gitignore`` files stay out of the copy, so Ray does not
 apply them too. A spec that lives in the project keeps its place; one from elsewhere
 goes to ``_submitted/`` with the search-space file it names. The job runs ``python -m
-study.cli run SPEC --address auto --resume`` on the head node, with the head's
+study.cli run SPEC --address auto --resume --allow-fresh`` on the head node, with the head's
 ``python`` (the one first on the PATH Ray was started with); a study submitted again
 under the same name and results root resumes instead of starting over.
 
@@ -92,10 +92,10 @@ def submit_study(
         stage = Path(tmp) / root.name
         _copy_project(root, stage, keep_out=[] if is_uri(chosen) else [Path(chosen)])
         placed = _place_spec(spec_path, data, root, stage)
-        # --resume: a study submitted again under its name goes on where it stood.
+        # A study submitted again under its name goes on where it stood; a new one starts.
         command = [
             *("python", "-m", "study.cli", "run", placed.as_posix()),
-            *("--address", "auto", "--resume"),
+            *("--address", "auto", "--resume", "--allow-fresh"),
         ]
         if results is not None:
             command += ["--results", results]

@@ -19,6 +19,24 @@ def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+#: ``mtlstudy run``'s exit statuses; 2 is a user error, 128 + N a stop by signal N.
+EXIT_COMPLETED = 0
+EXIT_ALL_FAILED = 1
+EXIT_SOME_FAILED = 3
+
+
+def exit_status(trials: Any) -> int:
+    """The outcome of a study's multi-task trials (a trials DataFrame): all of them
+    finished (completed or stopped early by the scheduler), some failed, or all failed."""
+    if "kind" not in trials or "status" not in trials:
+        return EXIT_COMPLETED
+    statuses = trials.loc[trials["kind"] == "multi_task", "status"]
+    failed = int((statuses == "error").sum())
+    if failed and failed == len(statuses):
+        return EXIT_ALL_FAILED
+    return EXIT_SOME_FAILED if failed else EXIT_COMPLETED
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from study.spec import load_spec
 
@@ -26,18 +44,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.results is not None:
         spec = spec.model_copy(update={"results": args.results})
     from study.analysis import stage_table, study_summary
-    from study.run import run_study
+    from study.run import StudyInterrupted, run_study
     from study.store import load_trials
 
-    outcome = run_study(
-        spec,
-        space,
-        address=args.address,
-        log=lambda line: print(line, flush=True),
-        resume=args.resume,
-        progress=_progress,
-        verbose=args.verbose,
-    )
+    try:
+        outcome = run_study(
+            spec,
+            space,
+            address=args.address,
+            log=lambda line: print(line, flush=True),
+            resume=args.resume,
+            progress=_progress,
+            verbose=args.verbose,
+            allow_fresh=args.allow_fresh,
+        )
+    except StudyInterrupted as stop:
+        again = f"mtlstudy run {args.spec} --resume"
+        if args.results is not None:
+            again += f" --results {args.results}"
+        print(
+            f"mtlstudy: {stop}; finished trials are kept. Resume with: {again}",
+            file=sys.stderr,
+        )
+        return stop.exit_status
     trials = load_trials(outcome.results)
     print()
     if spec.stages is not None:
@@ -48,10 +77,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         model = ", ".join(f"{k}={v}" for k, v in spec.baseline_model.items())
         print(f"Δm against single-task {spec.architecture}{f' ({model})' if model else ''}")
     print()
-    finished = int((trials["kind"] == "multi_task").sum()) if "kind" in trials else 0
-    print(f"{finished} multi-task trials, {outcome.errors} failed")
+    multi = trials[trials["kind"] == "multi_task"] if "kind" in trials else trials.iloc[:0]
+    failed = int((multi["status"] == "error").sum()) if "status" in multi else 0
+    print(f"{len(multi) - failed} multi-task trials finished, {failed} failed")
     print(f"results: {outcome.location}  (try: mtlstudy query {outcome.location})")
-    return 1 if outcome.errors and finished == 0 else 0
+    return exit_status(trials)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -81,6 +111,11 @@ def add_commands(commands: Any) -> None:
             "--resume",
             action="store_true",
             help="continue the study a killed run left: finished trials are kept",
+        )
+        sub.add_argument(
+            "--allow-fresh",
+            action="store_true",
+            help="with --resume: start the study when there is nothing to resume",
         )
         sub.add_argument(
             "--verbose", action="store_true", help="also show Ray Tune's own status table"

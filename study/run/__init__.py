@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from study.run._recorder import StoreRecorder, history_rows, trained_with
     from study.run._search import StudySearch, journal_storage, mean_result, tpe_sampler
     from study.run._setup import TrialKind, TrialSetup
+    from study.run._signals import StudyInterrupted
     from study.run._splits import (
         Batch,
         DiskSplit,

@@ -29,6 +29,7 @@ from study.run._progress import ProgressLine
 from study.run._recorder import StoreRecorder
 from study.run._search import StudySearch, journal_storage, tpe_sampler
 from study.run._setup import TrialSetup
+from study.run._signals import raise_if_stopped
 from study.run._trainable import CHECKPOINTS_KEPT, trainable
 from study.spec import StageSpec, StudySpec
 from study.store import load_trials
@@ -135,8 +136,11 @@ def _fit(
         restored = tune.Tuner.restore(
             path, trainable=trainable(setup), resume_unfinished=True, resume_errored=True
         )
-        return _errors(restored.fit())
-    return _errors(tuner().fit())
+        results = restored.fit()
+    else:
+        results = tuner().fit()
+    raise_if_stopped()  # a stopped experiment's results are partial: start no other phase
+    return _errors(results)
 
 
 def _errors(results: tune.ResultGrid) -> int:

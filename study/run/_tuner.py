@@ -20,6 +20,7 @@ from study.run._baselines import find_baselines
 from study.run._engine import torch_extensions_dir, warm_up
 from study.run._phases import RunOptions, baselines_phase, search_phase, stages_phase
 from study.run._potentials import resolve_potentials
+from study.run._signals import graceful_stop
 from study.spec import StudySpec
 from study.store import write_spec
 
@@ -73,10 +74,13 @@ def run_study(
     resume: bool = False,
     progress: Callable[[str], None] | None = None,
     verbose: bool = False,
+    allow_fresh: bool = False,
 ) -> StudyOutcome:
     """Run the whole study and return where its results are; with ``resume``, continue
-    the experiments a killed driver left under the study's folder. ``progress`` gets a
-    line on each change of a phase's trials; ``verbose`` shows Tune's own table."""
+    the experiments a killed driver left under the study's folder (refused when there are
+    none, unless ``allow_fresh``). ``progress`` gets a line on each change of a phase's
+    trials; ``verbose`` shows Tune's own table. SIGINT or SIGTERM stops it gracefully and
+    raises :class:`StudyInterrupted`."""
     remote = None
     if store.is_uri(spec.results):
         remote = store.RemoteRoot.open(spec.results, study=spec.name)
@@ -87,8 +91,14 @@ def run_study(
     sync = None if remote is None else functools.partial(remote.push, spec.name)
     store.bind_driver(spec.name, store.DriverStore(root, sync))
     run = RunOptions(resume=resume, progress=progress, verbose=verbose)
+    if resume and not allow_fresh and not store.exists(store.join(spec.results, spec.name, "tune")):
+        raise UserError(
+            f"nothing to resume: {store.join(spec.results, spec.name)} holds no started study; "
+            "run without --resume, or add --allow-fresh to start it when there is none"
+        )
     try:
-        outcome = _run_study(spec, space, root, address, run, log)
+        with graceful_stop():
+            outcome = _run_study(spec, space, root, address, run, log)
         return outcome._replace(location=store.join(spec.results, spec.name))
     finally:
         store.push_driver(spec.name)

@@ -402,7 +402,7 @@ def test_submit_runs_a_study_that_jobs_commands_follow(head: Head, tmp_path: Pat
         "jobs", "logs", job_id, "--follow", "--address", head.address, env=head.env(), timeout=600
     )
     assert follow.returncode == 0, follow.stderr
-    assert "1 multi-task trials, 0 failed" in follow.stdout, follow.stdout[-3000:]
+    assert "1 multi-task trials finished, 0 failed" in follow.stdout, follow.stdout[-3000:]
     status = _mtlstudy("jobs", "status", job_id, "--address", head.address, env=head.env())
     assert status.returncode == 0 and status.stdout.splitlines()[0] == "SUCCEEDED", status
     logs = _mtlstudy("jobs", "logs", job_id, "--address", head.address, env=head.env())
@@ -421,7 +421,7 @@ def test_submit_runs_a_study_that_jobs_commands_follow(head: Head, tmp_path: Pat
     resumed = _mtlstudy(
         "jobs", "logs", second, "--follow", "--address", head.address, env=head.env(), timeout=600
     )
-    assert "1 multi-task trials, 0 failed" in resumed.stdout, resumed.stdout[-3000:]
+    assert "1 multi-task trials finished, 0 failed" in resumed.stdout, resumed.stdout[-3000:]
     assert sorted((results / "jobtest" / "trials").glob("*.parquet")) == sorted(trials)
     _no_token_in(head, submitted, follow, status, logs, listing, again, resumed)
     for path in results.rglob("*"):
