@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 
 __all__ = ["ClusterError", "ray_session"]
 
@@ -29,6 +32,27 @@ def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
         raise ClusterError(f"cannot reach the Ray cluster at {address}: {reason}") from None
 
 
+def _private_token() -> None:
+    """The token a new local Ray authenticates with, in a file only its owner can read (Ray
+    would write ``~/.ray/auth_token`` readable by everyone). A user who set Ray's own
+    variables keeps their choice."""
+    if any(os.environ.get(v) for v in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
+        return
+    path = Path.home() / ".ray" / "auth_token"
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_uid == os.getuid():
+            path.chmod(0o600)
+    else:
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_hex(32))  # Ray's own format: 256 bits as hex
+    # Token authentication is what a local Ray does by default; its warning says so on
+    # every run.
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
+
+
 @contextmanager
 def ray_session(
     address: str | None = None,
@@ -43,6 +67,7 @@ def ray_session(
         _check_reachable(address)
     try:
         if address is None:
+            _private_token()
             ray.init(
                 num_cpus=num_cpus,
                 include_dashboard=False,
