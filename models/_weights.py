@@ -1,13 +1,61 @@
-"""Pretrained weights from a local file: nothing is ever downloaded."""
+"""Pretrained weights: timm's published ones through the Hugging Face hub cache, or a
+local file (:func:`load_matching`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import timm
 import torch
+from huggingface_hub import constants as hub_constants
+from timm.models import get_pretrained_cfg
 from torch import nn
 
-__all__ = ["load_matching"]
+__all__ = ["PretrainedWeightsUnavailable", "load_matching", "timm_model"]
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """timm's published weights are neither in the local hub cache nor downloadable."""
+
+
+def timm_model(
+    name: str, pretrained: bool = False, pretrained_path: str | Path | None = None, **kwargs: Any
+) -> nn.Module:
+    """``timm.create_model(name, **kwargs)``; with ``pretrained``, timm's published weights
+    for ``name`` (a ``model.tag`` picks a tag), which timm adapts itself (a ViT's position
+    embedding to the image size, a dropped classifier).
+
+    The weights come from the Hugging Face hub cache (``$HF_HUB_CACHE``, by default
+    ``$HF_HOME/hub`` or ``~/.cache/huggingface/hub``), downloaded into it when missing;
+    ``HF_HUB_OFFLINE=1`` reads the cache only. Weights neither cached nor downloadable are a
+    :class:`PretrainedWeightsUnavailable` naming both ways out; a model timm publishes no
+    weights for is a ``ValueError``; ``pretrained`` with ``pretrained_path`` too.
+    """
+    if pretrained and pretrained_path is not None:
+        raise ValueError("pretrained and pretrained_path exclude each other; give one")
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    if not timm.is_model(name):
+        return timm.create_model(name, pretrained=True, **kwargs)  # timm's own refusal
+    cfg = get_pretrained_cfg(name)
+    source = cfg and (cfg.hf_hub_id or cfg.url or cfg.file)
+    if not source:
+        raise ValueError(
+            f"timm publishes no pretrained weights for {name!r}; pick a model that has some "
+            f"(timm.list_pretrained('{name.split('.')[0]}*')) or give pretrained_path"
+        )
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except OSError as err:  # the hub's errors, offline or not, are OSErrors
+        raise PretrainedWeightsUnavailable(
+            f"timm's pretrained weights for {name!r} ({source}) are not in the Hugging Face "
+            f"cache {hub_constants.HF_HUB_CACHE} and cannot be downloaded here "
+            f"({type(err).__name__}); either fill that cache on a machine with network "
+            f"(python -c \"import timm; timm.create_model('{name}', pretrained=True)\", "
+            "then copy HF_HOME, by default ~/.cache/huggingface, over) or give the weights "
+            "as a file, pretrained_path: FILE"
+        ) from err
 
 
 def load_matching(module: nn.Module, path: str | Path, prefix: str = "") -> int:

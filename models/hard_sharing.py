@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from models._registry import register_model
-from models._weights import load_matching
+from models._weights import load_matching, timm_model
 from models.tasks import activate, get_task
 
 __all__ = ["HardSharing", "hard_sharing"]
@@ -40,7 +39,11 @@ class _Head(nn.Module):
 
 
 class HardSharing(nn.Module):
-    """A shared encoder (timm, ``features_only``) and one head per task."""
+    """A shared encoder (timm, ``features_only``) and one head per task.
+
+    ``pretrained`` starts the encoder from timm's published weights (``models._weights``),
+    ``pretrained_path`` from a local state dict.
+    """
 
     def __init__(
         self,
@@ -50,6 +53,7 @@ class HardSharing(nn.Module):
         num_classes: int = 5,
         out_indices: Sequence[int] = (1, 2, 3),
         pretrained_path: str | Path | None = None,
+        pretrained: bool = False,
     ) -> None:
         super().__init__()
         if not tasks:
@@ -57,8 +61,12 @@ class HardSharing(nn.Module):
         if "detection" in tasks:
             raise ValueError("hard_sharing has dense heads only; detection needs vmm")
         self.tasks = tuple(tasks)
-        self.encoder = timm.create_model(
-            backbone, pretrained=False, features_only=True, out_indices=tuple(out_indices)
+        self.encoder = timm_model(
+            backbone,
+            pretrained,
+            pretrained_path,
+            features_only=True,
+            out_indices=tuple(out_indices),
         )
         if pretrained_path is not None:
             load_matching(self.encoder, pretrained_path)

@@ -45,7 +45,7 @@ from models._anchors import (
     ssd_anchors,
 )
 from models._registry import register_model
-from models._weights import load_matching
+from models._weights import load_matching, timm_model
 from models.tasks import activate, get_task
 
 __all__ = ["VMM", "vmm"]
@@ -223,7 +223,8 @@ class VMM(nn.Module):
 
     ``num_classes`` sets the ``semseg`` channels and the detection classes (override the
     latter with ``detection_classes``); ``head_channels`` (default ``neck_channels``) is
-    the width of the dense heads' fusion conv.
+    the width of the dense heads' fusion conv. ``pretrained`` starts the backbone from
+    timm's published weights, ``pretrained_path`` from a local state dict.
     """
 
     def __init__(
@@ -239,6 +240,7 @@ class VMM(nn.Module):
         anchor_sizes: Sequence[float] = DEFAULT_SIZES,
         anchor_steps: Sequence[int] = DEFAULT_STEPS,
         anchor_ratios: Sequence[float] = (2.0,),
+        pretrained: bool = False,
     ) -> None:
         super().__init__()
         if not tasks:
@@ -246,8 +248,8 @@ class VMM(nn.Module):
         self.tasks = tuple(tasks)
         probe = timm.create_model(backbone, pretrained=False, features_only=True)
         indices = _strided_indices(probe, _STRIDES)
-        self.encoder = timm.create_model(
-            backbone, pretrained=False, features_only=True, out_indices=tuple(indices)
+        self.encoder = timm_model(
+            backbone, pretrained, pretrained_path, features_only=True, out_indices=tuple(indices)
         )
         if pretrained_path is not None:
             load_matching(self.encoder, pretrained_path)

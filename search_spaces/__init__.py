@@ -1,6 +1,7 @@
 """Declarative search spaces and the loader that turns one into Optuna's define-by-run."""
 
 from search_spaces._space import (
+    OPTIM_PARAMS,
     SearchSpace,
     SearchSpaceError,
     SpaceOverride,
@@ -10,6 +11,7 @@ from search_spaces._space import (
 from search_spaces._yaml import describe_validation_error, read_model
 
 __all__ = [
+    "OPTIM_PARAMS",
     "SearchSpace",
     "SearchSpaceError",
     "SpaceOverride",

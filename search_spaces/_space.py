@@ -19,12 +19,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models import balancing
 from search_spaces._yaml import read_model
 
-__all__ = ["SearchSpace", "SearchSpaceError", "builtin_space_path", "load_space"]
+__all__ = ["OPTIM_PARAMS", "SearchSpace", "SearchSpaceError", "builtin_space_path", "load_space"]
+
+#: What a space's ``optim`` section may sample; the optimiser itself is the spec's choice
+#: (``momentum`` is SGD's alone).
+OPTIM_PARAMS: tuple[str, ...] = ("lr", "weight_decay", "momentum")
 
 _BUILTIN = Path(__file__).parent
 
@@ -89,6 +93,13 @@ class CategoricalParam(_Strict):
 Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 
 
+def _optim_names(optim: dict[str, Param]) -> dict[str, Param]:
+    unknown = sorted(set(optim) - set(OPTIM_PARAMS))
+    if unknown:
+        raise ValueError(f"optim samples no {unknown}; expected some of {list(OPTIM_PARAMS)}")
+    return optim
+
+
 class SpaceOverride(_Strict):
     """Ranges that replace some of a space's ``optim``/``model`` parameters (one stage of
     a staged study may train best at other rates than the rest)."""
@@ -104,6 +115,11 @@ class SearchSpace(_Strict):
     #: Architectures a study searches jointly (sampled as ``architecture``); set by the
     #: study, not the file, since each comes with the spec's model arguments.
     architectures: list[str] = []
+
+    @field_validator("optim")
+    @classmethod
+    def _known_optim(cls, optim: dict[str, Param]) -> dict[str, Param]:
+        return _optim_names(optim)
 
     @model_validator(mode="after")
     def _check_methods(self) -> SearchSpace:

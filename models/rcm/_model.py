@@ -13,7 +13,7 @@ from torch.nn.utils import parametrize
 from torchvision.models import resnet18
 
 from models._registry import register_model
-from models._weights import load_matching
+from models._weights import load_matching, timm_model
 from models.rcm._decoder import _DeepLabV3PlusHead
 from models.rcm._layers import VARIANTS, RepConv, _Block, _PerTask, _TaskBN, _TaskDownsample
 from models.tasks import activate, get_task
@@ -21,8 +21,17 @@ from models.tasks import activate, get_task
 __all__ = ["RCMResNet", "rcm_resnet", "response_initialise"]
 
 
-def _torchvision_resnet18(pretrained_path: str | Path | None) -> nn.Module:
+#: timm's copy of torchvision's ImageNet ResNet-18 (the paper's), with torchvision's names.
+TORCHVISION_RESNET18 = "resnet18.tv_in1k"
+
+
+def _torchvision_resnet18(
+    pretrained_path: str | Path | None, pretrained: bool = False
+) -> nn.Module:
     net = resnet18(weights=None)
+    if pretrained:
+        published = timm_model(TORCHVISION_RESNET18, True, pretrained_path)
+        net.load_state_dict(published.state_dict())
     if pretrained_path is not None:
         load_matching(net, pretrained_path)
     return net
@@ -43,7 +52,11 @@ def _dilate_layer4(layer4: nn.Sequential) -> None:
 
 
 class RCMResNet(nn.Module):
-    """ResNet-18 with reparameterised convolutions and one DeepLabv3+ decoder per task."""
+    """ResNet-18 with reparameterised convolutions and one DeepLabv3+ decoder per task.
+
+    ``pretrained`` starts from torchvision's ImageNet weights (timm's ``resnet18.tv_in1k``,
+    through the hub cache), ``pretrained_path`` from a local state dict.
+    """
 
     def __init__(
         self,
@@ -53,6 +66,7 @@ class RCMResNet(nn.Module):
         num_classes: int = 5,
         pretrained_path: str | Path | None = None,
         train_bank: bool = False,
+        pretrained: bool = False,
     ) -> None:
         super().__init__()
         if not tasks:
@@ -71,7 +85,7 @@ class RCMResNet(nn.Module):
         self.tasks: tuple[str, ...] = tuple(tasks)
         self._frozen_tasks: set[str] = set()
 
-        net = _torchvision_resnet18(pretrained_path)
+        net = _torchvision_resnet18(pretrained_path, pretrained)
         _dilate_layer4(net.layer4)
         self.conv1 = RepConv(net.conv1, tasks, mode, self.nff)
         self.bn1 = _TaskBN(net.bn1, tasks)

@@ -90,8 +90,9 @@ Deviations and choices:
   ``forward`` calls it once on every asked task's tokens concatenated along the batch.
 * A dense convolutional decoder per task (1×1 reduce, two [3×3 conv-BN-ReLU, ×2 up],
   1×1 predict, bilinear to the input) instead of the paper's heads.
-* ``pretrained_path`` loads the parameters whose name and shape match (no position
-  embedding resampling).
+* ``pretrained`` loads timm's published weights, which timm adapts to the image and
+  patch size (position and patch embeddings resampled); ``pretrained_path`` loads the
+  parameters of a file whose name and shape match (no resampling).
 * Temporal deltas: the training form (an L1 against the neighbouring frame, the
   neighbour's pass detached, added in every stage for the stage's task) is this project's;
   the paper's Fig. 2 fixes the inference scheme (base temporal on every block, sub-tasks

@@ -6,12 +6,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 
-import timm
 import torch
 from torch import nn
 
 from models._registry import register_model
-from models._weights import load_matching
+from models._weights import load_matching, timm_model
 from models.tasks import activate, get_task
 from models.vit_sharing import _cost, _stages, _temporal
 from models.vit_sharing._gates import LINEARS, TaskDeltas
@@ -74,6 +73,7 @@ class ViTSharing(nn.Module):
         gate_lr: float | None = None,
         temporal_l1_weight: float | Mapping[str, float] = 0.0,
         temporal_threshold: float | Mapping[str, float] = 0.15,
+        pretrained: bool = False,
     ) -> None:
         super().__init__()
         if not tasks or len(set(tasks)) != len(tasks):
@@ -94,10 +94,12 @@ class ViTSharing(nn.Module):
         self.image_size = image_size
         self.num_classes = num_classes
         self.decoder_width = decoder_width
-        extra = {} if depth is None else {"depth": depth}
-        self.encoder = timm.create_model(
+        # A shallower ViT takes the first ``depth`` of the published blocks.
+        extra = {} if depth is None else {"depth": depth, "pretrained_strict": False}
+        self.encoder = timm_model(
             backbone,
-            pretrained=False,
+            pretrained,
+            pretrained_path,
             img_size=image_size,
             patch_size=patch_size,
             num_classes=0,

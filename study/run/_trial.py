@@ -27,6 +27,7 @@ from study import store
 from study.metrics import MultiTaskMeter, delta_m
 from study.run._costs import model_costs
 from study.run._engine import build_engine, side_backward
+from study.run._optim import build_optimizer, optimizer_hp, schedule_for, steps_per_epoch
 from study.run._setup import TrialSetup
 from study.run._splits import Batch, Split, train_with_neighbours, trial_splits, worker_batches
 from study.spec import StageSpec
@@ -93,15 +94,12 @@ class TrialRunner:
         spec = self.setup.spec
         self.tasks = {name: self.all_tasks[name] for name in self.model.tasks}
         self.label_counts = torch.zeros(len(self.tasks), dtype=torch.float64)
-        optim = self.config.get("optim", {})
-        lr = float(optim.get("lr", 1e-3))
+        hp = optimizer_hp(spec.optimizer, self.config.get("optim", {}))
         if isinstance(self.model, OptimizerGroups):
-            groups = self.model.optimizer_groups(lr)
+            groups = self.model.optimizer_groups(hp["lr"])
         else:
             groups = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
-        optimizer = torch.optim.AdamW(
-            groups, lr=lr, weight_decay=float(optim.get("weight_decay", 0.0))
-        )
+        optimizer = build_optimizer(groups, spec.optimizer.name, **hp)
         self.engine = build_engine(
             self.model,
             optimizer,
@@ -109,6 +107,10 @@ class TrialRunner:
             spec.deepspeed.zero_stage,
             spec.deepspeed.precision,
         )
+        # After DeepSpeed has set up its parameter groups, which the schedule's rates reach.
+        epochs = spec.epochs if self.setup.stage is None else spec.stage_epochs(self.setup.stage)
+        steps = steps_per_epoch(len(self.train), spec.batch_size, self.world)
+        self.schedule = schedule_for(optimizer, spec.schedule, steps, epochs)
         self.costs = model_costs(
             self.model, spec, self.architecture, self.model_kw, tuple(self.tasks)
         )
@@ -183,7 +185,7 @@ class TrialRunner:
                 gramian = _all_reduced(self.task_gramian(task_losses), mean=True)
         losses = torch.stack(task_losses)
         self.engine.backward(self.balancer.combine(losses, gramian))
-        self.engine.step()
+        self._step()
         self.balancer.step()
         return losses.detach()
 
@@ -204,10 +206,19 @@ class TrialRunner:
             frames = self._inputs(images), self._inputs(neighbours)
             total = total + self.model.temporal_penalty(*frames)
         self.engine.backward(total)
-        self.engine.step()
+        self._step()
         losses = torch.full((len(self.tasks),), torch.nan)
         losses[list(self.tasks).index(task)] = loss.detach()
         return losses
+
+    def _step(self) -> None:
+        """The optimiser step after a backward: the gradients' norm clipped, then the next
+        step's learning rate."""
+        clip = self.setup.spec.gradient_clip
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.engine.module.parameters(), clip)
+        self.engine.step()
+        self.schedule.step()
 
     def _weights(self) -> list[float]:
         if self.training_task is None:
@@ -333,6 +344,7 @@ class TrialRunner:
             "epoch": self.epoch,
             "balancer": self.balancer.state_dict(),
             "kpi_when_trained": self.kpi_when_trained,
+            "schedule": self.schedule.state_dict(),
         }
         torch.save(state, Path(directory) / _STATE_FILE)
 
@@ -346,6 +358,8 @@ class TrialRunner:
         self.restored_from_epoch = self.epoch
         self.balancer.load_state_dict(state["balancer"])
         self.kpi_when_trained = dict(state.get("kpi_when_trained", {}))
+        if "schedule" in state:
+            self.schedule.load_state_dict(state["schedule"])
 
 
 def _mean(total: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:

@@ -236,6 +236,48 @@ class DeepSpeedSpec(_Strict):
         return self
 
 
+class OptimizerSpec(_Strict):
+    """The optimiser's fixed choices. Its numbers are the search space's `optim` section
+    (`lr`, `weight_decay`, and for SGD `momentum`), which wins over a value here."""
+
+    name: Literal["adamw", "adam", "sgd"] = Field(
+        "adamw",
+        description="`sgd` runs with `deepspeed.zero_stage` 0 (DeepSpeed's ZeRO takes "
+        "Adam-family optimisers)",
+    )
+    momentum: float = Field(
+        0.9, ge=0, lt=1, description="`sgd`: momentum, unless the space samples `optim.momentum`"
+    )
+    nesterov: bool = Field(False, description="`sgd`: Nesterov momentum")
+    betas: tuple[float, float] = Field(
+        (0.9, 0.999), description="`adam`, `adamw`: the moving averages' coefficients"
+    )
+
+
+class ScheduleSpec(_Strict):
+    """The learning rate's schedule, stepped after every optimiser step over a trial's
+    epochs (a stage's or an incremental task's own), with an optional linear warm-up."""
+
+    name: Literal["constant", "poly", "cosine", "step"] = Field(
+        "constant",
+        description="`poly`: `(1 - p)^power` of the progress `p` after warm-up; `cosine`: "
+        "`(1 + cos πp) / 2`; `step`: times `gamma` every `step_epochs` epochs",
+    )
+    power: float = Field(0.9, gt=0, description="`poly`: the exponent")
+    step_epochs: int = Field(30, ge=1, description="`step`: epochs between two decays")
+    gamma: float = Field(0.1, gt=0, le=1, description="`step`: the factor of each decay")
+    warmup_epochs: float = Field(
+        0.0, ge=0, description="linear warm-up from the first step, in epochs (rounded to steps)"
+    )
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up in steps, in place of epochs")
+
+    @model_validator(mode="after")
+    def _one_warmup(self) -> ScheduleSpec:
+        if self.warmup_epochs and self.warmup_steps:
+            raise ValueError("give warmup_epochs or warmup_steps, not both")
+        return self
+
+
 class StudySpec(_Strict):
     """A study: the data, the tasks, the architecture, what is searched and how."""
 
@@ -337,6 +379,18 @@ class StudySpec(_Strict):
         "missing ones first, `store` requires them there, `none` optimises `val_loss`",
     )
     deepspeed: DeepSpeedSpec = Field(DeepSpeedSpec(), description="DeepSpeed's settings")
+    optimizer: OptimizerSpec = Field(
+        OptimizerSpec(), description="the optimiser; its searched numbers are the space's `optim`"
+    )
+    schedule: ScheduleSpec = Field(
+        ScheduleSpec(), description="the learning-rate schedule (default: constant)"
+    )
+    gradient_clip: float | None = Field(
+        None,
+        gt=0,
+        description="clip the gradients' global norm to this before each step (null: no "
+        "clipping); runs with `deepspeed.zero_stage` 0",
+    )
     max_failures: int = Field(1, ge=0, description="restarts of a failed trial from a checkpoint")
     results: str = Field(
         "results", description="the results root: a folder or an object-store URI (`s3://…`)"
@@ -360,6 +414,17 @@ class StudySpec(_Strict):
                 f"dataset {self.dataset.name!r} does not label {unlabelled}; "
                 f"expected some of {list(self.dataset.tasks())}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _recipe_on_zero(self) -> StudySpec:
+        # ZeRO moves gradients out of the parameters before the step, where clip_grad_norm_
+        # would look, and DeepSpeed refuses optimisers outside the Adam family under it.
+        if self.deepspeed.zero_stage > 0:
+            if self.gradient_clip is not None:
+                raise ValueError("gradient_clip runs with deepspeed.zero_stage 0")
+            if self.optimizer.name == "sgd":
+                raise ValueError("optimizer sgd runs with deepspeed.zero_stage 0")
         return self
 
     @field_validator("potentials")

@@ -17,9 +17,11 @@ from study.spec import (
     DatasetSpec,
     DeepSpeedSpec,
     ObjectiveSpec,
+    OptimizerSpec,
     PartSpec,
     SamplerSpec,
     SchedulerSpec,
+    ScheduleSpec,
     StageSpec,
     StudySpec,
     spec_markdown,
@@ -40,6 +42,8 @@ MODELS = (
     SchedulerSpec,
     StageSpec,
     DeepSpeedSpec,
+    OptimizerSpec,
+    ScheduleSpec,
 )
 
 
