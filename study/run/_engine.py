@@ -16,13 +16,21 @@ import torch
 from torch import nn
 
 __all__ = [
+    "CPU_FALLBACK",
     "build_engine",
     "deepspeed_config",
     "ensure_distributed",
+    "granted_gpus",
+    "process_group_backend",
     "side_backward",
     "torch_extensions_dir",
+    "trial_device",
     "warm_up",
 ]
+
+#: Set to 1, for tests only: a trial Ray granted a GPU that sees no CUDA trains on the
+#: CPU (Ray can declare GPUs a machine does not have) instead of failing.
+CPU_FALLBACK = "MTLSTUDY_ALLOW_CPU_FALLBACK"
 
 
 def torch_extensions_dir() -> Path:
@@ -35,6 +43,59 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def granted_gpus() -> list[str] | None:
+    """The ids of the GPUs Ray granted this process; None outside a Ray worker."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    return [str(gpu) for gpu in ray.get_gpu_ids()]
+
+
+def trial_device() -> torch.device:
+    """The device this trial's process trains on: the GPU Ray granted it (``cuda:0`` in a
+    Tune trial, ``cuda:<local rank>`` in a Ray Train worker), else the CPU.
+
+    Outside a Ray worker any visible GPU counts as granted. A granted GPU that CUDA does
+    not see fails, unless :data:`CPU_FALLBACK` is set.
+    """
+    granted = granted_gpus()
+    if granted is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    if not granted:
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda", _visible_index(granted[0]))
+    if os.environ.get(CPU_FALLBACK) == "1":
+        return torch.device("cpu")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    raise RuntimeError(
+        f"Ray granted this trial GPU {','.join(granted)} but CUDA sees no device "
+        f"(CUDA_VISIBLE_DEVICES={visible!r}, torch {torch.__version__}, built for CUDA "
+        f"{torch.version.cuda}); check the node's driver, or set {CPU_FALLBACK}=1 in tests"
+    )
+
+
+def _visible_index(gpu: str) -> int:
+    """A granted GPU's index among the visible ones, as ``ray.train.torch.get_device``
+    finds it (which Ray Train V2 allows only in its workers): 0 in a Tune trial, which
+    sees only its own; in Ray Train, the worker's local rank among its node's GPUs."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:  # Ray told not to set it: ids are the machine's indices
+        return int(gpu)
+    ids = visible.split(",")
+    if gpu not in ids:
+        raise RuntimeError(f"Ray granted GPU {gpu}, not in CUDA_VISIBLE_DEVICES={visible!r}")
+    return ids.index(gpu)
+
+
+def process_group_backend(device: torch.device) -> str:
+    """NCCL between GPUs, gloo between CPUs."""
+    return "nccl" if device.type == "cuda" else "gloo"
 
 
 _JOINED = False
@@ -62,10 +123,14 @@ def ensure_distributed(launched: bool = False) -> None:
             LOCAL_RANK="0",
             LOCAL_SIZE="1",
         )
+    device = trial_device()
+    if device.type == "cpu":
+        # Ray leaves the GPUs visible to a trial it granted none; DeepSpeed would take one.
+        os.environ["DS_ACCELERATOR"] = "cpu"
     import deepspeed
 
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    deepspeed.init_distributed(backend, verbose=False)  # reuses a torch group that is up
+    # A group that is up keeps its backend (Ray Train chose it from the same device).
+    deepspeed.init_distributed(process_group_backend(device), verbose=False)
     _JOINED = True
     buffer = _shm_buffer()
     # DeepSpeed's CPU all-reduce maps a 64 MB /dev/shm file per process and never removes

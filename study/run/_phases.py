@@ -5,7 +5,7 @@ resume."""
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,52 @@ from study.run._trainable import CHECKPOINTS_KEPT, trainable
 from study.spec import StageSpec, StudySpec
 from study.store import load_trials
 
-__all__ = ["RunOptions", "baselines_phase", "scheduler", "search_phase", "stages_phase"]
+__all__ = [
+    "ClusterTooSmall",
+    "RunOptions",
+    "baselines_phase",
+    "check_gpus",
+    "scheduler",
+    "search_phase",
+    "stages_phase",
+]
+
+
+class ClusterTooSmall(UserError):
+    """The cluster cannot give one trial the GPUs its spec asks for."""
+
+
+def _gpus(count: float) -> str:
+    return f"{count:g} GPU" + ("s" if count > 1 else "")
+
+
+def check_gpus(
+    spec: StudySpec, total: Mapping[str, float], nodes: Sequence[Mapping[str, float]]
+) -> None:
+    """Refuse a spec whose trials could never be placed: it asks for GPUs and the cluster
+    (``total``, Ray's cluster resources) has none or too few for one trial's workers, or no
+    node (each one's resources in ``nodes``) has one worker's share."""
+    need = spec.gpus_per_worker
+    if need == 0:
+        return
+    field = f"field 'gpus_per_worker': the spec asks for {_gpus(need)} per worker"
+    have = float(total.get("GPU", 0))
+    if have == 0:
+        raise ClusterTooSmall(
+            f"{field}, but the cluster has none; set gpus_per_worker: 0 or use a cluster with GPUs"
+        )
+    most = max((float(node.get("GPU", 0)) for node in nodes), default=0.0)
+    if most < need:
+        raise ClusterTooSmall(
+            f"{field}, but no node has more than {_gpus(most)}; lower gpus_per_worker or "
+            "use larger nodes"
+        )
+    trial = need * spec.workers_per_trial
+    if have < trial:
+        raise ClusterTooSmall(
+            f"{field} and {spec.workers_per_trial} workers per trial ({_gpus(trial)}), "
+            f"but the cluster has {_gpus(have)}; lower workers_per_trial or gpus_per_worker"
+        )
 
 
 def scheduler(spec: StudySpec, epochs: int) -> TrialScheduler:
@@ -62,14 +107,17 @@ def scheduler(spec: StudySpec, epochs: int) -> TrialScheduler:
 
 
 def _concurrency(spec: StudySpec) -> int:
-    """Trials at a time: the spec's, and no more than the cluster's CPUs can give workers
-    (a multi-worker trial's own process holds none, so it never starves them)."""
+    """Trials at a time: the spec's, and no more than the cluster's CPUs and GPUs can give
+    workers (a multi-worker trial's own process holds none, so it never starves them)."""
     if spec.workers_per_trial == 1:
         return spec.concurrency
     import ray
 
-    cpus = float(ray.cluster_resources().get("CPU", 0))
-    fits = int(cpus // (spec.workers_per_trial * spec.cpus_per_trial))
+    cluster = ray.cluster_resources()
+    fits = int(float(cluster.get("CPU", 0)) // (spec.workers_per_trial * spec.cpus_per_trial))
+    if spec.gpus_per_worker > 0:
+        gpus = float(cluster.get("GPU", 0)) // (spec.workers_per_trial * spec.gpus_per_worker)
+        fits = min(fits, int(gpus))
     return max(1, min(spec.concurrency, fits))
 
 

@@ -17,8 +17,14 @@ from search_spaces import SearchSpace
 from study import store
 from study.errors import UserError
 from study.run._baselines import find_baselines
-from study.run._engine import torch_extensions_dir, warm_up
-from study.run._phases import RunOptions, baselines_phase, search_phase, stages_phase
+from study.run._engine import CPU_FALLBACK, torch_extensions_dir, warm_up
+from study.run._phases import (
+    RunOptions,
+    baselines_phase,
+    check_gpus,
+    search_phase,
+    stages_phase,
+)
 from study.run._potentials import resolve_potentials
 from study.run._signals import graceful_stop
 from study.spec import StudySpec
@@ -54,6 +60,14 @@ def _warm_up_every_node() -> None:
             for node in nodes
         ]
     )
+
+
+def _check_cluster(spec: StudySpec) -> None:
+    """Refuse, before any trial starts, a spec whose GPUs the cluster cannot give."""
+    import ray
+
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    check_gpus(spec, ray.cluster_resources(), nodes)
 
 
 def _quiet_ray_tune() -> None:
@@ -115,6 +129,8 @@ def _run_study(
     write_spec(root, spec.name, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     store.push_driver(spec.name)  # an unwritable store fails here, before Ray starts
     env = {"TORCH_EXTENSIONS_DIR": str(torch_extensions_dir())}
+    if CPU_FALLBACK in os.environ:  # the test switch reaches trials on any cluster
+        env[CPU_FALLBACK] = os.environ[CPU_FALLBACK]
     _quiet_ray_tune()
     baselines = None if spec.baselines == "none" else find_baselines(root, spec)
     if spec.baselines == "store" and baselines is not None and baselines.missing(spec.tasks):
@@ -126,6 +142,7 @@ def _run_study(
         resolve_potentials(root, spec, space)  # fail before Ray starts
     errors = 0
     with ray_session(address=address, env_vars=env):
+        _check_cluster(spec)
         log("warming DeepSpeed's op cache (compiles once per machine)")
         _warm_up_every_node()
         if baselines is not None and baselines.missing(spec.tasks):

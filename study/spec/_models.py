@@ -353,6 +353,15 @@ class StudySpec(_Strict):
         description="data-parallel workers per trial (Ray Train with DeepSpeed at that world "
         "size); 1 trains in the trial's own process",
     )
+    gpus_per_worker: float = Field(
+        0.0,
+        ge=0,
+        le=64,
+        allow_inf_nan=False,
+        description="GPUs Ray gives each worker (the trial's own process when "
+        "`workers_per_trial` is 1); a fraction below 1 shares a GPU, above 1 a whole number; "
+        "0 trains on CPUs",
+    )
     sampler: SamplerSpec = Field(SamplerSpec(), description="how Optuna proposes trials")
     warm_start: bool = Field(
         False,
@@ -395,6 +404,17 @@ class StudySpec(_Strict):
     results: str = Field(
         "results", description="the results root: a folder or an object-store URI (`s3://…`)"
     )
+
+    @field_validator("gpus_per_worker")
+    @classmethod
+    def _gpus_ray_can_give(cls, gpus: float) -> float:
+        # A share of one GPU, or whole ones: Ray counts shares in steps of 0.0001, and a
+        # GPU and a half is no device a worker can train on.
+        if gpus > 1 and not gpus.is_integer():
+            raise ValueError(f"{gpus:g} GPUs; above 1, expected a whole number")
+        if round(gpus, 4) != gpus:
+            raise ValueError(f"{gpus:g} GPUs; expected a share of at most 4 decimals")
+        return gpus
 
     @field_validator("tasks")
     @classmethod
