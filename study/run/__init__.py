@@ -21,7 +21,7 @@ if TYPE_CHECKING:
         torch_extensions_dir,
         warm_up,
     )
-    from study.run._phases import scheduler
+    from study.run._phases import ClusterTooSmall, scheduler
     from study.run._potentials import needs_potentials, resolve_potentials, stored_potentials
     from study.run._progress import ProgressLine, format_duration
     from study.run._recorder import StoreRecorder, history_rows, trained_with
