@@ -7,7 +7,7 @@ from search_spaces._space import (
     builtin_space_path,
     load_space,
 )
-from search_spaces._yaml import describe_validation_error, read_model
+from search_spaces._yaml import describe_validation_error, one_line, read_model, short_repr
 
 __all__ = [
     "SearchSpace",
@@ -16,5 +16,7 @@ __all__ = [
     "builtin_space_path",
     "describe_validation_error",
     "load_space",
+    "one_line",
     "read_model",
+    "short_repr",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -10,13 +11,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from models import list_models, list_tasks
-from search_spaces import SpaceOverride
+from models import balancing, list_models, list_tasks
+from search_spaces import SpaceOverride, one_line
 from study.data import SYNTHETIC, SYNTHETIC_TASKS, dataset_names, get_format
 from study.errors import UserError
 from study.spec._objectives import ConstraintSpec, ObjectiveSpec
@@ -34,17 +36,60 @@ __all__ = [
 
 
 class SpecError(UserError):
-    """A spec that cannot be run."""
+    """A spec that cannot be run; its message is one line of at most 300 characters."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
+
+
+#: Seeds are 32-bit: numpy's generators take no larger one.
+MAX_SEED = 2**32 - 1
+#: Upper bounds of the counts, far above any study yet small enough to refuse a typo
+#: (``train_samples: 1.0e29``) before Ray starts rather than hang or exhaust memory.
+MAX_SAMPLES = 10_000_000
+MAX_TRIALS = 100_000
+MAX_EPOCHS = 100_000
+MAX_WORKERS = 4096
+
+
+def unknown_names(kind: str, names: Sequence[str], known: Sequence[str]) -> str | None:
+    """``unknown <kind> 'x'; did you mean 'y'?`` for the first of ``names`` not in
+    ``known`` (None: all are known), listing the choices when none is close."""
+    for name in names:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, list(known), n=1)
+        got = name if len(name) <= 60 else name[:59] + "…"
+        if close:
+            return f"unknown {kind} {got!r}; did you mean {close[0]!r}?"
+        return f"unknown {kind} {got!r}; expected one of {', '.join(known)}"
+    return None
 
 
 def _known_dataset(name: str) -> str:
-    if name not in dataset_names():
-        close = difflib.get_close_matches(name, dataset_names(), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
-            f"unknown dataset {name!r}; expected one of {', '.join(dataset_names())}{hint}"
-        )
+    problem = unknown_names("dataset", [name], dataset_names())
+    if problem is not None:
+        raise ValueError(problem)
     return name
+
+
+def _plain_path(text: str) -> str:
+    """A path or URI as typed in a spec: one line, no control characters, each part
+    short enough for a filesystem (255 bytes)."""
+    if not text.strip():
+        raise ValueError("expected a path, got an empty string")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ValueError("expected a path without newlines or control characters")
+    longest = max(len(part.encode()) for part in text.split("/"))
+    if longest > 255:
+        raise ValueError(f"a path component of {longest} bytes; expected at most 255")
+    return text
+
+
+#: A folder or file named by a spec.
+PathText = Annotated[str, StringConstraints(max_length=4096), AfterValidator(_plain_path)]
+#: A model argument; a string is a name or a path, never a document.
+ModelArg = Annotated[str, StringConstraints(max_length=4096)] | int | float | bool
 
 
 #: ``synthetic`` or a registered on-disk format (:func:`study.data.dataset_names`).
@@ -52,7 +97,8 @@ DatasetName = Annotated[str, AfterValidator(_known_dataset)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A string "inf" or "nan" would otherwise parse as a float.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class PartSpec(_Strict):
@@ -63,10 +109,10 @@ class PartSpec(_Strict):
     """
 
     name: DatasetName = SYNTHETIC
-    root: str | None = None
-    tasks: tuple[str, ...] = Field(min_length=1)
-    train_samples: int | None = Field(None, ge=1)
-    val_samples: int | None = Field(None, ge=1)
+    root: PathText | None = None
+    tasks: tuple[str, ...] = Field(min_length=1, max_length=32)
+    train_samples: int | None = Field(None, ge=1, le=MAX_SAMPLES)
+    val_samples: int | None = Field(None, ge=1, le=MAX_SAMPLES)
 
     @model_validator(mode="after")
     def _labels_its_tasks(self) -> PartSpec:
@@ -87,15 +133,15 @@ class PartSpec(_Strict):
 class DatasetSpec(_Strict):
     name: DatasetName = SYNTHETIC
     #: The dataset's folder (a registered format), relative to the spec's folder.
-    root: str | None = None
+    root: PathText | None = None
     image_size: int = Field(64, ge=16, le=1024)
     num_classes: int = Field(5, ge=2, le=256)
-    train_samples: int = Field(256, ge=1)
-    val_samples: int = Field(64, ge=1)
+    train_samples: int = Field(256, ge=1, le=MAX_SAMPLES)
+    val_samples: int = Field(64, ge=1, le=MAX_SAMPLES)
     max_objects: int = Field(4, ge=1, le=32)
     #: A mix of partially labelled parts (synthetic only); their sample counts replace
     #: ``train_samples`` and ``val_samples``.
-    parts: tuple[PartSpec, ...] | None = None
+    parts: tuple[PartSpec, ...] | None = Field(None, max_length=64)
     #: ``balanced`` draws every batch equally from each part; ``shuffled`` ignores parts.
     sampler: Literal["shuffled", "balanced"] = "shuffled"
 
@@ -134,8 +180,8 @@ class SchedulerSpec(_Strict):
     the median of the others at the same epoch, after ``grace_period``), or ``fifo``."""
 
     name: Literal["asha", "hyperband", "median", "fifo"] = "asha"
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: float = Field(2.0, gt=1)
+    grace_period: int = Field(1, ge=1, le=MAX_EPOCHS)
+    reduction_factor: float = Field(2.0, gt=1, le=100)
 
 
 class SamplerSpec(_Strict):
@@ -146,7 +192,7 @@ class SamplerSpec(_Strict):
     name: Literal["tpe", "random", "grid", "nsga2"] = "tpe"
     #: TPE: random trials before it models the results (default: half the study's
     #: trials, 2 to 10).
-    startup_trials: int | None = Field(None, ge=1)
+    startup_trials: int | None = Field(None, ge=1, le=MAX_TRIALS)
     #: TPE: one joint density over the parameters sampled together, not one per parameter.
     multivariate: bool = False
     #: TPE: running trials count as bad ones, so trials that run at once spread out.
@@ -173,10 +219,10 @@ class StageSpec(_Strict):
     ``step``, each starting from the best model of the stage before it."""
 
     step: Literal["base", "gates", "masked", "delta_act"]
-    task: str
-    trials: int = Field(1, ge=1)
+    task: str = Field(max_length=64)
+    trials: int = Field(1, ge=1, le=MAX_TRIALS)
     #: Epochs of this stage's trials (default: the study's ``epochs``).
-    epochs: int | None = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS)
     #: This stage's own ranges for some of the search space's ``optim``/``model``
     #: parameters, e.g. ``{optim: {lr: {type: float, low: 5.0e-4, high: 1.5e-3}}}``.
     space: SpaceOverride | None = None
@@ -198,68 +244,89 @@ class DeepSpeedSpec(_Strict):
 
 
 class StudySpec(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    seed: int = 0
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     dataset: DatasetSpec = DatasetSpec()
-    tasks: list[str] = Field(min_length=1)
+    tasks: list[str] = Field(min_length=1, max_length=32)
     #: The architecture, or with ``architectures`` the single-task baselines' one (Δm's
     #: reference for every architecture searched).
     architecture: str = "hard_sharing"
-    model: dict[str, str | int | float | bool] = {}
+    model: dict[str, ModelArg] = Field({}, max_length=64)
     #: Architectures searched jointly with the methods, each with its own fixed model
     #: arguments (they take the place of ``model`` for that architecture).
-    architectures: dict[str, dict[str, str | int | float | bool]] | None = None
+    architectures: dict[str, dict[str, ModelArg]] | None = Field(None, max_length=32)
     #: Model arguments of the single-task baselines, over ``model`` and the search space's
     #: (e.g. ``{variant: conv}``: RCM's Δm is against plain single-task ResNets).
-    baseline_model: dict[str, str | int | float | bool] = {}
-    methods: list[str] | None = None
+    baseline_model: dict[str, ModelArg] = Field({}, max_length=64)
+    methods: list[str] | None = Field(None, min_length=1, max_length=256)
     gradient_space: Literal["params", "representation"] = "params"
     potentials: dict[str, float] | None = None
-    search_space: str = "default"
+    search_space: PathText = "default"
     #: Configurations the sampler proposes; each runs ``repeats`` times.
-    trials: int = Field(8, ge=1)
+    trials: int = Field(8, ge=1, le=MAX_TRIALS)
     #: Seeds per configuration (``seed``, ``seed + 1``, …): its trials are grouped by
     #: ``config_id`` and the sampler is told their mean.
     repeats: int = Field(1, ge=1, le=100)
     #: What the search optimises; several make a multi-objective study with a Pareto
     #: front (default: Δm, or the validation loss without baselines).
-    objectives: tuple[ObjectiveSpec, ...] | None = Field(None, min_length=1)
+    objectives: tuple[ObjectiveSpec, ...] | None = Field(None, min_length=1, max_length=16)
     #: Caps on reported measures; trials outside them are recorded as infeasible.
-    constraints: tuple[ConstraintSpec, ...] = ()
-    concurrency: int = Field(2, ge=1)
-    cpus_per_trial: float = Field(1.0, gt=0)
+    constraints: tuple[ConstraintSpec, ...] = Field((), max_length=16)
+    concurrency: int = Field(2, ge=1, le=MAX_WORKERS)
+    cpus_per_trial: float = Field(1.0, gt=0, le=MAX_WORKERS)
     #: Data-parallel workers per trial (a Ray Train TorchTrainer with DeepSpeed at that
     #: world size, ``cpus_per_trial`` CPUs each); 1 trains in the trial's own process.
-    workers_per_trial: int = Field(1, ge=1)
+    workers_per_trial: int = Field(1, ge=1, le=MAX_WORKERS)
     sampler: SamplerSpec = SamplerSpec()
     #: Start with each method at the search space's defaults (the papers' settings), one
     #: trial per method, before the sampler proposes its own.
     warm_start: bool = False
     scheduler: SchedulerSpec = SchedulerSpec()
     #: Epochs of a trial; with ``incremental``, epochs of each task in turn.
-    epochs: int = Field(5, ge=1)
+    epochs: int = Field(5, ge=1, le=MAX_EPOCHS)
     #: Train the tasks one after another, each added to the trained model with every
     #: earlier task frozen (architectures with ``add_task``, such as ``rcm_resnet``).
     incremental: bool = False
     #: Staged training (``vit_sharing``): the base task, then each sub-task's steps.
-    stages: tuple[StageSpec, ...] | None = None
-    batch_size: int = Field(32, ge=1)
+    stages: tuple[StageSpec, ...] | None = Field(None, max_length=256)
+    batch_size: int = Field(32, ge=1, le=65_536)
     #: Δm's single-task baselines: ``auto`` takes them from the results store and trains
     #: the missing ones first; ``store`` requires them there; ``none`` optimises val_loss.
     baselines: Literal["auto", "store", "none"] = "auto"
     deepspeed: DeepSpeedSpec = DeepSpeedSpec()
-    max_failures: int = Field(1, ge=0)
-    results: str = "results"
+    max_failures: int = Field(1, ge=0, le=MAX_TRIALS)
+    #: A local folder (relative to the working directory) or a URI such as ``s3://…``.
+    results: PathText = "results"
 
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, tasks: list[str]) -> list[str]:
-        unknown = [t for t in tasks if t not in list_tasks()]
-        if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; expected some of {list_tasks()}")
+        problem = unknown_names("task", tasks, list_tasks())
+        if problem is not None:
+            raise ValueError(problem)
         if len(set(tasks)) != len(tasks):
             raise ValueError("a task is listed twice")
         return tasks
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods: list[str] | None) -> list[str] | None:
+        problem = unknown_names("method", methods or [], balancing.list_methods())
+        if problem is not None:
+            raise ValueError(problem)
+        if methods is not None and len(set(methods)) != len(methods):
+            raise ValueError("a method is listed twice")
+        return methods
+
+    @model_validator(mode="after")
+    def _seeds_fit(self) -> StudySpec:
+        # Repeats run seeds seed, seed + 1, …; the last must still be a 32-bit seed.
+        if self.seed + self.repeats - 1 > MAX_SEED:
+            raise ValueError(
+                f"seed {self.seed} with repeats {self.repeats} runs seeds past {MAX_SEED}; "
+                f"expected seed <= {MAX_SEED - self.repeats + 1}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _dataset_labels_tasks(self) -> StudySpec:
@@ -286,18 +353,19 @@ class StudySpec(_Strict):
     @field_validator("architecture")
     @classmethod
     def _known_architecture(cls, name: str) -> str:
-        if name not in list_models():
-            raise ValueError(f"unknown architecture {name!r}; expected one of {list_models()}")
+        problem = unknown_names("architecture", [name], list_models())
+        if problem is not None:
+            raise ValueError(problem)
         return name
 
     @field_validator("architectures")
     @classmethod
     def _known_architectures(
-        cls, architectures: dict[str, dict[str, str | int | float | bool]] | None
-    ) -> dict[str, dict[str, str | int | float | bool]] | None:
-        unknown = [a for a in architectures or {} if a not in list_models()]
-        if unknown:
-            raise ValueError(f"unknown architecture(s) {unknown}; expected some of {list_models()}")
+        cls, architectures: dict[str, dict[str, ModelArg]] | None
+    ) -> dict[str, dict[str, ModelArg]] | None:
+        problem = unknown_names("architecture", list(architectures or {}), list_models())
+        if problem is not None:
+            raise ValueError(problem)
         if architectures is not None and not architectures:
             raise ValueError("expected at least one architecture")
         return architectures
