@@ -47,7 +47,8 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
             except DatasetError as err:
                 print(f"bad: {split}: {err}", file=sys.stderr)
                 bad += 1
-        print(f"{split}: decoded {len(picked)} of {len(dataset)} samples")
+        # On stderr: stdout stays the table of counts, to parse or pipe.
+        print(f"{split}: decoded {len(picked)} of {len(dataset)} samples", file=sys.stderr)
     if bad:
         raise DatasetError(f"{bad} bad file(s) in {args.root}; each is listed above")
     return 0

@@ -118,4 +118,4 @@ def test_sample_decodes_only_some(
     clean: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["data", "check", str(clean["voc"]), "--format", "voc", "--sample", "2"]) == 0
-    assert "train: decoded 2 of 6 samples" in capsys.readouterr().out
+    assert "train: decoded 2 of 6 samples" in capsys.readouterr().err
