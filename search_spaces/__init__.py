@@ -8,7 +8,7 @@ from search_spaces._space import (
     builtin_space_path,
     load_space,
 )
-from search_spaces._yaml import describe_validation_error, read_model
+from search_spaces._yaml import describe_validation_error, one_line, read_model, short_repr
 
 __all__ = [
     "OPTIM_PARAMS",
@@ -18,5 +18,7 @@ __all__ = [
     "builtin_space_path",
     "describe_validation_error",
     "load_space",
+    "one_line",
     "read_model",
+    "short_repr",
 ]

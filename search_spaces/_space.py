@@ -22,7 +22,7 @@ import optuna
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models import balancing
-from search_spaces._yaml import read_model
+from search_spaces._yaml import read_model, short_repr
 
 __all__ = ["OPTIM_PARAMS", "SearchSpace", "SearchSpaceError", "builtin_space_path", "load_space"]
 
@@ -38,7 +38,7 @@ class SearchSpaceError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class _RangeParam(_Strict):
@@ -246,6 +246,12 @@ def builtin_space_path(name: str) -> Path:
 def load_space(path_or_name: str | Path) -> SearchSpace:
     """Read a search space from a YAML path, or a built-in space by name (``default``)."""
     path = Path(path_or_name)
-    if not path.suffix and not path.exists():
-        path = builtin_space_path(str(path_or_name))
+    try:
+        if not path.suffix and not path.exists():
+            path = builtin_space_path(str(path_or_name))
+    except OSError as err:  # a name too long for the filesystem, say
+        raise SearchSpaceError(
+            f"search space {short_repr(str(path_or_name))} cannot be read "
+            f"({err.strerror or type(err).__name__}); expected a built-in name or a YAML file"
+        ) from None
     return read_model(path, SearchSpace, SearchSpaceError, "search space")

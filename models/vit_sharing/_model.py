@@ -82,6 +82,8 @@ class ViTSharing(nn.Module):
             raise ValueError("vit_sharing has dense heads only; detection needs vmm")
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; expected one of {BACKBONES}")
+        if not isinstance(patch_size, int) or isinstance(patch_size, bool) or patch_size < 1:
+            raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}")
         if image_size % patch_size:
             raise ValueError(f"image size {image_size} is not divisible by the patch {patch_size}")
         if base_task is None:

@@ -38,10 +38,11 @@ def exit_status(trials: Any) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from study.spec import load_spec
+    from study.spec import check_results, load_spec
 
     spec, space = load_spec(args.spec)
     if args.results is not None:
+        check_results(args.results, "--results")
         spec = spec.model_copy(update={"results": args.results})
     from study.analysis import stage_table, study_summary
     from study.run import StudyInterrupted, run_study

@@ -14,7 +14,12 @@ __all__ = ["DatasetError", "read_rgb", "read_split", "require_dir"]
 
 
 class DatasetError(UserError):
-    """A dataset folder or file that cannot be read; the message names the path."""
+    """A dataset folder or file that cannot be read; the message names the path, on one
+    line of at most 300 characters."""
+
+    def __init__(self, message: str) -> None:
+        message = " ".join(message.split())
+        super().__init__(message if len(message) <= 300 else message[:299] + "…")
 
 
 def require_dir(path: Path, what: str) -> Path:
@@ -24,12 +29,29 @@ def require_dir(path: Path, what: str) -> Path:
 
 
 def read_split(path: Path) -> list[str]:
-    """Sample ids, one per line (blank lines skipped)."""
+    """Sample ids, one per line (blank lines skipped); each id once."""
     if not path.is_file():
         raise DatasetError(f"split file {path} not found")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DatasetError(
+            f"split file {path} is not UTF-8 text (byte offset {err.start}); "
+            "expected one sample id a line"
+        ) from None
+    except OSError as err:
+        raise DatasetError(f"split file {path} cannot be read: {err.strerror}") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
         raise DatasetError(f"split file {path} lists no samples")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            # A repeated id would weigh its sample twice and may leak it across splits.
+            raise DatasetError(
+                f"split file {path} lists {name[:80]!r} twice; expected each id once"
+            )
+        seen.add(name)
     return names
 
 
@@ -40,6 +62,6 @@ def read_rgb(path: Path) -> torch.Tensor:
             array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     except FileNotFoundError:
         raise DatasetError(f"image {path} not found") from None
-    except OSError as err:
+    except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for a broken file
         raise DatasetError(f"image {path} cannot be read: {err}") from None
     return torch.from_numpy(array.transpose(2, 0, 1).copy())

@@ -156,6 +156,7 @@ def _load_mat(path: Path, key: str) -> np.ndarray:
 def _load_image_array(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
+            image.load()
             return np.asarray(image)
     except FileNotFoundError:
         raise DatasetError(f"file {path} not found") from None
@@ -176,6 +177,9 @@ def _plane(array: np.ndarray, path: Path, size: tuple[int, int]) -> np.ndarray:
 
 def _semseg(raw: np.ndarray, path: Path, size: tuple[int, int]) -> torch.Tensor:
     raw = _plane(raw, path, size)
+    if path.suffix == ".png" and raw.dtype != np.uint8:
+        # A 16-bit or float PNG is not a label map of 40 classes, whatever its values.
+        raise DatasetError(f"file {path} holds {raw.dtype} pixels; expected an 8-bit label png")
     if not np.issubdtype(raw.dtype, np.number) or np.issubdtype(raw.dtype, np.complexfloating):
         raise DatasetError(f"file {path} has non-numeric labels ({raw.dtype})")
     values = raw.astype(np.float64)
@@ -201,7 +205,9 @@ def _float_plane(raw: np.ndarray, path: Path, size: tuple[int, int]) -> np.ndarr
 
 def _depth(raw: np.ndarray, path: Path, size: tuple[int, int], layout: Layout) -> torch.Tensor:
     depth = _float_plane(raw, path, size)
-    valid = np.isfinite(depth) & (depth > 0)
+    if not np.isfinite(depth).all():
+        raise DatasetError(f"file {path} has NaN or infinite depth; expected metres, 0 = invalid")
+    valid = depth > 0
     if layout == "survey":
         valid &= (depth >= DEPTH_RANGE[0]) & (depth <= DEPTH_RANGE[1])
     depth = np.where(valid, depth, np.float32(0.0)).astype(np.float32)
@@ -220,7 +226,8 @@ def _survey_normals(raw: np.ndarray, path: Path, size: tuple[int, int]) -> torch
     if not np.issubdtype(normals.dtype, np.floating):
         raise DatasetError(f"file {path} has {normals.dtype} normals; expected floats")
     normals = normals.astype(np.float32)
-    normals[:, ~np.isfinite(normals).all(axis=0)] = 0.0
+    if not np.isfinite(normals).all():
+        raise DatasetError(f"file {path} has NaN or infinite normals; expected all-zero = invalid")
     return torch.from_numpy(np.ascontiguousarray(normals))
 
 
@@ -238,6 +245,8 @@ def _astmt_normals(raw: np.ndarray, path: Path, size: tuple[int, int]) -> torch.
 
 def _edges(raw: np.ndarray, path: Path, size: tuple[int, int]) -> torch.Tensor:
     edges = _float_plane(raw, path, size)
+    if not np.isfinite(edges).all():
+        raise DatasetError(f"file {path} has NaN or infinite edges; expected 0 or 1")
     return torch.from_numpy((edges > 0).astype(np.float32)[None].copy())
 
 

@@ -147,7 +147,7 @@ def _read_png(path: Path, what: str) -> np.ndarray:
             return np.array(image)
     except FileNotFoundError:
         raise DatasetError(f"{what} {path} not found") from None
-    except OSError as err:
+    except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for a broken file
         raise DatasetError(f"{what} {path} cannot be read: {err}") from None
 
 
@@ -165,6 +165,8 @@ def read_semseg(path: Path) -> torch.Tensor:
     array = _read_png(path, "semseg label")
     if array.ndim != 2:
         raise DatasetError(f"semseg label {path} must be a single-channel png, got {array.shape}")
+    if array.dtype != np.uint8:
+        raise DatasetError(f"semseg label {path} holds {array.dtype} pixels; expected an 8-bit png")
     array = array.astype(np.int64)
     bad = (array >= NUM_CLASSES) & (array != IGNORE)
     if bad.any():
@@ -182,6 +184,8 @@ def read_label_map(path: Path) -> np.ndarray:
     labels = np.asarray(mat["LabelMap"])
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.number):
         raise DatasetError(f"edge labels {path}: LabelMap must be a 2-D numeric array")
+    if not np.isfinite(labels).all():
+        raise DatasetError(f"edge labels {path}: LabelMap has NaN or infinite labels")
     return labels
 
 

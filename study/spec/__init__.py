@@ -3,7 +3,7 @@
 :class:`SpecError` line naming it, before Ray starts."""
 
 from study.spec._checks import check_runnable, missing_neighbours
-from study.spec._load import load_spec
+from study.spec._load import check_results, load_spec
 from study.spec._models import (
     DatasetSpec,
     DeepSpeedSpec,
@@ -39,6 +39,7 @@ __all__ = [
     "SpecError",
     "StageSpec",
     "StudySpec",
+    "check_results",
     "check_runnable",
     "constraint_values",
     "feasible",

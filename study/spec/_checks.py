@@ -4,8 +4,11 @@ line naming the field."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from models import (
     IncrementalTasks,
@@ -67,17 +70,82 @@ def check_runnable(path: Path, spec: StudySpec, space: SearchSpace) -> None:
             )
 
 
+#: More parameters than this is a typo in a width or a depth, not a model to train.
+MAX_PARAMETERS = 2_000_000_000
+
+
 def _model(
     path: Path, spec: StudySpec, architecture: str, field: str, kwargs: dict[str, object]
 ) -> Any:
+    _check_model_args(path, field, kwargs)
     try:
-        return create_model(
-            architecture, spec.tasks, num_classes=spec.dataset.num_classes, **kwargs
-        )
+        # On the meta device a model has its structure but no memory: an absurd width is
+        # counted below rather than allocated, and the check takes a fraction of a second.
+        with torch.device("meta"), warnings.catch_warnings():
+            # Loading pretrained weights into meta tensors checks them and copies nothing.
+            warnings.filterwarnings("ignore", message=".*meta parameter.*")
+            model = create_model(
+                architecture, spec.tasks, num_classes=spec.dataset.num_classes, **kwargs
+            )
     except (TypeError, ValueError, RuntimeError) as err:
         raise SpecError(
             f"{path}: field '{field}' (with the search space's model defaults): {first_line(err)}"
         ) from None
+    except Exception as err:  # a constructor (timm's too) trusts the types it is given
+        raise SpecError(
+            f"{path}: field '{field}': {architecture} cannot be built from these arguments "
+            f"({type(err).__name__}: {first_line(err)})"
+        ) from None
+    count = sum(p.numel() for p in model.parameters())
+    if count > MAX_PARAMETERS:
+        raise _refuse(
+            path,
+            field,
+            f"{architecture} would have {count:.3g} parameters; expected at most "
+            f"{MAX_PARAMETERS:.0e} (is a width or depth mistyped?)",
+        )
+    return model
+
+
+def _check_model_args(path: Path, field: str, kwargs: dict[str, object]) -> None:
+    """The model arguments a constructor would misread: a backbone's name, weights."""
+    backbone = kwargs.get("backbone")
+    if backbone is not None and not isinstance(backbone, str):
+        raise _refuse(
+            path, f"{field}.backbone", f"expected the name of a timm model, got {backbone!r}"
+        )
+    weights = kwargs.get("pretrained_path")
+    if weights is not None:
+        _check_weights(path, f"{field}.pretrained_path", weights)
+
+
+def _check_weights(path: Path, field: str, weights: object) -> None:
+    if not isinstance(weights, str):
+        raise _refuse(path, field, f"expected the path of a weights file, got {weights!r}")
+    file = Path(weights)
+    try:
+        found = file.is_file()
+    except OSError:
+        found = False
+    if not found:
+        raise _refuse(path, field, f"weights file {file.absolute()} not found")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a file that is not its own
+        raise _refuse(
+            path,
+            field,
+            f"{file} is not a torch state dict ({type(err).__name__}); expected a file "
+            "written by torch.save(model.state_dict())",
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise _refuse(
+            path, field, f"{file} holds no state dict; expected a mapping of names to tensors"
+        )
 
 
 def _check_sampler(path: Path, spec: StudySpec, space: SearchSpace) -> None:

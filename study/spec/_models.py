@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -10,30 +11,74 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from models import list_models, list_tasks
-from search_spaces import SpaceOverride
+from models import balancing, list_models, list_tasks
+from search_spaces import SpaceOverride, one_line
 from study.data import SYNTHETIC, SYNTHETIC_TASKS, dataset_names, get_format
 from study.errors import UserError
 from study.spec._objectives import ConstraintSpec, ObjectiveSpec
 
 
 class SpecError(UserError):
-    """A spec that cannot be run."""
+    """A spec that cannot be run; its message is one line of at most 300 characters."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
+
+
+#: Seeds are 32-bit: numpy's generators take no larger one.
+MAX_SEED = 2**32 - 1
+#: Upper bounds of the counts, far above any study yet small enough to refuse a typo
+#: (``train_samples: 1.0e29``) before Ray starts rather than hang or exhaust memory.
+MAX_SAMPLES = 10_000_000
+MAX_TRIALS = 100_000
+MAX_EPOCHS = 100_000
+MAX_WORKERS = 4096
+
+
+def unknown_names(kind: str, names: Sequence[str], known: Sequence[str]) -> str | None:
+    """``unknown <kind> 'x'; did you mean 'y'?`` for the first of ``names`` not in
+    ``known`` (None: all are known), listing the choices when none is close."""
+    for name in names:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, list(known), n=1)
+        got = name if len(name) <= 60 else name[:59] + "…"
+        if close:
+            return f"unknown {kind} {got!r}; did you mean {close[0]!r}?"
+        return f"unknown {kind} {got!r}; expected one of {', '.join(known)}"
+    return None
 
 
 def _known_dataset(name: str) -> str:
-    if name not in dataset_names():
-        close = difflib.get_close_matches(name, dataset_names(), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
-            f"unknown dataset {name!r}; expected one of {', '.join(dataset_names())}{hint}"
-        )
+    problem = unknown_names("dataset", [name], dataset_names())
+    if problem is not None:
+        raise ValueError(problem)
     return name
+
+
+def _plain_path(text: str) -> str:
+    """A path or URI as typed in a spec: one line, no control characters, each part
+    short enough for a filesystem (255 bytes)."""
+    if not text.strip():
+        raise ValueError("expected a path, got an empty string")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ValueError("expected a path without newlines or control characters")
+    longest = max(len(part.encode()) for part in text.split("/"))
+    if longest > 255:
+        raise ValueError(f"a path component of {longest} bytes; expected at most 255")
+    return text
+
+
+#: A folder or file named by a spec.
+PathText = Annotated[str, StringConstraints(max_length=4096), AfterValidator(_plain_path)]
+#: A model argument; a string is a name or a path, never a document.
+ModelArg = Annotated[str, StringConstraints(max_length=4096)] | int | float | bool
 
 
 #: ``synthetic`` or a registered on-disk format (:func:`study.data.dataset_names`).
@@ -41,7 +86,8 @@ DatasetName = Annotated[str, AfterValidator(_known_dataset)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A string "inf" or "nan" would otherwise parse as a float.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class PartSpec(_Strict):
@@ -54,15 +100,17 @@ class PartSpec(_Strict):
     name: DatasetName = Field(
         SYNTHETIC, description="`synthetic`, or a registered format on disk such as `voc`"
     )
-    root: str | None = Field(
+    root: PathText | None = Field(
         None, description="a part on disk: its folder, relative to the spec's folder"
     )
-    tasks: tuple[str, ...] = Field(min_length=1, description="the tasks this part labels")
+    tasks: tuple[str, ...] = Field(
+        min_length=1, max_length=32, description="the tasks this part labels"
+    )
     train_samples: int | None = Field(
-        None, ge=1, description="a synthetic part: the training scenes it renders"
+        None, ge=1, le=MAX_SAMPLES, description="a synthetic part: the training scenes it renders"
     )
     val_samples: int | None = Field(
-        None, ge=1, description="a synthetic part: the validation scenes it renders"
+        None, ge=1, le=MAX_SAMPLES, description="a synthetic part: the validation scenes it renders"
     )
 
     @model_validator(mode="after")
@@ -89,7 +137,7 @@ class DatasetSpec(_Strict):
         SYNTHETIC,
         description="`synthetic` or a registered format on disk (`nyud`, `pascal`, with `root`)",
     )
-    root: str | None = Field(
+    root: PathText | None = Field(
         None, description="the dataset's folder (a format on disk), relative to the spec's folder"
     )
     image_size: int = Field(
@@ -98,11 +146,12 @@ class DatasetSpec(_Strict):
     num_classes: int = Field(
         5, ge=2, le=256, description="segmentation and detection classes (nyud 40, pascal 21)"
     )
-    train_samples: int = Field(256, ge=1, description="synthetic training scenes")
-    val_samples: int = Field(64, ge=1, description="synthetic validation scenes")
+    train_samples: int = Field(256, ge=1, le=MAX_SAMPLES, description="synthetic training scenes")
+    val_samples: int = Field(64, ge=1, le=MAX_SAMPLES, description="synthetic validation scenes")
     max_objects: int = Field(4, ge=1, le=32, description="synthetic: most objects in a scene")
     parts: tuple[PartSpec, ...] | None = Field(
         None,
+        max_length=64,
         description="a mix of partially labelled parts (with `name` left `synthetic`); "
         "their sample counts replace `train_samples` and `val_samples`",
     )
@@ -149,10 +198,10 @@ class SchedulerSpec(_Strict):
         "asha", description="the early-stopping rule; `fifo` stops no trial"
     )
     grace_period: int = Field(
-        1, ge=1, description="`asha`, `median`: epochs before a trial may be stopped"
+        1, ge=1, le=MAX_EPOCHS, description="`asha`, `median`: epochs before a trial may be stopped"
     )
     reduction_factor: float = Field(
-        2.0, gt=1, description="`asha`, `hyperband`: how sharply each rung cuts the trials"
+        2.0, gt=1, le=100, description="`asha`, `hyperband`: how sharply each rung cuts the trials"
     )
 
 
@@ -168,6 +217,7 @@ class SamplerSpec(_Strict):
     startup_trials: int | None = Field(
         None,
         ge=1,
+        le=MAX_TRIALS,
         description="TPE: random trials before it models the results "
         "(null: half the study's trials, 2 to 10)",
     )
@@ -202,10 +252,13 @@ class StageSpec(_Strict):
         description="`base` trains the base task; a sub-task's `gates` (ΔW with L0 gates), "
         "`masked` (the mask fixed), `delta_act` (plus the delta-activation penalty)"
     )
-    task: str = Field(description="the task this stage trains")
-    trials: int = Field(1, ge=1, description="the stage's trials")
+    task: str = Field(max_length=64, description="the task this stage trains")
+    trials: int = Field(1, ge=1, le=MAX_TRIALS, description="the stage's trials")
     epochs: int | None = Field(
-        None, ge=1, description="epochs of this stage's trials (null: the study's `epochs`)"
+        None,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="epochs of this stage's trials (null: the study's `epochs`)",
     )
     space: SpaceOverride | None = Field(
         None,
@@ -282,36 +335,47 @@ class StudySpec(_Strict):
     """A study: the data, the tasks, the architecture, what is searched and how."""
 
     name: str = Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="the study's folder under `results`"
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        max_length=128,
+        description="the study's folder under `results`",
     )
     seed: int = Field(
         0,
+        ge=0,
+        le=MAX_SEED,
         description="the first seed (repeats take the next ones); synthetic data are drawn from it",
     )
     dataset: DatasetSpec = Field(DatasetSpec(), description="the images and their labels")
     tasks: list[str] = Field(
-        min_length=1, description="the tasks trained, each labelled by the dataset"
+        min_length=1, max_length=32, description="the tasks trained, each labelled by the dataset"
     )
     architecture: str = Field(
         "hard_sharing",
         description="the architecture, such as `hard_sharing`, `vmm`, `rcm_resnet`; "
         "with `architectures`, the single-task baselines' one (Δm's reference)",
     )
-    model: dict[str, str | int | float | bool] = Field(
-        {}, description="fixed model arguments (e.g. `backbone`); a fixed one is not searched"
+    model: dict[str, ModelArg] = Field(
+        {},
+        max_length=64,
+        description="fixed model arguments (e.g. `backbone`); a fixed one is not searched",
     )
-    architectures: dict[str, dict[str, str | int | float | bool]] | None = Field(
+    architectures: dict[str, dict[str, ModelArg]] | None = Field(
         None,
+        max_length=32,
         description="architectures searched jointly with the methods, each with its own "
         "fixed model arguments in place of `model`",
     )
-    baseline_model: dict[str, str | int | float | bool] = Field(
+    baseline_model: dict[str, ModelArg] = Field(
         {},
+        max_length=64,
         description="model arguments of the single-task baselines only, over `model` "
         "(e.g. `{variant: conv}`); baselines are matched on them",
     )
     methods: list[str] | None = Field(
-        None, description="the balancing methods searched (null: all in the space)"
+        None,
+        min_length=1,
+        max_length=256,
+        description="the balancing methods searched (null: all in the space)",
     )
     gradient_space: Literal["params", "representation"] = Field(
         "params",
@@ -323,11 +387,14 @@ class StudySpec(_Strict):
         description="`{task: KPI}` single-task potentials in (0, 1] for `amtl*`; tasks left "
         "out come from the store's best single-task trial",
     )
-    search_space: str = Field(
+    search_space: PathText = Field(
         "default", description="a built-in space's name, or a YAML path relative to the spec"
     )
     trials: int = Field(
-        8, ge=1, description="configurations the sampler proposes; each runs `repeats` times"
+        8,
+        ge=1,
+        le=MAX_TRIALS,
+        description="configurations the sampler proposes; each runs `repeats` times",
     )
     repeats: int = Field(
         1,
@@ -339,17 +406,23 @@ class StudySpec(_Strict):
     objectives: tuple[ObjectiveSpec, ...] | None = Field(
         None,
         min_length=1,
+        max_length=16,
         description="what the search optimises; several make a Pareto front and need "
         "scheduler `fifo` (null: Δm, or the validation loss without baselines)",
     )
     constraints: tuple[ConstraintSpec, ...] = Field(
-        (), description="caps on reported metrics; trials outside them are infeasible"
+        (),
+        max_length=16,
+        description="caps on reported metrics; trials outside them are infeasible",
     )
-    concurrency: int = Field(2, ge=1, description="trials at a time")
-    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs per trial (per worker)")
+    concurrency: int = Field(2, ge=1, le=MAX_WORKERS, description="trials at a time")
+    cpus_per_trial: float = Field(
+        1.0, gt=0, le=MAX_WORKERS, description="CPUs per trial (per worker)"
+    )
     workers_per_trial: int = Field(
         1,
         ge=1,
+        le=MAX_WORKERS,
         description="data-parallel workers per trial (Ray Train with DeepSpeed at that world "
         "size); 1 trains in the trial's own process",
     )
@@ -370,7 +443,10 @@ class StudySpec(_Strict):
     )
     scheduler: SchedulerSpec = Field(SchedulerSpec(), description="early stopping")
     epochs: int = Field(
-        5, ge=1, description="epochs of a trial; with `incremental`, of each task in turn"
+        5,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="epochs of a trial; with `incremental`, of each task in turn",
     )
     incremental: bool = Field(
         False,
@@ -379,9 +455,10 @@ class StudySpec(_Strict):
     )
     stages: tuple[StageSpec, ...] | None = Field(
         None,
+        max_length=256,
         description="staged training (`vit_sharing`): the base task, then each sub-task's steps",
     )
-    batch_size: int = Field(32, ge=1, description="samples per batch (per worker)")
+    batch_size: int = Field(32, ge=1, le=65_536, description="samples per batch (per worker)")
     baselines: Literal["auto", "store", "none"] = Field(
         "auto",
         description="Δm's single-task baselines: `auto` takes them from the store and trains "
@@ -400,8 +477,10 @@ class StudySpec(_Strict):
         description="clip the gradients' global norm to this before each step (null: no "
         "clipping); runs with `deepspeed.zero_stage` 0",
     )
-    max_failures: int = Field(1, ge=0, description="restarts of a failed trial from a checkpoint")
-    results: str = Field(
+    max_failures: int = Field(
+        1, ge=0, le=MAX_TRIALS, description="restarts of a failed trial from a checkpoint"
+    )
+    results: PathText = Field(
         "results", description="the results root: a folder or an object-store URI (`s3://…`)"
     )
 
@@ -419,12 +498,32 @@ class StudySpec(_Strict):
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, tasks: list[str]) -> list[str]:
-        unknown = [t for t in tasks if t not in list_tasks()]
-        if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; expected some of {list_tasks()}")
+        problem = unknown_names("task", tasks, list_tasks())
+        if problem is not None:
+            raise ValueError(problem)
         if len(set(tasks)) != len(tasks):
             raise ValueError("a task is listed twice")
         return tasks
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods: list[str] | None) -> list[str] | None:
+        problem = unknown_names("method", methods or [], balancing.list_methods())
+        if problem is not None:
+            raise ValueError(problem)
+        if methods is not None and len(set(methods)) != len(methods):
+            raise ValueError("a method is listed twice")
+        return methods
+
+    @model_validator(mode="after")
+    def _seeds_fit(self) -> StudySpec:
+        # Repeats run seeds seed, seed + 1, …; the last must still be a 32-bit seed.
+        if self.seed + self.repeats - 1 > MAX_SEED:
+            raise ValueError(
+                f"seed {self.seed} with repeats {self.repeats} runs seeds past {MAX_SEED}; "
+                f"expected seed <= {MAX_SEED - self.repeats + 1}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _dataset_labels_tasks(self) -> StudySpec:
@@ -462,18 +561,19 @@ class StudySpec(_Strict):
     @field_validator("architecture")
     @classmethod
     def _known_architecture(cls, name: str) -> str:
-        if name not in list_models():
-            raise ValueError(f"unknown architecture {name!r}; expected one of {list_models()}")
+        problem = unknown_names("architecture", [name], list_models())
+        if problem is not None:
+            raise ValueError(problem)
         return name
 
     @field_validator("architectures")
     @classmethod
     def _known_architectures(
-        cls, architectures: dict[str, dict[str, str | int | float | bool]] | None
-    ) -> dict[str, dict[str, str | int | float | bool]] | None:
-        unknown = [a for a in architectures or {} if a not in list_models()]
-        if unknown:
-            raise ValueError(f"unknown architecture(s) {unknown}; expected some of {list_models()}")
+        cls, architectures: dict[str, dict[str, ModelArg]] | None
+    ) -> dict[str, dict[str, ModelArg]] | None:
+        problem = unknown_names("architecture", list(architectures or {}), list_models())
+        if problem is not None:
+            raise ValueError(problem)
         if architectures is not None and not architectures:
             raise ValueError("expected at least one architecture")
         return architectures

@@ -20,7 +20,7 @@ def _mtlstudy(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["run", "no-such-spec.yaml"], "spec no-such-spec.yaml not found"),
+        (["run", "no-such-spec.yaml"], "spec 'no-such-spec.yaml' not found"),
         (["query", "no-such-results"], "no-such-results"),
         (["frobnicate"], "invalid choice"),
         (["query"], "the following arguments are required"),
@@ -28,6 +28,7 @@ def _mtlstudy(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
         (["data", "check", "no-such-root", "--format", "nyud"], "no-such-root not found"),
         (["data", "synth", "out", "--format", "pascal", "--val", "0"], "positive integer"),
         (["data", "check", ".", "--format", "coco"], "invalid choice"),
+        (["demo", "--results", "/etc"], "--results: /etc is a system folder"),
     ],
 )
 def test_user_errors_are_one_line_with_status_2(

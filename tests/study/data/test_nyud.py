@@ -43,7 +43,7 @@ def _write_common(root: Path) -> None:
 
 
 SURVEY_DEPTH = np.full((H, W), 2.5, dtype=np.float32)
-SURVEY_DEPTH[0, :6] = [0.0005, 0.001, 10.0, 10.5, -1.0, np.nan]
+SURVEY_DEPTH[0, :6] = [0.0005, 0.001, 10.0, 10.5, -1.0, 0.0]  # NaN is refused
 SURVEY_DEPTH_EXPECTED = SURVEY_DEPTH.copy()
 SURVEY_DEPTH_EXPECTED[0, :6] = [0.0, 0.001, 10.0, 0.0, 0.0, 0.0]
 SURVEY_EDGES = (np.arange(H * W).reshape(H, W) % 3 == 0).astype(np.float32)

@@ -105,7 +105,7 @@ def test_architectures_are_searched_with_their_own_arguments(tmp_path: Path) -> 
             "grid sampler",
         ),
         ("repeats: 0", "repeats", "greater than or equal to 1"),
-        ("architectures: {vgg: {}}", "architectures", "unknown architecture(s) ['vgg']"),
+        ("architectures: {vgg: {}}", "architectures", "unknown architecture 'vgg'"),
         (
             "architectures: {hard_sharing: {backbone: regnetx_002}, rcm_resnet: {}}",
             "architectures.rcm_resnet",

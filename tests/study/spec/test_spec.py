@@ -37,12 +37,12 @@ def test_defaults_fill_a_small_spec(tmp_path: Path) -> None:
     [
         ("trials: many", "trials", "integer"),
         ("trials: 0", "trials", "greater than or equal to 1"),
-        ("tasks: [semseg, sonar]", "tasks", "unknown task(s) ['sonar']"),
+        ("tasks: [semseg, sonar]", "tasks", "unknown task 'sonar'"),
         ("architecture: vgg", "architecture", "unknown architecture 'vgg'"),
         ("scheduler: {name: pbt}", "scheduler.name", "'median' or 'fifo'"),
         ("deepspeed: {zero_stage: 3, precision: bf16}", "deepspeed", "zero_stage 0 or 2"),
         ("epochs: 3\nepoch: 3", "epoch", "unknown field"),
-        ("methods: [ew, fixed]", "search_space", "not in the search space"),
+        ("methods: [ew, fixed]", "methods", "not in the search space"),
         ("search_space: missing.yaml", "search_space", "not found"),
         ("deepspeed: {zero_stage: 3}\nmethods: [ew, mgda]", "deepspeed", "['mgda']"),
         (
