@@ -31,8 +31,9 @@ STAND_INS = {
     "scipy": "study/data's on-disk formats read .mat files with it; synthetic scenes do not",
 }
 
-#: (architecture, method): a gradient-level method (MGDA's task Gramian) on one of them.
-TRAININGS = (("hard_sharing", "ew"), ("vmm", "ew"), ("rcm_resnet", "mgda"), ("vit_sharing", "ew"))
+#: (architecture, method): a gradient-level method (MGDA's task Gramian) on one of them;
+#: not RCM, whose shared banks are frozen, so it has no shared parameters to take it over.
+TRAININGS = (("hard_sharing", "mgda"), ("vmm", "ew"), ("rcm_resnet", "ew"), ("vit_sharing", "ew"))
 
 
 class _StandIn(importlib.abc.Loader):
@@ -184,26 +185,35 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     tiny = not torch.cuda.is_available()
-    parts: dict[str, Any] = {"gpu_tests": _part("pytest -m gpu", gpu_tests)}
-    for architecture, method in TRAININGS:
-        parts[f"train/{architecture}"] = _part(
-            f"train {architecture} ({method})",
-            lambda a=architecture, m=method: train(a, m, tiny),  # type: ignore[misc]
-        )
-    parts["bench_step/vmm"] = _part("bench step vmm bf16", lambda: bench_step(tiny))
-    ok = all(p["ok"] for p in parts.values())
-    figures = {
-        "ok": ok,
+    figures: dict[str, Any] = {
+        "ok": False,
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "python": platform.python_version(),
         "torch": torch.__version__,
         "missing": sorted(guard.missing),
         "stand_ins": {n: STAND_INS[n] for n in sorted(guard.missing & set(STAND_INS))},
-        # Who imported each watched package first ("" where nothing did).
-        "imported_by": {n: guard.importers.get(n, "") for n in WATCHED},
-        "parts": parts,
+        "imported_by": {},
+        "parts": {},
     }
-    Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+    parts: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
+        "gpu_tests": ("pytest -m gpu", gpu_tests)
+    }
+    for architecture, method in TRAININGS:
+        parts[f"train/{architecture}"] = (
+            f"train {architecture} ({method})",
+            lambda a=architecture, m=method: train(a, m, tiny),  # type: ignore[misc]
+        )
+    parts["bench_step/vmm"] = ("bench step vmm bf16", lambda: bench_step(tiny))
+    for key, (title, run) in parts.items():
+        figures["parts"][key] = _part(title, run)
+        # Who imported each watched package first ("" where nothing did).
+        figures["imported_by"] = {n: guard.importers.get(n, "") for n in WATCHED}
+        figures["ok"] = all(p["ok"] for p in figures["parts"].values()) and len(
+            figures["parts"]
+        ) == len(parts)
+        # After every part, so a run stopped by the time limit leaves what it measured.
+        Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+    ok = figures["ok"]
     print(f"gpu-check: {'ok' if ok else 'FAILED'}; figures in {args.out}", file=sys.stderr)
     return 0 if ok else 1
 

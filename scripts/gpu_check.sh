@@ -30,7 +30,8 @@ PY
     fi
 fi
 export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-# Under 8 minutes on an H100 or H200; the limit stops a hung part.
+# Under 8 minutes on an H100 or H200; the limit stops a hung part (a slow CPU run with
+# GPU_CHECK_ALLOW_CPU=1 may need GPU_CHECK_TIMEOUT raised).
 extra=()
 [ "${GPU_CHECK_ALLOW_CPU:-}" = 1 ] && extra=(--allow-cpu)
-exec timeout 480 "$PYTHON" scripts/gpu_check.py "$OUT" "${extra[@]}"
+exec timeout "${GPU_CHECK_TIMEOUT:-480}" "$PYTHON" scripts/gpu_check.py "$OUT" "${extra[@]}"
