@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-all lint bench clean
+.PHONY: install demo test test-all lint bench clean gpu-wheels gpu-check
 
 install: $(STAMP)
 
@@ -26,6 +26,16 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/mtlstudy bench overhead
+
+# Wheels a bare GPU machine lacks, into .whl/ (ignored by git; carried to the machine).
+gpu-wheels:
+	PYTHON=$(PYTHON) scripts/gpu_wheels.sh
+
+# On a machine with a GPU: the gpu tests, a short training of each architecture and
+# bench step, figures in $(GPU_CHECK_OUT). No GPU: one line, non-zero.
+GPU_CHECK_OUT ?= gpu-check.json
+gpu-check:
+	PYTHON=$(PYTHON) scripts/gpu_check.sh $(GPU_CHECK_OUT)
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -14,6 +14,16 @@ from collections.abc import Iterator
 import pytest
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            for item in gpu:
+                item.add_marker(pytest.mark.skip(reason="no CUDA GPU visible to torch"))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _ray_tmpdir() -> Iterator[None]:
     if os.environ.get("RAY_TMPDIR"):

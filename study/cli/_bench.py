@@ -1,4 +1,5 @@
-"""Benchmarks that print figures: bench overhead, scaling, balancers, query, sharing, search."""
+"""Benchmarks that print figures: bench overhead, scaling, balancers, step, query, sharing,
+search."""
 
 from __future__ import annotations
 
@@ -37,6 +38,24 @@ def _cmd_bench_balancers(args: argparse.Namespace) -> int:
         )
     print(json.dumps(figures, indent=2) if args.json else format_table(figures))
     return 0
+
+
+def _cmd_bench_step(args: argparse.Namespace) -> int:
+    from study.bench.step import format_table, measure_step
+
+    def measure() -> dict[str, Any]:
+        with _stdout_to_stderr():
+            return measure_step(
+                architecture=args.architecture,
+                method=args.method,
+                batch_size=args.batch_size,
+                image_size=args.image_size,
+                steps=args.steps,
+                warmup=args.warmup,
+                precision=args.precision,
+            )
+
+    return _measured("step", measure, format_table, args.json)
 
 
 def _measured(
@@ -150,6 +169,20 @@ def _cmd_bench_scaling(args: argparse.Namespace) -> int:
     return _measured("scaling", measure, format_table, args.json)
 
 
+def _non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else _positive_int(text)
+
+
+def _architecture_name(name: str) -> str:
+    from models import list_models
+
+    if name not in list_models():
+        raise argparse.ArgumentTypeError(
+            f"unknown architecture {name!r}; expected one of {list_models()}"
+        )
+    return name
+
+
 def add_commands(commands: Any) -> None:
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     benches = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
@@ -180,6 +213,20 @@ def add_commands(commands: Any) -> None:
     balancers.add_argument("--rounds", type=_positive_int, default=5)
     balancers.add_argument("--json", action="store_true", help="print JSON, not a table")
     balancers.set_defaults(func=_cmd_bench_balancers)
+    step = benches.add_parser(
+        "step", help="one trial's training step against the same model in a plain loop"
+    )
+    step.add_argument("--architecture", type=_architecture_name, default="hard_sharing")
+    step.add_argument("--method", type=_method_name, default="ew")
+    step.add_argument("--batch-size", type=_positive_int, default=8)
+    step.add_argument("--image-size", type=_positive_int, default=64)
+    step.add_argument("--steps", type=_positive_int, default=20, help="timed steps of each loop")
+    step.add_argument("--warmup", type=_non_negative_int, default=3, help="untimed steps first")
+    step.add_argument(
+        "--precision", choices=["fp32", "bf16"], help="default: bf16 on a GPU, fp32 on the CPU"
+    )
+    step.add_argument("--json", action="store_true", help="print JSON, not a table")
+    step.set_defaults(func=_cmd_bench_step)
     bench_query = benches.add_parser("query", help="filtered aggregates over a synthetic store")
     bench_query.add_argument("--trials", type=_positive_int, default=100_000)
     bench_query.add_argument("--history", type=_positive_int, default=10_000_000)
