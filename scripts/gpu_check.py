@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 #: its importer; those a synthetic trial imports but never calls get an empty stand-in.
 WATCHED = ("ray", "optuna", "scipy")
 STAND_INS = {
-    "optuna": "search_spaces/_space.py imports it for type annotations only",
     "scipy": "study/data's on-disk formats read .mat files with it; synthetic scenes do not",
 }
 

@@ -16,13 +16,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import optuna
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models import balancing
 from search_spaces._yaml import read_model, short_repr
+
+if TYPE_CHECKING:  # a trial builds its space's config without importing Optuna
+    import optuna
 
 __all__ = ["OPTIM_PARAMS", "SearchSpace", "SearchSpaceError", "builtin_space_path", "load_space"]
 
