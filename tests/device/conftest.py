@@ -30,7 +30,6 @@ DEVICE = torch.device("meta")
 _CPU = torch.device("cpu")
 _REPO = Path(__file__).resolve().parents[2]
 _PROJECT = tuple(str(_REPO / d) for d in ("models", "study"))
-_TORCH = str(Path(torch.__file__).resolve().parent)
 
 _aten = torch.ops.aten
 #: Ops that take tensors of several devices by design (copies; CPU indices into a GPU tensor).
@@ -154,6 +153,8 @@ class StandIn(TorchFunctionMode):
         super().__init__()
         #: ``"torch.zeros at study/metrics/_meter.py:42"`` for each factory call without device.
         self.strays: list[str] = []
+        #: Off while modules are built: their parameters start on the CPU and move with them.
+        self.recording = True
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = dict(kwargs or {})
@@ -177,10 +178,11 @@ class StandIn(TorchFunctionMode):
         return func(*args, **kwargs)
 
     def _record(self, func: Callable[..., Any]) -> None:
+        if not self.recording:
+            return
+        # The direct caller only: torch's own helpers pick their devices themselves.
         frame = sys._getframe(2)
-        while frame is not None and frame.f_code.co_filename.startswith(_TORCH):
-            frame = frame.f_back
-        if frame is not None and frame.f_code.co_filename.startswith(_PROJECT):
+        if frame.f_code.co_filename.startswith(_PROJECT):
             where = Path(frame.f_code.co_filename).relative_to(_REPO)
             self.strays.append(f"torch.{func.__name__} at {where}:{frame.f_lineno}")
 
@@ -200,6 +202,15 @@ class StandInDevice:
     def put(self, t: torch.Tensor) -> torch.Tensor:
         """``t`` on the stand-in device (a differentiable move, as ``t.to(device)``)."""
         return _Place.apply(t)
+
+    @contextlib.contextmanager
+    def building(self) -> Iterator[None]:
+        """Build a model here: ``nn.Module`` parameters are made on the CPU, then moved."""
+        self.mode.recording = False
+        try:
+            yield
+        finally:
+            self.mode.recording = True
 
     @contextlib.contextmanager
     def active(self) -> Iterator[StandInDevice]:
