@@ -23,8 +23,9 @@ def count_gflops(
     was_training = model.training
     model.eval()
     try:
-        x = torch.zeros(1, in_channels, image_size, image_size)
-        x = x.to(next(model.parameters()).dtype)
+        param = next(model.parameters())
+        shape = (1, in_channels, image_size, image_size)
+        x = torch.zeros(shape, dtype=param.dtype, device=param.device)
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(x) if tasks is None else model(x, tasks=tuple(tasks))
     finally:

@@ -35,9 +35,12 @@ class Balancer:
         if not tasks:
             raise ValueError("a balancer needs at least one task")
         self.tasks = tuple(tasks)
-        self.last_weights = torch.ones(len(self.tasks))
+        #: Where the method's state and parameters live: the device of the last losses.
+        self.device = torch.device("cpu")
+        self.last_weights = torch.ones(len(self.tasks), device="cpu")  # for reports
         self._params: list[nn.Parameter] = []
         self._optimizer: torch.optim.Optimizer | None = None
+        self._optimizer_kw: dict[str, float] = {}
         # Random methods (RLW, PCGrad's order) draw from here; saved with the state.
         self.generator = torch.Generator().manual_seed(0)
 
@@ -60,6 +63,8 @@ class Balancer:
         method's :attr:`gradients` is not ``"none"``.
         """
         _check_finite(self.tasks, losses.detach(), "loss")
+        if losses.device != self.device:
+            self.to(losses.device)
         if self.gradients != "none":
             if gramian is None:
                 raise ValueError(f"{type(self).__name__} needs the Gramian of the task gradients")
@@ -96,7 +101,42 @@ class Balancer:
         if lr <= 0:
             raise ValueError(f"{type(self).__name__} lr must be > 0, got {lr}")
         self._params = list(params)
-        self._optimizer = torch.optim.Adam(self._params, lr=lr, weight_decay=weight_decay)
+        self._optimizer_kw = {"lr": lr, "weight_decay": weight_decay}
+        self._optimizer = torch.optim.Adam(self._params, **self._optimizer_kw)
+
+    def to(self, device: torch.device | str) -> Balancer:
+        """Move the method's state, parameters and their optimiser's moments to ``device``.
+
+        :meth:`combine` calls it whenever the losses arrive on another device, so a method
+        follows the network (CPU, GPU, and back after a checkpoint) by itself.
+        """
+        device = torch.device(device)
+        params = self._params
+        moved = {id(p): nn.Parameter(p.detach().to(device)) for p in params}
+        for name, value in list(vars(self).items()):
+            if name in ("last_weights", "_params"):  # reports read the weights on the CPU
+                continue
+            if id(value) in moved:
+                setattr(self, name, moved[id(value)])
+            elif isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device))
+            elif isinstance(value, list) and all(isinstance(v, torch.Tensor) for v in value):
+                setattr(self, name, [v.to(device) for v in value])
+            elif isinstance(value, Balancer):
+                value.to(device)
+        if self._optimizer is not None:
+            # A new optimiser over the moved parameters; loading the old one's state casts
+            # its moments onto their device.
+            saved = self._optimizer.state_dict()
+            self._params = [moved[id(p)] for p in params]
+            self._optimizer = torch.optim.Adam(self._params, **self._optimizer_kw)
+            self._optimizer.load_state_dict(saved)
+        self.device = device
+        return self
+
+    def _here(self, saved: torch.Tensor | None) -> torch.Tensor | None:
+        """A restored state tensor, on the device this method's state lives on now."""
+        return None if saved is None else saved.detach().to(self.device).clone()
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -109,8 +149,10 @@ class Balancer:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.last_weights = state["last_weights"]
-        self.generator.set_state(state["generator"])
+        """Restore :meth:`state_dict` onto :attr:`device`, wherever it was saved."""
+        self.last_weights = state["last_weights"].float().cpu()
+        # A generator's state is a CPU byte tensor, even from a checkpoint mapped to a GPU.
+        self.generator.set_state(state["generator"].cpu())
         if self._optimizer is not None:
             with torch.no_grad():
                 for param, saved in zip(self._params, state["params"], strict=True):

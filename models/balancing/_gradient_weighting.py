@@ -96,7 +96,7 @@ class CAGrad(_GramianMethod):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self._warm = state["warm"]
+        self._warm = self._here(state["warm"])
 
 
 @register_balancer("imtl_g")
@@ -128,16 +128,16 @@ class IMTL(_GramianMethod):
 
     def __init__(self, tasks: Sequence[str], lr: float = 1e-2) -> None:
         super().__init__(tasks)
-        self.log_scales = nn.Parameter(torch.zeros(self.num_tasks))
+        self.log_scales = nn.Parameter(torch.zeros(self.num_tasks, device=self.device))
         self._learn(self.log_scales, lr=lr)
-        self._losses = torch.zeros(self.num_tasks)
+        self._losses = torch.zeros(self.num_tasks, device=self.device)
 
     def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
         assert gramian is not None
         scales = self.log_scales.detach().exp()
         scaled = scales.double()
         alpha = solve.imtl_g_weights(scaled[:, None] * gramian * scaled[None, :]).float()
-        self._losses = losses.detach().float().cpu()
+        self._losses = losses.detach().float()
         return alpha * scales
 
     def penalty(self) -> torch.Tensor:
@@ -174,7 +174,7 @@ class NashMTL(_GramianMethod):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self._warm = state["warm"]
+        self._warm = self._here(state["warm"])
 
 
 @register_balancer("aligned_mtl")
@@ -229,7 +229,7 @@ class DualBalancing(_GramianMethod):
                 f"db_mtl needs 0 <= beta < 1 and beta_sigma >= 0, got {beta}, {beta_sigma}"
             )
         self.beta, self.beta_sigma = beta, beta_sigma
-        self._norms = torch.zeros(self.num_tasks, dtype=torch.float64)
+        self._norms = torch.zeros(self.num_tasks, dtype=torch.float64, device=self.device)
         self._step = 0
 
     def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
@@ -251,7 +251,7 @@ class DualBalancing(_GramianMethod):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self._norms, self._step = state["norms"], int(state["step"])
+        self._norms, self._step = self._here(state["norms"]), int(state["step"])
 
 
 @register_balancer("gradnorm")
@@ -271,9 +271,9 @@ class GradNorm(Balancer):
         if alpha < 0:
             raise ValueError(f"gradnorm alpha must be >= 0, got {alpha}")
         self.alpha = alpha
-        self.task_weights = nn.Parameter(torch.ones(self.num_tasks))
+        self.task_weights = nn.Parameter(torch.ones(self.num_tasks, device=self.device))
         self._learn(self.task_weights, lr=lr)
-        self._initial = torch.zeros(self.num_tasks, dtype=torch.float64)
+        self._initial = torch.zeros(self.num_tasks, dtype=torch.float64, device=self.device)
 
     def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
         assert gramian is not None
@@ -283,7 +283,7 @@ class GradNorm(Balancer):
         active = (losses > 0) & (self._initial > 0)
         weights = self.task_weights.detach().double()
         norms = gramian.diagonal().clamp_min(0).sqrt()
-        grad = torch.zeros(self.num_tasks, dtype=torch.float64)
+        grad = losses.new_zeros(self.num_tasks)
         if active.any():
             ratio = torch.where(active, losses / self._initial.clamp_min(1e-30), 0.0)
             relative = ratio / ratio[active].mean()
@@ -305,7 +305,7 @@ class GradNorm(Balancer):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self._initial = state["initial"]
+        self._initial = self._here(state["initial"])
 
 
 class _AchievementSurgery(AchievementWeighting):

@@ -19,12 +19,14 @@ _AMTL_PAPER = (
 )
 
 
-def _kpi_vector(method: str, tasks: Sequence[str], kpis: Mapping[str, float]) -> torch.Tensor:
-    """The KPIs (T,) in task order, float64; every task must have a finite one."""
+def _kpi_vector(
+    method: str, tasks: Sequence[str], kpis: Mapping[str, float], device: torch.device
+) -> torch.Tensor:
+    """The KPIs (T,) in task order, float64 on ``device``; every task must have a finite one."""
     missing = [t for t in tasks if t not in kpis]
     if missing:
         raise ValueError(f"{method} needs a validation KPI for every task; missing for {missing}")
-    values = torch.tensor([float(kpis[t]) for t in tasks], dtype=torch.float64)
+    values = torch.tensor([float(kpis[t]) for t in tasks], dtype=torch.float64, device=device)
     _check_finite(tasks, values, "KPI")
     return values
 
@@ -52,12 +54,12 @@ class DynamicTaskPrioritization(Balancer):
         self.kpis: torch.Tensor | None = None
 
     def update_kpis(self, kpis: Mapping[str, float]) -> None:
-        self.kpis = _kpi_vector("dtp", self.tasks, kpis)
+        self.kpis = _kpi_vector("dtp", self.tasks, kpis, self.device)
 
     def priorities(self) -> torch.Tensor:
-        """The weights (T,), float64 on the CPU."""
+        """The weights (T,), float64 on :attr:`device`."""
         if self.kpis is None:
-            return torch.ones(self.num_tasks, dtype=torch.float64)
+            return torch.ones(self.num_tasks, dtype=torch.float64, device=self.device)
         kappa = self.kpis.clamp(1e-6, 1.0)
         w = (1.0 - kappa).pow(self.gamma) * torch.log(1.0 / kappa)
         return w if (w > 0).any() else torch.ones_like(w)
@@ -70,7 +72,7 @@ class DynamicTaskPrioritization(Balancer):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.kpis = None if state["kpis"] is None else state["kpis"].clone()
+        self.kpis = self._here(state["kpis"])
 
 
 @register_balancer("amtl")
@@ -119,14 +121,14 @@ class AchievementWeighting(Balancer):
             raise ValueError(f"{name} gamma must be >= 0, got {gamma}")
         if not 0 < ema <= 1:
             raise ValueError(f"{name} ema must be in (0, 1], got {ema}")
-        self.potentials = torch.tensor(values, dtype=torch.float64)
+        self.potentials = torch.tensor(values, dtype=torch.float64, device=self.device)
         self.margin = margin
         self.gamma = gamma
         self.ema = ema
         self.kpis: torch.Tensor | None = None
 
     def update_kpis(self, kpis: Mapping[str, float]) -> None:
-        new = _kpi_vector(self.method, self.tasks, kpis)
+        new = _kpi_vector(self.method, self.tasks, kpis, self.device)
         self.kpis = new if self.kpis is None else self.ema * new + (1 - self.ema) * self.kpis
 
     def achievements(self) -> torch.Tensor | None:
@@ -134,9 +136,11 @@ class AchievementWeighting(Balancer):
         return None if self.kpis is None else self.kpis / self.potentials
 
     def achievement_weights(self) -> torch.Tensor:
-        """The softmax weights w (T,), summing to 1; float64 on the CPU."""
+        """The softmax weights w (T,), summing to 1; float64 on :attr:`device`."""
         if self.kpis is None:
-            return torch.full((self.num_tasks,), 1 / self.num_tasks, dtype=torch.float64)
+            return torch.full(
+                (self.num_tasks,), 1 / self.num_tasks, dtype=torch.float64, device=self.device
+            )
         shortfall = (1 - self.kpis / (self.potentials * (1 + self.margin))).clamp_min(0)
         return torch.softmax(shortfall.pow(self.gamma), 0)
 
@@ -149,7 +153,7 @@ class AchievementWeighting(Balancer):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.kpis = None if state["kpis"] is None else state["kpis"].clone()
+        self.kpis = self._here(state["kpis"])
 
 
 @register_balancer("amtl_sum")

@@ -50,14 +50,15 @@ class DynamicWeightAverage(Balancer):
             raise ValueError(f"dwa temperature must be > 0, got {temperature}")
         self.temperature = temperature
         self.epoch_losses: list[torch.Tensor] = []
-        self._weights = torch.ones(self.num_tasks)
+        self._weights = torch.ones(self.num_tasks, device=self.device)
 
     def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
         return self._weights.to(losses.device)
 
     def end_epoch(self, mean_losses: torch.Tensor) -> None:
         # Two epochs of history are all the rule reads.
-        self.epoch_losses = [*self.epoch_losses[-1:], mean_losses.detach().cpu().double()]
+        mean = mean_losses.detach().double().to(self.device)
+        self.epoch_losses = [*self.epoch_losses[-1:], mean]
         if len(self.epoch_losses) == 2:
             previous, last = self.epoch_losses
             ratio = last / previous.clamp_min(1e-12)
@@ -70,8 +71,8 @@ class DynamicWeightAverage(Balancer):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.epoch_losses = list(state["epoch_losses"])
-        self._weights = state["weights"]
+        self.epoch_losses = [self._here(t) for t in state["epoch_losses"]]
+        self._weights = self._here(state["weights"])
 
 
 def labelled_tasks(method: str, tasks: Sequence[str], losses: torch.Tensor) -> torch.Tensor:
@@ -110,7 +111,7 @@ def _parse_fixed(weights: str | Sequence[float], tasks: Sequence[str]) -> torch.
     expected = f"fixed weights must be {len(tasks)} numbers >= 0, not all 0, in task order {tasks}"
     if isinstance(weights, str):
         if not weights.strip():
-            return torch.ones(len(tasks))
+            return torch.ones(len(tasks), device="cpu")
         try:
             values = [float(part) for part in weights.split(",")]
         except ValueError:
@@ -123,7 +124,7 @@ def _parse_fixed(weights: str | Sequence[float], tasks: Sequence[str]) -> torch.
         or not any(v > 0 for v in values)
     ):
         raise ValueError(f"{expected}; got {weights!r}")
-    return torch.tensor(values)
+    return torch.tensor(values, device="cpu")  # moved to the losses' device when used
 
 
 @register_balancer("fixed")
@@ -157,7 +158,11 @@ class RandomLossWeighting(Balancer):
     )
 
     def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
-        draw = torch.randn(self.num_tasks, generator=self.generator, dtype=torch.float64)
+        # Drawn where the (saved, seeded) generator lives, so the draws do not depend on
+        # the device the network trains on.
+        draw = torch.randn(
+            self.num_tasks, generator=self.generator, dtype=torch.float64, device="cpu"
+        )
         return torch.softmax(draw, 0).to(losses.device, losses.dtype)
 
 
@@ -197,12 +202,12 @@ class UncertaintyWeighting(Balancer):
         super().__init__(tasks)
         if not lr > 0:
             raise ValueError(f"uw lr must be > 0, got {lr}")
-        self.log_variances = nn.Parameter(torch.zeros(self.num_tasks))
+        self.log_variances = nn.Parameter(torch.zeros(self.num_tasks, device=self.device))
         self._learn(self.log_variances, lr=lr)
-        self._labelled = torch.ones(self.num_tasks, dtype=torch.bool)
+        self._labelled = torch.ones(self.num_tasks, dtype=torch.bool, device=self.device)
 
     def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
-        self._labelled = (losses != 0).cpu()
+        self._labelled = losses != 0
         return (0.5 * torch.exp(-self.log_variances)).to(losses.device)
 
     def penalty(self) -> torch.Tensor:
@@ -236,12 +241,14 @@ class FAMO(Balancer):
             raise ValueError(f"famo lr must be > 0, got {lr}")
         if not (gamma >= 0 and math.isfinite(gamma)):
             raise ValueError(f"famo gamma (weight decay) must be >= 0, got {gamma}")
-        self.logits = nn.Parameter(torch.zeros(self.num_tasks, dtype=torch.float64))
+        self.logits = nn.Parameter(
+            torch.zeros(self.num_tasks, dtype=torch.float64, device=self.device)
+        )
         self._learn(self.logits, lr=lr, weight_decay=gamma)
         self.previous_losses: torch.Tensor | None = None
 
     def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
-        now = losses.detach().double().cpu()
+        now = losses.detach().double()
         labelled = labelled_tasks("famo", self.tasks, now)
         if self.previous_losses is not None:
             self._update_logits(self.previous_losses, now)
@@ -267,4 +274,4 @@ class FAMO(Balancer):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         previous = state["previous_losses"]
-        self.previous_losses = None if previous is None else previous.clone()
+        self.previous_losses = self._here(previous)

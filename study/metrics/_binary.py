@@ -20,7 +20,8 @@ def _levels(logits: torch.Tensor, logit_thresholds: torch.Tensor) -> torch.Tenso
 
 def _logit_thresholds(steps: int) -> torch.Tensor:
     """Probabilities k/steps, k = 1..steps−1, as logits: sigmoid(x) > k/n ⇔ x > log(k/(n−k))."""
-    k = torch.arange(1, steps, dtype=_F64)
+    # Made once per meter, before any batch says where the data lives; moved per batch.
+    k = torch.arange(1, steps, dtype=_F64, device="cpu")
     return torch.log(k / (steps - k))
 
 
@@ -90,7 +91,7 @@ class EdgesMeter(TaskMeter):
         return torch.cat([predictions, matched]).to(_F64)
 
     def _metrics(self, sums: list[float]) -> dict[str, float]:
-        hist = torch.tensor(sums, dtype=_F64).view(3, _EDGE_STEPS)
+        hist = torch.tensor(sums, dtype=_F64, device="cpu").view(3, _EDGE_STEPS)
         above = _at_least(hist)  # (3, 99): far, correct, matched at each threshold
         predicted, correct, matched = above[0] + above[1], above[1], above[2]
         truth = hist[2].sum()
@@ -133,7 +134,7 @@ class SaliencyMeter(TaskMeter):
 
     def _threshold_counts(self, sums: list[float]) -> tuple[torch.Tensor, ...]:
         """TP, FP, FN at each threshold k/20, k = 1..19."""
-        hist = torch.tensor(sums, dtype=_F64).view(2, _SALIENCY_STEPS)
+        hist = torch.tensor(sums, dtype=_F64, device="cpu").view(2, _SALIENCY_STEPS)
         above = _at_least(hist)
         tp, fp = above[1], above[0]
         fn = hist[1].sum() - tp
@@ -146,5 +147,5 @@ class SaliencyMeter(TaskMeter):
         b2 = _SALIENCY_BETA2
         den = (1 + b2) * tp + b2 * fn + fp
         f = torch.where(den > 0, (1 + b2) * tp / den.clamp(min=1e-300), torch.zeros_like(den))
-        rows = torch.tensor([k - 1 for k in _SALIENCY_MAX_F_STEPS])
+        rows = torch.tensor([k - 1 for k in _SALIENCY_MAX_F_STEPS], device="cpu")
         return {"iou": iou, "max_f": float(f[rows].max())}

@@ -41,7 +41,8 @@ class SemsegMeter(TaskMeter):
 
     def _metrics(self, sums: list[float]) -> dict[str, float]:
         k = self.task.channels
-        confusion = torch.tensor(sums, dtype=_F64).view(k, k)  # rows: target, cols: prediction
+        # rows: target, cols: prediction; on the CPU, as the sums handed to _metrics are
+        confusion = torch.tensor(sums, dtype=_F64, device="cpu").view(k, k)
         hits = confusion.diagonal()
         total = float(confusion.sum())
         union = confusion.sum(0) + confusion.sum(1) - hits
@@ -142,11 +143,11 @@ class NormalsMeter(TaskMeter):
 
 def _histogram_median(histogram: list[float]) -> float:
     """The median of values binned at :data:`ANGLE_BIN_DEGREES`, as bin centres; NaN if empty."""
-    cumulative = torch.tensor(histogram, dtype=_F64).cumsum(0)
+    cumulative = torch.tensor(histogram, dtype=_F64, device="cpu").cumsum(0)
     n = int(round(float(cumulative[-1])))
     if n == 0:
         return math.nan
     # 1-based ranks of the middle value(s): equal for odd n, adjacent for even n.
-    ranks = torch.tensor([(n + 1) // 2, n // 2 + 1], dtype=_F64)
+    ranks = torch.tensor([(n + 1) // 2, n // 2 + 1], dtype=_F64, device="cpu")
     bins = torch.searchsorted(cumulative, ranks)  # first bin whose cumulative count ≥ rank
     return float(((bins.to(_F64) + 0.5) * ANGLE_BIN_DEGREES).mean())

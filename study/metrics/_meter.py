@@ -34,8 +34,9 @@ class TaskMeter(ABC):
 
     def __init__(self, task: Task) -> None:
         self.task = task
-        # Fixed length, so a rank that saw no batch still takes part in the reduction.
-        self._sums = torch.zeros(self._state_size(), dtype=_F64)
+        # Fixed length, so a rank that saw no batch still takes part in the reduction. On
+        # the CPU until the first batch says where the data lives (update moves it there).
+        self._sums = torch.zeros(self._state_size(), dtype=_F64, device="cpu")
 
     @abstractmethod
     def _state_size(self) -> int: ...
@@ -72,7 +73,8 @@ class TaskMeter(ABC):
                 f"{self.task.name}: state must be 1-D with {self._sums.numel()} values, "
                 f"got shape {tuple(state.shape)}"
             )
-        self._sums = state.detach().to(_F64).clone()
+        # Onto the device the sums live on now (a collective may have used another).
+        self._sums = state.detach().to(device=self._sums.device, dtype=_F64).clone()
 
     def reset(self) -> None:
         self._sums = torch.zeros_like(self._sums)

@@ -72,8 +72,9 @@ class MultiTaskMeter:
     def state(self) -> torch.Tensor:
         """Every meter's state, concatenated in task order."""
         states = [m.state() for m in self.meters.values()]
-        device = states[0].device if states else torch.device("cpu")
-        return torch.cat([s.to(device) for s in states]) if states else torch.zeros(0, dtype=_F64)
+        if not states:
+            return torch.zeros(0, dtype=_F64, device="cpu")
+        return torch.cat([s.to(states[0].device) for s in states])
 
     def load_state(self, state: torch.Tensor) -> None:
         sizes = [m.state().numel() for m in self.meters.values()]

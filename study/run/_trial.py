@@ -29,7 +29,14 @@ from study.run._costs import model_costs
 from study.run._engine import build_engine, side_backward
 from study.run._optim import build_optimizer, optimizer_hp, schedule_for, steps_per_epoch
 from study.run._setup import TrialSetup
-from study.run._splits import Batch, Split, train_with_neighbours, trial_splits, worker_batches
+from study.run._splits import (
+    Batch,
+    FrameBatch,
+    Split,
+    train_with_neighbours,
+    trial_splits,
+    worker_batches,
+)
 from study.spec import StageSpec
 
 __all__ = ["TrialRunner"]
@@ -165,7 +172,12 @@ class TrialRunner:
         return torch.stack(self._task_losses(preds, targets))
 
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
-        return images.to(dtype=next(self.engine.module.parameters()).dtype)
+        param = next(self.engine.module.parameters())
+        return images.to(device=param.device, dtype=param.dtype, non_blocking=True)
+
+    def _device(self) -> torch.device:
+        """Where the model lives (the engine's device): batches are moved there."""
+        return next(self.engine.module.parameters()).device
 
     def train_step(
         self,
@@ -207,7 +219,7 @@ class TrialRunner:
             total = total + self.model.temporal_penalty(*frames)
         self.engine.backward(total)
         self._step()
-        losses = torch.full((len(self.tasks),), torch.nan)
+        losses = loss.new_full((len(self.tasks),), torch.nan)
         losses[list(self.tasks).index(task)] = loss.detach()
         return losses
 
@@ -232,8 +244,10 @@ class TrialRunner:
         # Seeded by epoch, so a resumed trial sees the order it would have seen.
         seed = self.seed * 100_003 + self.epoch
         counts = torch.zeros(len(self.tasks), dtype=torch.float64)
-        for images, targets, labelled, *frames in self._shard(self.train, seed, drop_last=True):
-            losses = self.train_step(images, targets, *frames)
+        for batch in self._shard(self.train, seed, drop_last=True):
+            images, targets, labelled, *frames = to_device(batch, self._device())
+            # Epoch sums stay on the CPU: one small copy per step, which the check syncs anyway.
+            losses = self.train_step(images, targets, *frames).cpu()
             n = self._label_counts(labelled)
             self._check_finite(losses, n)
             total += losses.double() * n
@@ -274,12 +288,13 @@ class TrialRunner:
         meter = MultiTaskMeter(self.tasks)
         total = torch.zeros(len(self.tasks), dtype=torch.float64)
         counts = torch.zeros(len(self.tasks), dtype=torch.float64)
-        for images, targets, labelled in self._shard(self.val, None, drop_last=False):
+        for batch in self._shard(self.val, None, drop_last=False):
+            images, targets, labelled = to_device(batch, self._device())
             out = self.engine(self._inputs(images), tasks=tuple(self.tasks))
             preds = {k: v.float() for k, v in out.items()}
             meter.update(preds, targets, labelled)
             n = self._label_counts(labelled)
-            total += self._losses(preds, targets).double() * n
+            total += self._losses(preds, targets).double().cpu() * n
             counts += n
         meter.all_reduce()
         return meter.compute(), _mean(_all_reduced(total), _all_reduced(counts))
@@ -349,7 +364,7 @@ class TrialRunner:
         torch.save(state, Path(directory) / _STATE_FILE)
 
     def restore(self, directory: str | Path) -> None:
-        state = torch.load(Path(directory) / _STATE_FILE, weights_only=False)
+        state = load_state(Path(directory) / _STATE_FILE)
         if self.setup.incremental:
             # The checkpoint holds the model as it was: every task up to the last trained.
             self._start_task(self._task_of_epoch(max(0, int(state["epoch"]) - 1)))
@@ -360,6 +375,29 @@ class TrialRunner:
         self.kpi_when_trained = dict(state.get("kpi_when_trained", {}))
         if "schedule" in state:
             self.schedule.load_state_dict(state["schedule"])
+
+
+def to_device(batch: Batch | FrameBatch, device: torch.device) -> Batch | FrameBatch:
+    """A batch's images, targets (boxes included), labelled masks and neighbouring frames
+    on ``device``; copies from pinned memory overlap with compute."""
+
+    def move(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device, non_blocking=True)
+
+    images, targets, labelled, *frames = batch
+    moved = (
+        move(images),
+        {k: move(v) for k, v in targets.items()},
+        {k: move(v) for k, v in labelled.items()},
+        *(move(f) for f in frames),
+    )
+    return moved  # type: ignore[return-value]
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """A trial's saved state, onto the CPU wherever it was written (a GPU's checkpoint loads
+    on a CPU machine); the balancer moves its part to the model's device when it next runs."""
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _mean(total: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:

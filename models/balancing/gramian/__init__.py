@@ -1,7 +1,7 @@
 """Gradient-balancing rules as pure functions of the Gramian of the task gradients.
 
 Every function here reads ``G = J Jᵀ``, the T×T Gramian of the task gradients ``J`` (row ``t``
-is ``g_t = ∇L_t``), and returns weights ``w`` (float64, shape (T,), on the CPU) such that the
+is ``g_t = ∇L_t``), and returns weights ``w`` (float64, shape (T,), on G's device) such that the
 method's update direction is ``d = Σ_t w_t g_t = Jᵀw``. Nothing else of ``J`` is needed: every
 inner product and norm the methods use is an entry or a quadratic form of ``G``. This is the
 formulation of torchjd's aggregators (Quinton & Rey 2024) and it lets the trainer obtain the

@@ -24,8 +24,9 @@ def as_numpy(G: torch.Tensor, name: str = "G") -> np.ndarray:
     return (A + A.T) / 2
 
 
-def as_torch(w: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(w, dtype=np.float64))
+def as_torch(w: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """Weights back on the device of the Gramian ``like`` they were solved from."""
+    return torch.from_numpy(np.ascontiguousarray(w, dtype=np.float64)).to(like.device)
 
 
 def nonzero_tasks(A: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ def mgda_weights(G: torch.Tensor) -> torch.Tensor:
     exactly opposite ones give ``(½, ½)``.
     """
     A = as_numpy(G)
-    return as_torch(nonneg_qp(A, np.zeros(A.shape[0]), simplex=True))
+    return as_torch(nonneg_qp(A, np.zeros(A.shape[0]), simplex=True), G)
 
 
 def cagrad_weights(
@@ -69,7 +69,7 @@ def cagrad_weights(
     scale = np.trace(A) / T
     phi = c * np.sqrt(max(A.sum(), 0.0)) / T
     if not scale > 0 or phi <= 1e-12 * np.sqrt(scale):
-        return as_torch(mean / divisor), as_torch(w)
+        return as_torch(mean / divisor, G), as_torch(w, G)
 
     b = A.sum(1) / T
     s = np.sqrt(max(float(w @ A @ w), 0.0))
@@ -88,8 +88,8 @@ def cagrad_weights(
             break
     # ‖g_w‖ is only resolved to about √eps of the gradients' norm; below that g_w is noise.
     if s <= 1e-6 * np.sqrt(scale):
-        return as_torch(mean / divisor), as_torch(w)
-    return as_torch((mean + (phi / s) * w) / divisor), as_torch(w)
+        return as_torch(mean / divisor, G), as_torch(w, G)
+    return as_torch((mean + (phi / s) * w) / divisor, G), as_torch(w, G)
 
 
 def _cagrad_fixed_point(
@@ -175,14 +175,14 @@ def upgrad_weights(G: torch.Tensor, preference: torch.Tensor | None = None) -> t
     p = _preference(preference, T)
     trace = np.trace(A)
     if not trace > 0:
-        return as_torch(p.copy())
+        return as_torch(p.copy(), G)
     A = A / trace
     w = np.zeros(T)
     for i in range(T):
         if p[i] == 0:
             continue
         w += p[i] * _dual_cone_weights(A, np.eye(T)[i])
-    return as_torch(w)
+    return as_torch(w, G)
 
 
 def dualproj_weights(G: torch.Tensor, preference: torch.Tensor | None = None) -> torch.Tensor:
@@ -214,8 +214,8 @@ def dualproj_weights(G: torch.Tensor, preference: torch.Tensor | None = None) ->
     p = _preference(preference, A.shape[0])
     trace = np.trace(A)
     if not trace > 0:
-        return as_torch(p.copy())
-    return as_torch(_dual_cone_weights(A / trace, p))
+        return as_torch(p.copy(), G)
+    return as_torch(_dual_cone_weights(A / trace, p), G)
 
 
 def _dual_cone_weights(A: np.ndarray, u: np.ndarray) -> np.ndarray:

@@ -58,7 +58,7 @@ def nash_mtl_weights(
     keep = np.flatnonzero(nonzero_tasks(A))
     alpha = np.zeros(T)
     if keep.size == 0:
-        return as_torch(alpha)
+        return as_torch(alpha, G)
     K = A[np.ix_(keep, keep)]
     scale = np.sqrt(np.diag(K))
     C = K / np.outer(scale, scale)
@@ -83,7 +83,7 @@ def nash_mtl_weights(
     # The best multiple of the start: f(s b) is minimal at s² bᵀCb = n.
     b = b * np.sqrt(n / float(b @ C @ b))
     alpha[keep] = _newton(C, b, max_iter) / scale
-    return as_torch(alpha)
+    return as_torch(alpha, G)
 
 
 def _newton(C: np.ndarray, b: np.ndarray, max_iter: int) -> np.ndarray:

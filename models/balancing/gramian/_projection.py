@@ -46,7 +46,7 @@ def pcgrad_projections(G: torch.Tensor, generator: torch.Generator) -> torch.Ten
             dot = float(A[j] @ ci)
             if dot < 0:
                 ci[j] -= dot / diag[j]
-    return as_torch(C)
+    return as_torch(C, G)
 
 
 def pcgrad_weights(G: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -83,10 +83,10 @@ def imtl_g_weights(G: torch.Tensor) -> torch.Tensor:
     keep = np.flatnonzero(nonzero_tasks(A))
     w = np.zeros(T)
     if keep.size == 0:
-        return as_torch(np.full(T, 1.0 / T))
+        return as_torch(np.full(T, 1.0 / T), G)
     if keep.size == 1:
         w[keep] = 1.0
-        return as_torch(w)
+        return as_torch(w, G)
     K = A[np.ix_(keep, keep)]
     K = K / (np.trace(K) / keep.size)
     n = keep.size
@@ -97,7 +97,7 @@ def imtl_g_weights(G: torch.Tensor) -> torch.Tensor:
     rhs = np.zeros(n + 1)
     rhs[n] = 1.0
     w[keep] = np.linalg.lstsq(system, rhs, rcond=1e-10)[0][:n]
-    return as_torch(w)
+    return as_torch(w, G)
 
 
 def aligned_mtl_matrix(G: torch.Tensor) -> torch.Tensor:
@@ -115,10 +115,10 @@ def aligned_mtl_matrix(G: torch.Tensor) -> torch.Tensor:
     lam, V = np.linalg.eigh(A)
     top = lam.max()
     if not top > 0:
-        return as_torch(np.zeros((T, T)))
+        return as_torch(np.zeros((T, T)), G)
     kept = lam > 1e-10 * top
     lam, V = lam[kept], V[:, kept]
-    return as_torch(np.sqrt(lam.min()) * (V / np.sqrt(lam)) @ V.T)
+    return as_torch(np.sqrt(lam.min()) * (V / np.sqrt(lam)) @ V.T, G)
 
 
 def aligned_mtl_weights(G: torch.Tensor) -> torch.Tensor:
