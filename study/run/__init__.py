@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         FrameBatch,
         Split,
         TensorSplit,
+        to_device,
         train_with_neighbours,
         trial_splits,
         worker_batches,

@@ -17,10 +17,12 @@ from torch import nn
 
 __all__ = [
     "CPU_FALLBACK",
+    "all_reduced",
     "build_engine",
     "deepspeed_config",
     "ensure_distributed",
     "granted_gpus",
+    "labelled_mean",
     "process_group_backend",
     "side_backward",
     "torch_extensions_dir",
@@ -221,3 +223,19 @@ def side_backward(outputs: object) -> Iterator[None]:
     finally:
         for manager, was in zip(managers, opened, strict=True):
             manager.preprocess_done = was
+
+
+def all_reduced(total: torch.Tensor, mean: bool = False) -> torch.Tensor:
+    """The sum (or mean) over a trial's workers; the tensor itself with one worker."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        total = total.clone()
+        dist.all_reduce(total)
+        if mean:
+            total /= dist.get_world_size()
+    return total
+
+
+def labelled_mean(total: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Per task, ``total / counts``; NaN for a task no sample was labelled for (not 0)."""
+    return torch.where(counts > 0, total / counts.clamp_min(1), torch.nan)

@@ -29,6 +29,7 @@ __all__ = [
     "FrameBatch",
     "Split",
     "TensorSplit",
+    "to_device",
     "train_with_neighbours",
     "trial_splits",
     "worker_batches",
@@ -308,3 +309,20 @@ def worker_batches(
             {t: v[part] for t, v in labelled.items()},
             *(f[part] for f in frames),
         )
+
+
+def to_device(batch: Batch | FrameBatch, device: torch.device) -> Batch | FrameBatch:
+    """A batch's images, targets (boxes included), labelled masks and neighbouring frames
+    on ``device``; copies from pinned memory overlap with compute."""
+
+    def move(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device, non_blocking=True)
+
+    images, targets, labelled, *frames = batch
+    moved = (
+        move(images),
+        {k: move(v) for k, v in targets.items()},
+        {k: move(v) for k, v in labelled.items()},
+        *(move(f) for f in frames),
+    )
+    return moved  # type: ignore[return-value]

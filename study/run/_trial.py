@@ -26,13 +26,13 @@ from models import (
 from study import store
 from study.metrics import MultiTaskMeter, delta_m
 from study.run._costs import model_costs
-from study.run._engine import build_engine, side_backward
+from study.run._engine import all_reduced, build_engine, labelled_mean, side_backward
 from study.run._optim import build_optimizer, optimizer_hp, schedule_for, steps_per_epoch
 from study.run._setup import TrialSetup
 from study.run._splits import (
     Batch,
-    FrameBatch,
     Split,
+    to_device,
     train_with_neighbours,
     trial_splits,
     worker_batches,
@@ -194,7 +194,7 @@ class TrialRunner:
         if self.task_gramian is not None:
             with side_backward(preds):
                 # Every rank must weigh the tasks alike: the mean of the per-rank Gramians.
-                gramian = _all_reduced(self.task_gramian(task_losses), mean=True)
+                gramian = all_reduced(self.task_gramian(task_losses), mean=True)
         losses = torch.stack(task_losses)
         self.engine.backward(self.balancer.combine(losses, gramian))
         self._step()
@@ -252,9 +252,9 @@ class TrialRunner:
             self._check_finite(losses, n)
             total += losses.double() * n
             counts += n
-        total, counts = _all_reduced(total), _all_reduced(counts)
+        total, counts = all_reduced(total), all_reduced(counts)
         self.label_counts = counts
-        mean = _mean(total, counts)
+        mean = labelled_mean(total, counts)
         if self.training_task is None:
             self.balancer.end_epoch(mean)
         return mean
@@ -297,7 +297,7 @@ class TrialRunner:
             total += self._losses(preds, targets).double().cpu() * n
             counts += n
         meter.all_reduce()
-        return meter.compute(), _mean(_all_reduced(total), _all_reduced(counts))
+        return meter.compute(), labelled_mean(all_reduced(total), all_reduced(counts))
 
     def run_epoch(self) -> dict[str, Any]:
         started = time.perf_counter()
@@ -377,32 +377,10 @@ class TrialRunner:
             self.schedule.load_state_dict(state["schedule"])
 
 
-def to_device(batch: Batch | FrameBatch, device: torch.device) -> Batch | FrameBatch:
-    """A batch's images, targets (boxes included), labelled masks and neighbouring frames
-    on ``device``; copies from pinned memory overlap with compute."""
-
-    def move(t: torch.Tensor) -> torch.Tensor:
-        return t.to(device, non_blocking=True)
-
-    images, targets, labelled, *frames = batch
-    moved = (
-        move(images),
-        {k: move(v) for k, v in targets.items()},
-        {k: move(v) for k, v in labelled.items()},
-        *(move(f) for f in frames),
-    )
-    return moved  # type: ignore[return-value]
-
-
 def load_state(path: Path) -> dict[str, Any]:
     """A trial's saved state, onto the CPU wherever it was written (a GPU's checkpoint loads
     on a CPU machine); the balancer moves its part to the model's device when it next runs."""
     return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def _mean(total: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    # A task no sample was labelled for has no mean loss, rather than a mean of 0.
-    return torch.where(counts > 0, total / counts.clamp_min(1), torch.nan)
 
 
 def _create_balancer(
@@ -415,14 +393,3 @@ def _create_balancer(
     balancer = balancing.create(method, tasks, **hp)
     balancer.generator.manual_seed(seed)
     return balancer
-
-
-def _all_reduced(total: torch.Tensor, mean: bool = False) -> torch.Tensor:
-    """The sum (or mean) over a trial's workers; the tensor itself with one worker."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        total = total.clone()
-        dist.all_reduce(total)
-        if mean:
-            total /= dist.get_world_size()
-    return total

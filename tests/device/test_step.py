@@ -13,7 +13,8 @@ from models import count_gflops, create_model, list_models
 from models.balancing import TaskGramian, create
 from models.tasks import get_task
 from study.metrics import MultiTaskMeter, delta_m
-from study.run._trial import load_state, to_device
+from study.run import to_device
+from study.run._trial import load_state
 
 SMALL: dict[str, dict[str, Any]] = {
     "hard_sharing": {"head_channels": 8},
