@@ -49,12 +49,11 @@ def timm_model(
         return timm.create_model(name, pretrained=True, **kwargs)
     except OSError as err:  # the hub's errors, offline or not, are OSErrors
         raise PretrainedWeightsUnavailable(
-            f"timm's pretrained weights for {name!r} ({source}) are not in the Hugging Face "
-            f"cache {hub_constants.HF_HUB_CACHE} and cannot be downloaded here "
-            f"({type(err).__name__}); either fill that cache on a machine with network "
-            f"(python -c \"import timm; timm.create_model('{name}', pretrained=True)\", "
-            "then copy HF_HOME, by default ~/.cache/huggingface, over) or give the weights "
-            "as a file, pretrained_path: FILE"
+            # The ways out come before the path: a long message is cut at its end.
+            f"timm's {name!r} weights are neither cached nor downloadable here; fill HF_HOME "
+            "(default ~/.cache/huggingface) where there is network, or set "
+            f"pretrained_path: FILE (cache: {hub_constants.HF_HUB_CACHE}; weights: {source}; "
+            f"{type(err).__name__})"
         ) from err
 
 

@@ -67,7 +67,7 @@ def test_a_trial_trains_on_a_dataset_in_its_real_layout(tmp_path: Path, fmt: str
 @pytest.mark.parametrize(
     ("fmt", "replace", "expected"),
     [
-        ("nyud", {"root: data": "root: nowhere"}, "dataset.root': folder"),
+        ("nyud", {"root: data": "root: nowhere"}, "dataset.root': dataset folder"),
         ("nyud", {"num_classes: 40": "num_classes: 5"}, "nyud has 40 classes"),
         ("nyud", {"[": "[human_parts, "}, "does not label ['human_parts']"),
         ("pascal", {", root: data": ""}, "needs 'root'"),
