@@ -40,6 +40,7 @@ from study.run import (
     TrialSetup,
     find_baselines,
     run_study,
+    scheduler,
     torch_extensions_dir,
     tpe_sampler,
     trainable,
@@ -138,12 +139,12 @@ def _search(
     levers: Levers | None = None,
 ) -> dict[str, Any]:
     levers = levers or Levers()
-    sampler, scheduler = STRATEGIES[strategy]
+    sampler, stopping = STRATEGIES[strategy]
     spec = setup.spec.model_copy(
         update={
             "sampler": SamplerSpec(name=sampler),
             "scheduler": SchedulerSpec(
-                name=scheduler,
+                name=stopping,
                 grace_period=levers.grace_period,
                 reduction_factor=levers.reduction_factor,
             ),

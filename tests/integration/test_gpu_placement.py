@@ -85,6 +85,7 @@ def test_each_trial_asks_for_and_gets_its_own_gpu(tmp_path: Path, two_gpus: str)
         assert "placement/1/gpu_ids" not in placement
 
 
+@pytest.mark.slow
 def test_each_ray_train_worker_gets_its_own_gpu(tmp_path: Path, two_gpus: str) -> None:
     spec, space = load_spec(_write_spec(tmp_path, "workers", trials=1, workers=2))
     assert run_study(spec, space, address=two_gpus, log=lambda line: None).errors == 0
