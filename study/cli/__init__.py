@@ -6,17 +6,26 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cluster import ClusterError
-from search_spaces import SearchSpaceError
 from study.cli import _bench, _data, _jobs, _results, _spec, _study
 from study.cli._common import _Parser
 from study.cli._results import _PLOT_KINDS
 from study.cli._study import _demo_spec
-from study.errors import UserError, first_line
+from study.errors import first_line
 
 __all__ = ["_PLOT_KINDS", "_demo_spec", "main"]
 
-_USER_ERRORS = (UserError, ClusterError, SearchSpaceError, FileNotFoundError)
+#: Errors a user's input causes, by module; a module never imported raised none of its own,
+#: so the command line imports no package just to catch its errors.
+_USER_ERRORS = {
+    "study.errors": "UserError",
+    "cluster._session": "ClusterError",
+    "search_spaces._space": "SearchSpaceError",
+}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    loaded = (getattr(sys.modules[m], name) for m, name in _USER_ERRORS.items() if m in sys.modules)
+    return (*loaded, FileNotFoundError)
 
 
 def _parser() -> _Parser:
@@ -31,7 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         return int(args.func(args))
-    except _USER_ERRORS as err:
+    except Exception as err:
+        if not isinstance(err, _user_errors()):
+            raise
         print(f"mtlstudy: error: {first_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -71,9 +71,18 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(commands: Any) -> None:
-    from study.data import dataset_names
+def _dataset_format(name: str) -> str:
+    """A registered on-disk layout; checked when given, so ``--help`` loads no dataset code."""
+    from study.data import DatasetError, get_format
 
+    try:
+        get_format(name)
+    except DatasetError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return name
+
+
+def add_commands(commands: Any) -> None:
     data = commands.add_parser("data", help="check a dataset folder, or write a synthetic one")
     datas = data.add_subparsers(dest="data", required=True, parser_class=_Parser)
     check = datas.add_parser("check", help="validate a dataset; print counts per split and task")
@@ -96,6 +105,12 @@ def add_commands(commands: Any) -> None:
         help="also write each image's neighbouring frame (nyud: neighbours/<id>.jpg)",
     )
     for sub in (check, synth):
-        sub.add_argument("--format", choices=dataset_names(synthetic=False), required=True)
+        sub.add_argument(
+            "--format",
+            type=_dataset_format,
+            required=True,
+            metavar="FORMAT",
+            help="the folder layout: nyud, pascal, voc, or one registered by a plugin",
+        )
     check.set_defaults(func=_cmd_data_check)
     synth.set_defaults(func=_cmd_data_synth)

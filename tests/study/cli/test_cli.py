@@ -27,7 +27,7 @@ def _mtlstudy(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
         (["bench", "overhead", "--trials", "x"], "invalid int value"),
         (["data", "check", "no-such-root", "--format", "nyud"], "no-such-root not found"),
         (["data", "synth", "out", "--format", "pascal", "--val", "0"], "positive integer"),
-        (["data", "check", ".", "--format", "coco"], "invalid choice"),
+        (["data", "check", ".", "--format", "coco"], "unknown dataset format 'coco'"),
         (["demo", "--results", "/etc"], "--results: /etc is a system folder"),
     ],
 )
