@@ -1,12 +1,9 @@
 """Pure PyTorch multi-task models: architectures, task records and balancing methods.
 
-Imports no Ray, DeepSpeed or Optuna, so it can be used in any training loop.
+Imports no Ray, DeepSpeed or Optuna, so it can be used in any training loop. The
+architectures register themselves when a model is first listed or created.
 """
 
-from models import hard_sharing as _hard_sharing  # noqa: F401  (registers the architecture)
-from models import rcm as _rcm  # noqa: F401
-from models import vit_sharing as _vit_sharing  # noqa: F401
-from models import vmm as _vmm  # noqa: F401
 from models._capabilities import (
     ComputeReport,
     IncrementalTasks,

@@ -37,8 +37,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from models.detection import detection_loss
-
 __all__ = [
     "HUMAN_PARTS_CLASSES",
     "IGNORE_INDEX",
@@ -189,6 +187,9 @@ def _make_tasks(num_classes: int) -> dict[str, Task]:
 
 
 def _detection_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # Imported on use: torchvision's ops import torch._dynamo, seconds no other task needs.
+    from models.detection import detection_loss
+
     return detection_loss(pred, target)
 
 

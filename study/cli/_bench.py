@@ -125,6 +125,15 @@ def _cmd_bench_query(args: argparse.Namespace) -> int:
     return _measured("query", measure, format_table, args.json)
 
 
+def _cmd_bench_startup(args: argparse.Namespace) -> int:
+    from study.bench.startup import format_table, measure_startup
+
+    def measure() -> dict[str, Any]:
+        return measure_startup(rounds=args.rounds, trials=args.trials)
+
+    return _measured("startup", measure, format_table, args.json)
+
+
 def _cmd_bench_search(args: argparse.Namespace) -> int:
     from study.bench.search import Levers, format_table, measure_search
 
@@ -238,6 +247,13 @@ def add_commands(commands: Any) -> None:
     bench_query.add_argument("--folder", type=Path, help="write the store here (empty or new)")
     bench_query.add_argument("--json", action="store_true", help="print JSON, not a table")
     bench_query.set_defaults(func=_cmd_bench_query)
+    startup = benches.add_parser("startup", help="each CLI verb in a fresh process: time, memory")
+    startup.add_argument("--rounds", type=_positive_int, default=3)
+    startup.add_argument(
+        "--trials", type=_positive_int, default=2_000, help="rows of the store query reads"
+    )
+    startup.add_argument("--json", action="store_true", help="print JSON, not a table")
+    startup.set_defaults(func=_cmd_bench_startup)
     sharing = benches.add_parser("sharing", help="sub-task inference: sharing against dense")
     random_model = "the random model's; not with --trial"
     sharing.add_argument("--backbone", help=f"{random_model} (default vit_small_patch16_224)")
