@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from study.run import run_study
 from study.spec import load_spec
 from study.store import load_history, load_trials
@@ -25,6 +27,7 @@ results: {results}
 """
 
 
+@pytest.mark.slow  # a Ray Train group of two
 def test_a_two_worker_trial_trains_on_both_shards(tmp_path: Path) -> None:
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(SPEC.format(results=tmp_path / "results"))

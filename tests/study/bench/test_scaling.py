@@ -35,6 +35,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pat
     return json.loads(out.getvalue()), results
 
 
+@pytest.mark.slow  # one study per concurrency level
 def test_every_level_lands_its_trials_completed(bench: tuple[dict[str, Any], Path]) -> None:
     figures, results = bench
     assert [level["concurrency"] for level in figures["levels"]] == list(_LEVELS)
@@ -47,6 +48,7 @@ def test_every_level_lands_its_trials_completed(bench: tuple[dict[str, Any], Pat
         assert level["in_trial_s"] == pytest.approx(statistics.fmean(rows["wall_time_s"]))
 
 
+@pytest.mark.slow  # one study per concurrency level
 def test_figures_are_finite_positive_and_consistent(bench: tuple[dict[str, Any], Path]) -> None:
     figures, _ = bench
     timed = (
@@ -82,6 +84,7 @@ def test_figures_are_finite_positive_and_consistent(bench: tuple[dict[str, Any],
     )
 
 
+@pytest.mark.slow  # one study per concurrency level
 def test_table_has_one_row_per_level(bench: tuple[dict[str, Any], Path]) -> None:
     figures, _ = bench
     lines = format_table(figures).splitlines()

@@ -121,6 +121,7 @@ def test_table_states_bounds_and_every_seed() -> None:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow  # a search per strategy on a local Ray
 def test_every_strategy_runs_within_its_budget(tmp_path) -> None:
     budget, concurrency = 5, 2  # odd: the budget ends inside a trial
     figures = measure_search(
