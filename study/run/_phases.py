@@ -261,6 +261,7 @@ def _optuna_phase(
         study_name=phase,
         storage=journal_storage(root, spec.name),
         study=spec.name,
+        epochs=setup.epochs,
     )
     runs = trials * spec.repeats
     return _fit(

@@ -4,7 +4,10 @@ objectives and constraints.
 Each configuration Optuna proposes runs ``repeats`` times as Tune trials of their own
 (``repeat`` 0, 1, … in the config; ``config_id`` names the group). Optuna is told once per
 configuration, when its last repeat ends: the mean of each objective over the repeats that
-reported it, and each constraint's violation at the mean (``trial.set_constraint``).
+reported it, and each constraint's violation at the mean (``trial.set_constraint``). A
+configuration the scheduler stopped before its last epoch is told as PRUNED, with the
+values it reported per epoch, so the sampler does not take an early value for a final one.
+Each Optuna trial carries the store's ``config_id`` and ``trial_ids`` as user attributes.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ class _Group:
     config: dict[str, Any]
     issued: int = 0
     results: dict[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    #: Whether the scheduler stopped a repeat before its last epoch.
+    stopped: bool = False
 
 
 def mean_result(
@@ -86,9 +91,12 @@ class StudySearch(OptunaSearch):
         repeats: int = 1,
         constraints: Sequence[ConstraintSpec] = (),
         study: str | None = None,
+        epochs: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        #: A trial's full budget: one that reported fewer epochs was stopped early.
+        self._epochs = epochs
         #: The mtlstudy study whose journal this is: a resuming driver rebinds to its own.
         self._study = study
         self._repeats = repeats
@@ -113,6 +121,10 @@ class StudySearch(OptunaSearch):
         self._group_of[trial_id] = leader
         repeat = group.issued
         group.issued += 1
+        # The store's names for this configuration, to read Optuna and the store together.
+        ot_trial = self._ot_trials[leader]
+        ot_trial.set_user_attr("config_id", leader)
+        ot_trial.set_user_attr("trial_ids", [*ot_trial.user_attrs.get("trial_ids", []), trial_id])
         if group.issued == self._repeats:
             self._open = None
         return {**group.config, "repeat": repeat, "config_id": leader}
@@ -144,12 +156,19 @@ class StudySearch(OptunaSearch):
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         # Repeats share one Optuna trial, which takes one value per step.
-        if self._repeats == 1:
+        if self._repeats == 1 and isinstance(self.metric, str) and self.metric in result:
             super().on_trial_result(trial_id, result)
 
     def _measured(self) -> list[str]:
         metrics = self.metric if isinstance(self.metric, list) else [self.metric]
         return list(dict.fromkeys([*metrics, *(c.metric for c in self._constraints)]))
+
+    def _stopped_early(self, result: Mapping[str, Any] | None) -> bool:
+        return (
+            self._epochs is not None
+            and result is not None
+            and int(result.get("epoch", self._epochs)) < self._epochs
+        )
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -157,15 +176,27 @@ class StudySearch(OptunaSearch):
         leader = self._group_of.pop(trial_id, None)
         if leader is None:
             return
+        if result is not None and not error:
+            # Tune gives a trial's last result to on_trial_complete alone: a stopped trial's
+            # last value, and a finished one's last epoch, are reported here.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a step reported already stays as it was
+                self.on_trial_result(trial_id, result)
         group = self._groups[leader]
         measured = self._measured()
         # Only what Optuna is told: the searcher's state is pickled into every checkpoint.
         kept = None if error or result is None else {k: result[k] for k in measured if k in result}
         group.results[trial_id] = kept
+        group.stopped |= not error and self._stopped_early(result)
         if len(group.results) < self._repeats:
             return
         del self._groups[leader]
         mean = mean_result(list(group.results.values()), measured)
+        if group.stopped and mean is not None:
+            # No value and no error is Ray's PRUNED; the per-epoch values stay reported.
+            super().on_trial_complete(leader, result=None, error=False)
+            self._pushed()
+            return
         if mean is not None and self._constraints:
             violations = constraint_values(self._constraints, mean)
             for name, value in (violations or {}).items():

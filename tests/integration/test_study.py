@@ -144,6 +144,21 @@ def test_optuna_history_persists_in_a_journal(finished_study: tuple[Path, Path])
     assert len(journal.trials) == len(trials) == 4
     told = {t.params["method"] for t in journal.trials}
     assert told == set(trials["method"])
+    status = dict(zip(trials["trial_id"], trials["status"], strict=True))
+    for told_trial in journal.trials:
+        (trial_id,) = told_trial.user_attrs["trial_ids"]
+        assert told_trial.user_attrs["config_id"] == trial_id
+        # A trial ASHA stopped is PRUNED, with its per-epoch values; a finished one COMPLETE.
+        pruned = told_trial.state == optuna.trial.TrialState.PRUNED
+        assert pruned == (status[trial_id] == "stopped_early"), (told_trial, status)
+        assert told_trial.state in (
+            optuna.trial.TrialState.PRUNED,
+            optuna.trial.TrialState.COMPLETE,
+        )
+        assert sorted(told_trial.intermediate_values) == list(
+            range(1, 1 + len(told_trial.intermediate_values))
+        )
+        assert len(told_trial.intermediate_values) == (1 if pruned else spec.epochs)
 
 
 def test_progress_lines_follow_each_phase(finished_study: tuple[Path, Path]) -> None:
