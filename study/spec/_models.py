@@ -143,7 +143,11 @@ class DatasetSpec(_Strict):
         None, description="the dataset's folder (a format on disk), relative to the spec's folder"
     )
     image_size: int = Field(
-        64, ge=16, le=1024, description="pixels a side; on disk the training crop and eval resize"
+        64,
+        ge=16,
+        le=1024,
+        description="pixels a side; on disk the training crop (and the "
+        "evaluation size with `eval_resolution: train`)",
     )
     num_classes: int = Field(
         5, ge=2, le=256, description="segmentation and detection classes (nyud 40, pascal 21)"
@@ -165,7 +169,8 @@ class DatasetSpec(_Strict):
         "native",
         description="on disk: `native` scores validation at the images' own resolution, as "
         "the papers (nyud as stored, pascal and voc padded to 512×512, padding unscored); "
-        "`train` resizes them to `image_size`",
+        "`train` resizes them to `image_size`, as a mix of parts always is; `vit_sharing` "
+        "needs `train` unless its `image_size` is the native size",
     )
 
     @model_validator(mode="after")
