@@ -1,10 +1,12 @@
 """Datasets on disk through DataLoader workers: the batches are the same whatever the
 number of processes decoding them, and only the seed and epoch choose them."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from study.data import synthesize
+from study.data import DatasetError, synthesize
 from study.run import DiskSplit, TensorSplit, trial_splits, worker_batches
 from study.spec import DatasetSpec, StudySpec
 
@@ -81,3 +83,15 @@ def test_loader_workers_follow_the_trial_cpus_unless_set(
 ) -> None:
     spec = StudySpec(name="w", tasks=["depth"], cpus_per_trial=cpus, loader_workers=workers)
     assert spec.loader_worker_count == expected
+
+
+def test_a_broken_file_read_by_a_worker_is_one_line(tmp_path: Path) -> None:
+    synthesize(tmp_path / "nyud", "nyud", train=2, val=1, image_size=16)
+    (tmp_path / "nyud" / "images" / "train_00001.jpg").write_bytes(b"not a jpeg")
+    data = DatasetSpec(name="nyud", root=str(tmp_path / "nyud"), image_size=16, num_classes=40)
+    train, _ = trial_splits(data, 0, ("depth",), workers=2)
+    with pytest.raises(DatasetError) as info:
+        list(train.batches(2, 0))
+    message = str(info.value)
+    assert message.startswith("image ") and "train_00001.jpg cannot be read" in message
+    assert "\n" not in message and "Traceback" not in message
