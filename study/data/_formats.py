@@ -29,10 +29,19 @@ register_dataset(
         pascal.PASCALContext,
         pascal.describe,
         pascal.write_pascal,
+        eval_size=(512, 512),  # ASTMT, MTI-Net, ATRC: every image (at most 500 a side) padded
     )
 )
 register_dataset(
-    DatasetFormat("voc", voc.TASKS, voc.NUM_CLASSES, voc.VOCDetection, voc.describe, voc.write_voc)
+    DatasetFormat(
+        "voc",
+        voc.TASKS,
+        voc.NUM_CLASSES,
+        voc.VOCDetection,
+        voc.describe,
+        voc.write_voc,
+        eval_size=(512, 512),  # the PASCAL images again: padded so that a batch stacks
+    )
 )
 
 #: ImageNet statistics: real images are normalised as pretrained encoders expect.
@@ -48,18 +57,23 @@ def open_dataset(
     image_size: int,
     generator: torch.Generator | None = None,
     neighbours: bool = False,
+    native: bool = False,
 ) -> Dataset:
     """A split of the dataset format ``name`` on disk, at ``image_size`` squared.
 
     With a ``generator`` the papers' training augmentation applies (scale 0.5-2, crop or
     pad, flip, photometric jitter), drawn from it; without, images are resized for
-    evaluation.  With ``neighbours`` each sample also carries its neighbouring video
-    frame (``neighbour``, augmented alike), where the format stores them.
+    evaluation, or with ``native`` kept at their own resolution (padded to the format's
+    ``eval_size`` where it has one, the padding unscored).  With ``neighbours`` each
+    sample also carries its neighbouring video frame (``neighbour``, augmented alike),
+    where the format stores them.
     """
     fmt = get_format(name)
     size = (image_size, image_size)
     steps: list[T.Transform]
-    if generator is None:
+    if generator is None and native:
+        steps = [] if fmt.eval_size is None else [T.PadTo(fmt.eval_size)]
+    elif generator is None:
         steps = [T.Resize(size)]
     else:
         steps = [

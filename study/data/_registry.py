@@ -42,6 +42,9 @@ class DatasetFormat:
     write: Writer
     #: Whether it stores each image's neighbouring video frame (``neighbours=True``).
     neighbours: bool = False
+    #: (height, width) its images are padded to for evaluation at their own resolution,
+    #: as the papers score it; ``None``: evaluated as stored (every image one size).
+    eval_size: tuple[int, int] | None = None
 
     def open(
         self,

@@ -27,11 +27,13 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
+from study.data._files import DatasetError
 from study.data._sample import Sample
 
 __all__ = [
     "Compose",
     "Normalize",
+    "PadTo",
     "PhotometricJitter",
     "RandomCropPad",
     "RandomHorizontalFlip",
@@ -161,6 +163,36 @@ class Resize:
 
     def __call__(self, sample: Sample) -> Sample:
         return _resize(sample, self.size)
+
+
+class PadTo:
+    """Pad (bottom/right) up to ``size`` = (height, width), nothing cropped (evaluation at
+    a dataset's own resolution). The image and normals/depth pad with 0, label maps with
+    255, so the padding is not scored; a larger image is a :class:`DatasetError`."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"size must be (height, width) of positive ints, got {size}")
+        self.size = (int(size[0]), int(size[1]))
+
+    def __call__(self, sample: Sample) -> Sample:
+        th, tw = self.size
+        h, w = sample["image"].shape[-2:]
+        if h > th or w > tw:
+            raise DatasetError(
+                f"image {sample['name']!r} is {h}x{w}, larger than the {th}x{tw} it is "
+                "padded to for evaluation; set dataset.eval_resolution: train"
+            )
+        pad = (0, tw - w, 0, th - h)  # left, right, top, bottom
+
+        def fit(x: torch.Tensor, value: float) -> torch.Tensor:
+            return F.pad(x, pad, value=value) if pad[1] or pad[3] else x
+
+        targets = {
+            task: t if task == "detection" else fit(t, _PAD_VALUES.get(task, IGNORE))
+            for task, t in sample["targets"].items()
+        }
+        return _with(sample, lambda x: fit(x, 0.0), targets)
 
 
 class RandomScale:

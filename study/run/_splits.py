@@ -1,7 +1,8 @@
 """A trial's training and validation data, batch by batch.
 
 Synthetic scenes are rendered once per process and held as tensors; datasets on disk
-are read through a loader, with the papers' augmentation on the training split.
+are read through a loader (:mod:`study.run._loader`), with the papers' augmentation on
+the training split; the validation split at the dataset's own resolution by default.
 
 A training split made by :func:`train_with_neighbours` also yields each sample's
 neighbouring video frame (for ``vit_sharing``'s temporal penalty) as a fourth item of
@@ -12,15 +13,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from models.tasks import IGNORE_INDEX, get_task
 from study.data import DatasetError, SyntheticScenes, open_dataset
+from study.run._loader import DiskSplit
+from study.run._loader import seeded_order as _order
 from study.spec import DatasetSpec, PartSpec, missing_neighbours
 
 __all__ = [
@@ -50,18 +53,6 @@ class Split(Protocol):
         ...
 
 
-def _order(length: int, seed: int | None, parts: torch.Tensor | None = None) -> torch.Tensor:
-    if seed is None:
-        return torch.arange(length)
-    generator = torch.Generator().manual_seed(seed)
-    if parts is None:
-        return torch.randperm(length, generator=generator)
-    # Each part shuffled, then dealt in turn, so every batch draws evenly from all parts.
-    members = [torch.nonzero(parts == p).flatten() for p in range(int(parts.max()) + 1)]
-    queues = [m[torch.randperm(len(m), generator=generator)].tolist() for m in members]
-    return torch.tensor([q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)])
-
-
 @dataclass(frozen=True)
 class TensorSplit:
     images: torch.Tensor
@@ -88,29 +79,6 @@ class TensorSplit:
                 labelled = {t: v[index] for t, v in self.labelled.items()}
             batch = self.images[index], {t: v[index] for t, v in self.targets.items()}, labelled
             yield batch if self.neighbours is None else (*batch, self.neighbours[index])
-
-
-@dataclass(frozen=True)
-class DiskSplit:
-    dataset: Dataset
-    # The augmentation draws from here, reseeded each epoch so a resumed trial replays it.
-    augmentation: torch.Generator | None = field(default=None)
-    parts: torch.Tensor | None = None
-    balanced: bool = False
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def batches(self, batch_size: int, seed: int | None) -> Iterator[Batch | FrameBatch]:
-        if self.augmentation is not None and seed is not None:
-            self.augmentation.manual_seed(seed)
-        order = _order(len(self), seed, self.parts if self.balanced else None).tolist()
-        loader = DataLoader(self.dataset, batch_size=batch_size, sampler=order)
-        for batch in loader:
-            if "neighbour" in batch:  # a loader asked for neighbouring frames
-                yield batch["image"], batch["targets"], batch["labelled"], batch["neighbour"]
-            else:
-                yield batch["image"], batch["targets"], batch["labelled"]
 
 
 def _scenes(
@@ -231,7 +199,10 @@ def _part_dataset(
     return open_dataset(part.name, Path(part.root), split, own, dataset.image_size, augmentation)
 
 
-def _disk_mix(dataset: DatasetSpec, seed: int, tasks: tuple[str, ...]) -> tuple[Split, Split]:
+def _disk_mix(
+    dataset: DatasetSpec, seed: int, tasks: tuple[str, ...], workers: int
+) -> tuple[Split, Split]:
+    # Scored at image_size: the parts' own resolutions differ, and a batch mixes them.
     assert dataset.parts is not None
     channels = {t: get_task(t, dataset.num_classes).channels for t in tasks}
     augmentation = torch.Generator().manual_seed(seed)
@@ -242,24 +213,29 @@ def _disk_mix(dataset: DatasetSpec, seed: int, tasks: tuple[str, ...]) -> tuple[
             for k, p in enumerate(dataset.parts)
         ]
         ids = torch.cat([torch.full((len(p),), k) for k, p in enumerate(parts)])
-        splits.append(
-            DiskSplit(ConcatDataset(parts), generator, ids, balanced=dataset.sampler == "balanced")
-        )
+        balanced = dataset.sampler == "balanced"
+        splits.append(DiskSplit(ConcatDataset(parts), generator, ids, balanced, workers, seed))
     return splits[0], splits[1]
 
 
-def trial_splits(dataset: DatasetSpec, seed: int, tasks: tuple[str, ...]) -> tuple[Split, Split]:
-    """The training and validation splits of a trial's dataset, for ``tasks``."""
+def trial_splits(
+    dataset: DatasetSpec, seed: int, tasks: tuple[str, ...], workers: int = 0
+) -> tuple[Split, Split]:
+    """The training and validation splits of a trial's dataset, for ``tasks``; a dataset
+    on disk decoded by ``workers`` processes (0: in this one)."""
     if dataset.parts is not None and any(p.name != "synthetic" for p in dataset.parts):
-        return _disk_mix(dataset, seed, tasks)
+        return _disk_mix(dataset, seed, tasks, workers)
     if dataset.name == "synthetic":
         return _rendered(dataset, "train", seed, tasks), _rendered(dataset, "val", seed, tasks)
     assert dataset.root is not None
     root = Path(dataset.root)
     augmentation = torch.Generator().manual_seed(seed)
     train = open_dataset(dataset.name, root, "train", tasks, dataset.image_size, augmentation)
-    val = open_dataset(dataset.name, root, "val", tasks, dataset.image_size)
-    return DiskSplit(train, augmentation), DiskSplit(val)
+    native = dataset.eval_resolution == "native"
+    val = open_dataset(dataset.name, root, "val", tasks, dataset.image_size, native=native)
+    return DiskSplit(train, augmentation, workers=workers, seed=seed), DiskSplit(
+        val, workers=workers, seed=seed
+    )
 
 
 @functools.lru_cache(maxsize=2)
@@ -268,7 +244,9 @@ def _neighbour_images(dataset: DatasetSpec, seed: int) -> torch.Tensor:
     return torch.stack([scenes.neighbour(i) for i in range(len(scenes))])
 
 
-def train_with_neighbours(dataset: DatasetSpec, seed: int, tasks: tuple[str, ...]) -> Split:
+def train_with_neighbours(
+    dataset: DatasetSpec, seed: int, tasks: tuple[str, ...], workers: int = 0
+) -> Split:
     """The training split of :func:`trial_splits`, its batches with each image's
     neighbouring frame (:data:`FrameBatch`)."""
     missing = missing_neighbours(dataset)
@@ -282,7 +260,7 @@ def train_with_neighbours(dataset: DatasetSpec, seed: int, tasks: tuple[str, ...
     train = open_dataset(
         dataset.name, root, "train", tasks, dataset.image_size, augmentation, neighbours=True
     )
-    return DiskSplit(train, augmentation)
+    return DiskSplit(train, augmentation, workers=workers, seed=seed)
 
 
 def worker_batches(
@@ -298,6 +276,9 @@ def worker_batches(
     worker is dropped: each worker must take each training step."""
     if world == 1:
         yield from split.batches(batch_size, seed)
+        return
+    if isinstance(split, DiskSplit):  # each worker decodes its own share alone
+        yield from split.batches(batch_size, seed, rank, world, drop_last)
         return
     for images, targets, labelled, *frames in split.batches(batch_size * world, seed):
         if drop_last and images.shape[0] < batch_size * world:

@@ -60,7 +60,9 @@ class TrialRunner:
         #: This process's place among a trial's data-parallel workers.
         self.rank = dist.get_rank() if grouped else 0
         self.world = dist.get_world_size() if grouped else 1
-        self.train, self.val = trial_splits(spec.dataset, spec.seed, names)
+        self.train, self.val = trial_splits(
+            spec.dataset, spec.seed, names, spec.loader_worker_count
+        )
 
         self.seed = setup.seed_for(config)
         torch.manual_seed(self.seed)
@@ -145,7 +147,9 @@ class TrialRunner:
         if isinstance(self.model, TemporalPenalty) and self.model.temporal:
             # Only the temporal penalty reads neighbouring frames; no other trial loads them.
             spec = self.setup.spec
-            self.train = train_with_neighbours(spec.dataset, spec.seed, tuple(self.all_tasks))
+            self.train = train_with_neighbours(
+                spec.dataset, spec.seed, tuple(self.all_tasks), spec.loader_worker_count
+            )
         self._build_engine()
         self.tasks = {stage.task: self.all_tasks[stage.task]}
         self.label_counts = torch.zeros(1, dtype=torch.float64)

@@ -49,6 +49,7 @@ def check_runnable(path: Path, spec: StudySpec, space: SearchSpace) -> None:
     if spec.stages is not None:
         _check_stages(path, spec, space, model)
     _check_temporal(path, spec, space, model)
+    _check_eval_resolution(path, spec, searched or [model])
     gradient_methods = [m for m in space.methods if balancing.needs_gradients(m)]
     if gradient_methods and spec.deepspeed.zero_stage == 3:
         # ZeRO-3 frees each layer's weights after use; a task-gradient pass cannot see them.
@@ -67,6 +68,25 @@ def check_runnable(path: Path, spec: StudySpec, space: SearchSpace) -> None:
                 f"{type(built).__name__} shares no trained parameter, "
                 f"so gradient-level methods {gradient_methods} have nothing to balance; "
                 "restrict 'methods' to loss-level ones",
+            )
+
+
+def _check_eval_resolution(path: Path, spec: StudySpec, built: list[Any]) -> None:
+    """A model of one input size (a ViT's position embedding: ``image_size``) cannot
+    score a dataset at its own resolution unless that is the size."""
+    data = spec.dataset
+    if data.name == SYNTHETIC or data.eval_resolution != "native":
+        return
+    scored = get_format(data.name).eval_size
+    for model in built:
+        size = getattr(model, "image_size", None)
+        if isinstance(size, int) and scored != (size, size):
+            at = "its images' own size" if scored is None else f"{scored[0]}x{scored[1]}"
+            raise _refuse(
+                path,
+                "dataset.eval_resolution",
+                f"{type(model).__name__} takes {size}x{size} images only, but {data.name} is "
+                f"scored at {at}; set eval_resolution: train",
             )
 
 

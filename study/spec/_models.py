@@ -39,6 +39,8 @@ MAX_SAMPLES = 10_000_000
 MAX_TRIALS = 100_000
 MAX_EPOCHS = 100_000
 MAX_WORKERS = 4096
+#: Loader processes a trial takes by default: more rarely decode faster than a GPU trains.
+MAX_LOADER_WORKERS = 8
 
 
 def unknown_names(kind: str, names: Sequence[str], known: Sequence[str]) -> str | None:
@@ -141,7 +143,11 @@ class DatasetSpec(_Strict):
         None, description="the dataset's folder (a format on disk), relative to the spec's folder"
     )
     image_size: int = Field(
-        64, ge=16, le=1024, description="pixels a side; on disk the training crop and eval resize"
+        64,
+        ge=16,
+        le=1024,
+        description="pixels a side; on disk the training crop (and the "
+        "evaluation size with `eval_resolution: train`)",
     )
     num_classes: int = Field(
         5, ge=2, le=256, description="segmentation and detection classes (nyud 40, pascal 21)"
@@ -158,6 +164,13 @@ class DatasetSpec(_Strict):
     sampler: Literal["shuffled", "balanced"] = Field(
         "shuffled",
         description="`balanced` draws every batch equally from each part; `shuffled` ignores parts",
+    )
+    eval_resolution: Literal["native", "train"] = Field(
+        "native",
+        description="on disk: `native` scores validation at the images' own resolution, as "
+        "the papers (nyud as stored, pascal and voc padded to 512×512, padding unscored); "
+        "`train` resizes them to `image_size`, as a mix of parts always is; `vit_sharing` "
+        "needs `train` unless its `image_size` is the native size",
     )
 
     @model_validator(mode="after")
@@ -419,6 +432,13 @@ class StudySpec(_Strict):
     cpus_per_trial: float = Field(
         1.0, gt=0, le=MAX_WORKERS, description="CPUs per trial (per worker)"
     )
+    loader_workers: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="processes decoding a dataset on disk, per worker (null: "
+        "`cpus_per_trial` − 1, at most 8; 0 decodes in the training process)",
+    )
     workers_per_trial: int = Field(
         1,
         ge=1,
@@ -605,6 +625,14 @@ class StudySpec(_Strict):
         """The first objective: what the scheduler stops on and progress shows."""
         return self.search_objectives[0]
 
+    @property
+    def loader_worker_count(self) -> int:
+        """Processes decoding a dataset on disk: ``loader_workers``, or the trial's CPUs
+        but the one that trains."""
+        if self.loader_workers is not None:
+            return self.loader_workers
+        return max(0, min(MAX_LOADER_WORKERS, int(self.cpus_per_trial) - 1))
+
     def stage_epochs(self, stage: StageSpec) -> int:
         return stage.epochs or self.epochs
 
@@ -613,7 +641,9 @@ class StudySpec(_Strict):
         """Names the data itself: trials with equal keys saw the same images and labels."""
         d = self.dataset
         if d.name != "synthetic":
-            return f"{d.name}:{d.root}:{d.image_size}px"
+            # Scores at the images' own resolution are not those at the training size.
+            native = ":native-eval" if d.eval_resolution == "native" else ""
+            return f"{d.name}:{d.root}:{d.image_size}px{native}"
         return (
             f"synthetic:{d.image_size}px:{d.num_classes}c:{d.train_samples}+{d.val_samples}:"
             f"{d.max_objects}obj:seed{self.seed}"
