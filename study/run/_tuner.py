@@ -128,7 +128,11 @@ def _run_study(
 ) -> StudyOutcome:
     write_spec(root, spec.name, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     store.push_driver(spec.name)  # an unwritable store fails here, before Ray starts
-    env = {"TORCH_EXTENSIONS_DIR": str(torch_extensions_dir())}
+    env = {
+        "TORCH_EXTENSIONS_DIR": str(torch_extensions_dir()),
+        # Trials sign their checkpoints, and check them before a resume, with this key.
+        store.KEY_ENV: store.study_key(spec.name).hex(),
+    }
     if CPU_FALLBACK in os.environ:  # the test switch reaches trials on any cluster
         env[CPU_FALLBACK] = os.environ[CPU_FALLBACK]
     _quiet_ray_tune()

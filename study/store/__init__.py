@@ -56,6 +56,14 @@ from study.store._remote import (
     write_file,
 )
 from study.store._rows import TRIAL_COLUMNS, TrialRow, TrialStatus
+from study.store._signing import (
+    KEY_ENV,
+    SECRET_DIR_ENV,
+    CheckpointRefused,
+    sign_checkpoint,
+    study_key,
+    verify_checkpoint,
+)
 from study.store._where import where_expression
 from study.store._write import (
     HISTORY_COLUMNS,
@@ -70,6 +78,8 @@ from study.store._write import (
 __all__ = [
     "HISTORY_COLUMNS",
     "HISTORY_DIR",
+    "KEY_ENV",
+    "SECRET_DIR_ENV",
     "KINDS",
     "PARQUET_SUFFIX",
     "SCHEMA_VERSION",
@@ -80,6 +90,7 @@ __all__ = [
     "Kind",
     "PathLike",
     "RemoteRoot",
+    "CheckpointRefused",
     "TrialRow",
     "TrialStatus",
     "absolute",
@@ -98,6 +109,9 @@ __all__ = [
     "read_trial_row",
     "readable",
     "result_files",
+    "sign_checkpoint",
+    "study_key",
+    "verify_checkpoint",
     "where_expression",
     "write_atomically",
     "write_file",
