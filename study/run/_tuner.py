@@ -105,11 +105,14 @@ def run_study(
     sync = None if remote is None else functools.partial(remote.push, spec.name)
     store.bind_driver(spec.name, store.DriverStore(root, sync))
     run = RunOptions(resume=resume, progress=progress, verbose=verbose)
-    if resume and not allow_fresh and not store.exists(store.join(spec.results, spec.name, "tune")):
+    started = store.holds_files(store.join(spec.results, spec.name, "tune"))
+    if resume and not allow_fresh and not started:
         raise UserError(
             f"nothing to resume: {store.join(spec.results, spec.name)} holds no started study; "
             "run without --resume, or add --allow-fresh to start it when there is none"
         )
+    if resume:  # nothing writes to the study yet: whatever killed writers left goes
+        store.remove_leftovers(root / spec.name, everything=True, recursive=True)
     try:
         with graceful_stop():
             outcome = _run_study(spec, space, root, address, run, log)

@@ -30,7 +30,7 @@ a subset of :meth:`pandas.DataFrame.query`:
 A comparison with a missing value is false, except ``!=`` which is true, as in pandas.
 """
 
-from study.store._atomic import TMP_SUFFIX, write_atomically
+from study.store._atomic import TMP_SUFFIX, remove_leftovers, write_atomically
 from study.store._files import (
     HISTORY_DIR,
     KINDS,
@@ -48,6 +48,7 @@ from study.store._remote import (
     bind_driver,
     driver_store,
     exists,
+    holds_files,
     is_uri,
     join,
     local_copy,
@@ -97,6 +98,7 @@ __all__ = [
     "bind_driver",
     "driver_store",
     "exists",
+    "holds_files",
     "is_uri",
     "join",
     "load",
@@ -108,6 +110,7 @@ __all__ = [
     "read_trial_history",
     "read_trial_row",
     "readable",
+    "remove_leftovers",
     "result_files",
     "sign_checkpoint",
     "study_key",
