@@ -129,8 +129,15 @@ def _run_study(
     run: RunOptions,
     log: Callable[[str], None],
 ) -> StudyOutcome:
-    write_spec(root, spec.name, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-    store.push_driver(spec.name)  # an unwritable store fails here, before Ray starts
+    try:  # an unwritable store fails here, before Ray starts
+        write_spec(root, spec.name, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+        store.push_driver(spec.name)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UserError(
+            f"results: cannot write the study's folder {root / spec.name}: {reason}; "
+            "expected a folder you can write to (choose another with --results)"
+        ) from None
     env = {
         "TORCH_EXTENSIONS_DIR": str(torch_extensions_dir()),
         # Trials sign their checkpoints, and check them before a resume, with this key.

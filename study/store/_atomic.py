@@ -40,7 +40,8 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
         write(tmp)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only folder: the write's error is the one
+            tmp.unlink(missing_ok=True)
     remove_leftovers(path.parent)
     return path
 

@@ -62,9 +62,7 @@ def _listening(pids: set[int]) -> list[str]:
     """The local address of each listening TCP socket of ``pids``."""
     out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
     return [
-        line.split()[3]
-        for line in out.splitlines()
-        if any(f"pid={pid}," in line for pid in pids)
+        line.split()[3] for line in out.splitlines() if any(f"pid={pid}," in line for pid in pids)
     ]
 
 
