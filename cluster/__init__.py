@@ -1,7 +1,7 @@
 """Ray connection (a local Ray for one command, or a cluster by address) and studies
 submitted to a cluster as Ray jobs."""
 
-from cluster._client import jobs_address
+from cluster._client import TOKEN_OVER_HTTP_ENV, jobs_address
 from cluster._jobs import (
     JobSummary,
     job_logs,
@@ -13,6 +13,7 @@ from cluster._jobs import (
 from cluster._session import ClusterError, ray_session
 
 __all__ = [
+    "TOKEN_OVER_HTTP_ENV",
     "ClusterError",
     "JobSummary",
     "job_logs",

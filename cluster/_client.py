@@ -18,7 +18,10 @@ if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
 
-__all__ = ["jobs_address"]
+__all__ = ["TOKEN_OVER_HTTP_ENV", "jobs_address"]
+
+#: Set to 1, the token is sent to a cluster over plain http too (``--token-over-http``).
+TOKEN_OVER_HTTP_ENV = "MTLSTUDY_TOKEN_OVER_HTTP"
 
 _PROBE_TIMEOUT_S = 10.0
 _DEFAULT_ADDRESS = "http://127.0.0.1:8265"
@@ -132,6 +135,23 @@ def _unreachable(url: str, err: BaseException) -> ClusterError:
     )
 
 
+def _check_channel(url: str) -> None:
+    """The token goes over https, to this machine, or where the user said plain http is
+    fine: over http to another machine, anyone on the way can read it and use the cluster.
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "https" or os.environ.get(TOKEN_OVER_HTTP_ENV) == "1":
+        return
+    host = parts.hostname or ""
+    if host == "localhost" or host.startswith("127.") or host == "::1":
+        return
+    raise ClusterError(
+        f"the Ray cluster at {url} wants its token, which would cross the network "
+        "unencrypted over http; use https:// (a TLS proxy before the dashboard), or pass "
+        f"--token-over-http (or set {TOKEN_OVER_HTTP_ENV}=1) on a network you trust"
+    )
+
+
 def _auth_headers(url: str) -> dict[str, str]:
     """Ask the cluster whether it wants a token; if so, the header with Ray's token."""
     import requests
@@ -153,6 +173,7 @@ def _auth_headers(url: str) -> dict[str, str]:
         )
     if mode != "token":
         return {}
+    _check_channel(url)
     token = _raw_token()
     if token is None:
         raise ClusterError(

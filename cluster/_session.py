@@ -1,16 +1,25 @@
-"""A Ray session for one command: a local Ray started and stopped here, or a cluster."""
+"""A Ray session for one command: a local Ray started and stopped here (on 127.0.0.1 only,
+and never outliving the command), or a cluster."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import socket
+import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from cluster._watchdog import MARKER_ENV, start_watchdog
+
 __all__ = ["ClusterError", "ray_session"]
+
+
+#: Where every port of a local Ray listens: reachable from this machine only.
+LOCALHOST = "127.0.0.1"
 
 
 class ClusterError(ConnectionError):
@@ -54,6 +63,64 @@ def _private_token() -> None:
 
 
 @contextmanager
+def _loopback_only() -> Iterator[None]:
+    """A local Ray whose every port (GCS, raylet, object manager, workers, agents, metrics)
+    listens on 127.0.0.1 only. Ray turns a loopback ``_node_ip_address`` into this
+    machine's outward address unless it takes the machine for a single-node one, so it is
+    told so: in this process, and in the processes it starts."""
+    from ray._private import ray_constants
+
+    saved_env = os.environ.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR)
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, None)
+        else:
+            os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = saved_env
+
+
+def _start_local(num_cpus: int | None, runtime_env: dict | None) -> subprocess.Popen | None:
+    """Start a local Ray on 127.0.0.1, watched so that it ends with this process; the
+    watchdog (None where it cannot run) is returned for :func:`_stop_local`."""
+    import ray
+
+    _private_token()
+    watchdog = start_watchdog()
+    try:
+        with _loopback_only():
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                dashboard_host=LOCALHOST,
+                _node_ip_address=LOCALHOST,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+                runtime_env=runtime_env,
+            )
+    except BaseException:
+        _stop_local(watchdog)
+        raise
+    finally:
+        os.environ.pop(MARKER_ENV, None)  # what this process starts later is not Ray's
+    return watchdog
+
+
+def _stop_local(watchdog: subprocess.Popen | None) -> None:
+    """Stop what Ray's shutdown left (agents, idle workers) through the watchdog."""
+    if watchdog is None:
+        return
+    with contextlib.suppress(OSError):
+        watchdog.stdin.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        watchdog.wait(timeout=15)
+
+
+@contextmanager
 def ray_session(
     address: str | None = None,
     num_cpus: int | None = None,
@@ -65,16 +132,10 @@ def ray_session(
     runtime_env = {"env_vars": dict(env_vars)} if env_vars else None
     if address is not None:
         _check_reachable(address)
+    watchdog = None
     try:
         if address is None:
-            _private_token()
-            ray.init(
-                num_cpus=num_cpus,
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-                log_to_driver=False,
-                runtime_env=runtime_env,
-            )
+            watchdog = _start_local(num_cpus, runtime_env)
         else:
             ray.init(address=address, logging_level=logging.WARNING, runtime_env=runtime_env)
     except (ConnectionError, RuntimeError, ValueError) as err:
@@ -85,3 +146,4 @@ def ray_session(
         yield
     finally:
         ray.shutdown()
+        _stop_local(watchdog)

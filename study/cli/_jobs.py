@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +13,33 @@ from study.cli._common import _Parser
 
 
 def _jobs_address(args: argparse.Namespace) -> str:
-    from cluster import jobs_address
+    import os
 
+    from cluster import TOKEN_OVER_HTTP_ENV, jobs_address
+
+    if args.token_over_http:
+        os.environ[TOKEN_OVER_HTTP_ENV] = "1"
     return jobs_address(args.address)
+
+
+def _cluster_hint(command: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """An unreachable cluster's error says how to name the right one."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from cluster import ClusterError
+
+        try:
+            return command(args)
+        except ClusterError as err:
+            if not str(err).startswith("cannot reach"):
+                raise
+            raise ClusterError(
+                f"{err}; is a cluster running there? Name its Jobs API with --address "
+                "http://HEAD:8265 or RAY_ADDRESS"
+            ) from None
+
+    return run
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
@@ -109,8 +135,14 @@ def add_commands(commands: Any) -> None:
             help="the cluster's Jobs API, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS, "
             "$RAY_ADDRESS, or http://127.0.0.1:8265)",
         )
-    submit.set_defaults(func=_cmd_submit)
-    jobs_list.set_defaults(func=_cmd_jobs_list)
-    jobs_status.set_defaults(func=_cmd_jobs_status)
-    jobs_logs.set_defaults(func=_cmd_jobs_logs)
-    jobs_stop.set_defaults(func=_cmd_jobs_stop)
+        sub.add_argument(
+            "--token-over-http",
+            action="store_true",
+            help="send the cluster's token over plain http to another machine (readable on "
+            "the way; see docs/CLUSTER.md); by default only https or this machine get it",
+        )
+    submit.set_defaults(func=_cluster_hint(_cmd_submit))
+    jobs_list.set_defaults(func=_cluster_hint(_cmd_jobs_list))
+    jobs_status.set_defaults(func=_cluster_hint(_cmd_jobs_status))
+    jobs_logs.set_defaults(func=_cluster_hint(_cmd_jobs_logs))
+    jobs_stop.set_defaults(func=_cluster_hint(_cmd_jobs_stop))

@@ -117,13 +117,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
     from study.analysis import PlotDataError, write_report
+    from study.store import result_files
 
+    results = _readable(args.results)
+    try:  # the study first: a missing one is not the output's fault
+        result_files(results)
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(f"report: results {first_line(err)}") from None
     if args.out.is_dir():
         raise UserError(f"--out: {args.out} is a folder; expected an HTML file name")
     if not args.out.parent.is_dir():
         raise UserError(f"--out: folder {args.out.parent} does not exist")
     try:
-        path = write_report(_readable(args.results), args.out)
+        path = write_report(results, args.out)
     except PlotDataError as err:
         raise UserError(first_line(err)) from None
     except (ValueError, KeyError) as err:

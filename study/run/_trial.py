@@ -366,8 +366,11 @@ class TrialRunner:
             "schedule": self.schedule.state_dict(),
         }
         torch.save(state, Path(directory) / _STATE_FILE)
+        # Signed with a key outside the store: a resume unpickles only what this study wrote.
+        store.sign_checkpoint(directory, store.study_key(self.setup.spec.name), self.rank)
 
     def restore(self, directory: str | Path) -> None:
+        store.verify_checkpoint(directory, store.study_key(self.setup.spec.name))
         state = load_state(Path(directory) / _STATE_FILE)
         if self.setup.incremental:
             # The checkpoint holds the model as it was: every task up to the last trained.
@@ -383,8 +386,9 @@ class TrialRunner:
 
 def load_state(path: Path) -> dict[str, Any]:
     """A trial's saved state, onto the CPU wherever it was written (a GPU's checkpoint loads
-    on a CPU machine); the balancer moves its part to the model's device when it next runs."""
-    return torch.load(path, map_location="cpu", weights_only=False)
+    on a CPU machine); the balancer moves its part to the model's device when it next runs.
+    Tensors and plain containers only: a pickle that would run code is refused."""
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _create_balancer(

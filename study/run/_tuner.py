@@ -105,11 +105,14 @@ def run_study(
     sync = None if remote is None else functools.partial(remote.push, spec.name)
     store.bind_driver(spec.name, store.DriverStore(root, sync))
     run = RunOptions(resume=resume, progress=progress, verbose=verbose)
-    if resume and not allow_fresh and not store.exists(store.join(spec.results, spec.name, "tune")):
+    started = store.holds_files(store.join(spec.results, spec.name, "tune"))
+    if resume and not allow_fresh and not started:
         raise UserError(
             f"nothing to resume: {store.join(spec.results, spec.name)} holds no started study; "
             "run without --resume, or add --allow-fresh to start it when there is none"
         )
+    if resume:  # nothing writes to the study yet: whatever killed writers left goes
+        store.remove_leftovers(root / spec.name, everything=True, recursive=True)
     try:
         with graceful_stop():
             outcome = _run_study(spec, space, root, address, run, log)
@@ -126,9 +129,20 @@ def _run_study(
     run: RunOptions,
     log: Callable[[str], None],
 ) -> StudyOutcome:
-    write_spec(root, spec.name, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-    store.push_driver(spec.name)  # an unwritable store fails here, before Ray starts
-    env = {"TORCH_EXTENSIONS_DIR": str(torch_extensions_dir())}
+    try:  # an unwritable store fails here, before Ray starts
+        write_spec(root, spec.name, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+        store.push_driver(spec.name)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UserError(
+            f"results: cannot write the study's folder {root / spec.name}: {reason}; "
+            "expected a folder you can write to (choose another with --results)"
+        ) from None
+    env = {
+        "TORCH_EXTENSIONS_DIR": str(torch_extensions_dir()),
+        # Trials sign their checkpoints, and check them before a resume, with this key.
+        store.KEY_ENV: store.study_key(spec.name).hex(),
+    }
     if CPU_FALLBACK in os.environ:  # the test switch reaches trials on any cluster
         env[CPU_FALLBACK] = os.environ[CPU_FALLBACK]
     _quiet_ray_tune()

@@ -30,7 +30,7 @@ a subset of :meth:`pandas.DataFrame.query`:
 A comparison with a missing value is false, except ``!=`` which is true, as in pandas.
 """
 
-from study.store._atomic import TMP_SUFFIX, write_atomically
+from study.store._atomic import TMP_SUFFIX, remove_leftovers, write_atomically
 from study.store._files import (
     HISTORY_DIR,
     KINDS,
@@ -48,6 +48,7 @@ from study.store._remote import (
     bind_driver,
     driver_store,
     exists,
+    holds_files,
     is_uri,
     join,
     local_copy,
@@ -56,6 +57,14 @@ from study.store._remote import (
     write_file,
 )
 from study.store._rows import TRIAL_COLUMNS, TrialRow, TrialStatus
+from study.store._signing import (
+    KEY_ENV,
+    SECRET_DIR_ENV,
+    CheckpointRefused,
+    sign_checkpoint,
+    study_key,
+    verify_checkpoint,
+)
 from study.store._where import where_expression
 from study.store._write import (
     HISTORY_COLUMNS,
@@ -70,6 +79,8 @@ from study.store._write import (
 __all__ = [
     "HISTORY_COLUMNS",
     "HISTORY_DIR",
+    "KEY_ENV",
+    "SECRET_DIR_ENV",
     "KINDS",
     "PARQUET_SUFFIX",
     "SCHEMA_VERSION",
@@ -80,12 +91,14 @@ __all__ = [
     "Kind",
     "PathLike",
     "RemoteRoot",
+    "CheckpointRefused",
     "TrialRow",
     "TrialStatus",
     "absolute",
     "bind_driver",
     "driver_store",
     "exists",
+    "holds_files",
     "is_uri",
     "join",
     "load",
@@ -97,7 +110,11 @@ __all__ = [
     "read_trial_history",
     "read_trial_row",
     "readable",
+    "remove_leftovers",
     "result_files",
+    "sign_checkpoint",
+    "study_key",
+    "verify_checkpoint",
     "where_expression",
     "write_atomically",
     "write_file",

@@ -37,6 +37,7 @@ __all__ = [
     "driver_store",
     "push_driver",
     "exists",
+    "holds_files",
     "is_uri",
     "join",
     "local_copy",
@@ -111,6 +112,16 @@ def exists(location: PathLike) -> bool:
         return Path(location).is_file()
     fs, path = _open(os.fspath(location))
     return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def holds_files(location: PathLike) -> bool:
+    """Whether the folder at ``location`` (a local path or a URI) holds any file."""
+    if not is_uri(location):
+        folder = Path(location)
+        return folder.is_dir() and any(p.is_file() for p in folder.rglob("*"))
+    fs, path = _open(os.fspath(location))
+    selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
+    return any(info.type == pafs.FileType.File for info in fs.get_file_info(selector))
 
 
 @contextmanager
