@@ -1,6 +1,7 @@
 """Loss-balancing methods: ``create(name, tasks, **hp)`` returns a :class:`Balancer`."""
 
 from models.balancing import (  # noqa: F401  (registers the methods)
+    _gradient_recent,
     _gradient_weighting,
     _kpi_weighting,
     _loss_weighting,
