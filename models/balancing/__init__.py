@@ -7,6 +7,7 @@ from models.balancing import (  # noqa: F401  (registers the methods)
     _loss_weighting,
 )
 from models.balancing._base import Balancer, GradientSource
+from models.balancing._catalogue import methods_markdown
 from models.balancing._registry import (
     create,
     defaults,
@@ -26,6 +27,7 @@ __all__ = [
     "create",
     "defaults",
     "list_methods",
+    "methods_markdown",
     "needs_gradients",
     "paper",
     "reads",
