@@ -1,11 +1,13 @@
 """Loss-balancing methods: ``create(name, tasks, **hp)`` returns a :class:`Balancer`."""
 
 from models.balancing import (  # noqa: F401  (registers the methods)
+    _gradient_recent,
     _gradient_weighting,
     _kpi_weighting,
     _loss_weighting,
 )
 from models.balancing._base import Balancer, GradientSource
+from models.balancing._catalogue import methods_markdown
 from models.balancing._registry import (
     create,
     defaults,
@@ -25,6 +27,7 @@ __all__ = [
     "create",
     "defaults",
     "list_methods",
+    "methods_markdown",
     "needs_gradients",
     "paper",
     "reads",

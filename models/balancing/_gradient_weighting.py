@@ -6,6 +6,7 @@ the method keeps between steps (warm starts, EMAs, learned scales).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -150,7 +151,13 @@ class IMTL(_GramianMethod):
 
 @register_balancer("nash_mtl")
 class NashMTL(_GramianMethod):
-    """The Nash bargaining solution: (Gα)_t = 1/α_t, solved warm-started each step."""
+    """The Nash bargaining solution: (Gα)_t = 1/α_t, solved warm-started each step.
+
+    ``max_norm > 0`` scales α down so the update ``‖Jᵀα‖ = √(αᵀGα)`` is at most ``max_norm``,
+    as LibMTL clips the shared parameters' gradient (its default 1). At the solution
+    ``αᵀGα = T``, so a clip at 1 always divides α by √T: a fixed rescaling of the learning
+    rate. The default, 0, never clips, leaving the step size to the optimiser and its search.
+    """
 
     paper = (
         "Navon, Shamsian, Achituve, Maron, Kawaguchi, Chechik, Fetaya. "
@@ -158,16 +165,22 @@ class NashMTL(_GramianMethod):
         "ICML 2022"
     )
 
-    def __init__(self, tasks: Sequence[str], max_iter: int = 100) -> None:
+    def __init__(self, tasks: Sequence[str], max_iter: int = 100, max_norm: float = 0.0) -> None:
         super().__init__(tasks)
         if max_iter < 1:
             raise ValueError(f"nash_mtl max_iter must be >= 1, got {max_iter}")
+        if not (max_norm >= 0 and math.isfinite(max_norm)):
+            raise ValueError(f"nash_mtl max_norm must be >= 0 (0: no clipping), got {max_norm}")
         self.max_iter = max_iter
+        self.max_norm = max_norm
         self._warm: torch.Tensor | None = None
 
     def solve(self, gramian: torch.Tensor) -> torch.Tensor:
         self._warm = solve.nash_mtl_weights(gramian, init=self._warm, max_iter=self.max_iter)
-        return self._warm
+        if self.max_norm <= 0:
+            return self._warm
+        norm = float(self._warm @ gramian @ self._warm) ** 0.5
+        return self._warm * min(1.0, self.max_norm / norm) if norm > 0 else self._warm
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "warm": self._warm}
@@ -218,6 +231,11 @@ class DualBalancing(_GramianMethod):
     The paper keeps an EMA of the gradients themselves; as a function of the Gramian it
     keeps an EMA of their norms (``β / step^σ``, as the reference code), so the update
     stays a weighted sum of this step's task gradients.
+
+    ``beta_sigma`` defaults to 0.5, a momentum decaying as ``β/√step``: the first steps'
+    large, noisy norms are soon forgotten and the scales follow this step's gradients as
+    training settles. LibMTL's default is 0, a constant momentum β; ``beta_sigma: 0``
+    reproduces it.
     """
 
     paper = "Lin, Ye, Xu, Shi, Zhang. Dual-Balancing for Multi-Task Learning. arXiv 2023"
@@ -350,9 +368,10 @@ class CAGradAMTL(_AchievementSurgery):
         margin: float = 0.05,
         gamma: float = 2.0,
         ema: float = 0.1,
+        overshoot: str = "clamp",
         c: float = 0.5,
     ) -> None:
-        super().__init__(tasks, potentials, margin, gamma, ema)
+        super().__init__(tasks, potentials, margin, gamma, ema, overshoot)
         self._cagrad = CAGrad(tasks, c=c)
 
     def surgery(self, gramian: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,16 @@ from models.balancing._base import Balancer, _check_finite
 from models.balancing._loss_weighting import geometric_mean_weights
 from models.balancing._registry import register_balancer
 
-__all__ = ["AchievementSumWeighting", "AchievementWeighting", "DynamicTaskPrioritization"]
+__all__ = [
+    "OVERSHOOT",
+    "AchievementSumWeighting",
+    "AchievementWeighting",
+    "DynamicTaskPrioritization",
+]
+
+#: AMTL's treatment of a task past its target: no weight from its shortfall, or the
+#: reference code's squared (rebounding) shortfall.
+OVERSHOOT = ("clamp", "rebound")
 
 _AMTL_PAPER = (
     "Yun, Cho. Achievement-based Training Progress Balancing for Multi-Task Learning. ICCV 2023"
@@ -33,11 +42,13 @@ def _kpi_vector(
 
 @register_balancer("dtp")
 class DynamicTaskPrioritization(Balancer):
-    """``w_t = −(1 − κ_t)^γ · log κ_t``, κ_t the latest validation KPI clamped to [1e-6, 1].
+    """``w_t = −(1 − κ̄_t)^γ · log κ̄_t``, κ̄_t the smoothed validation KPI clamped to [1e-6, 1].
 
-    Harder tasks (lower KPI) weigh more. Before any KPI arrives every weight is 1. A task at
-    κ = 1 weighs 0, as the formula says; if every task does, all weights fall back to 1.
-    The loss is the weighted sum ``Σ_t w_t L_t``.
+    κ̄ is an EMA of each task's KPI, ``κ̄ ← kpi_ema·new + (1 − kpi_ema)·κ̄`` (the first value
+    as is): the paper's moving average, with the reference code's momentum 0.1 as default.
+    ``kpi_ema = 1`` weighs the latest KPI alone. Harder tasks (lower KPI) weigh more. Before
+    any KPI arrives every weight is 1. A task at κ̄ = 1 weighs 0, as the formula says; if every
+    task does, all weights fall back to 1. The loss is the weighted sum ``Σ_t w_t L_t``.
     """
 
     paper = (
@@ -46,15 +57,21 @@ class DynamicTaskPrioritization(Balancer):
     )
     uses_kpis = True
 
-    def __init__(self, tasks: Sequence[str], gamma: float = 0.5) -> None:
+    def __init__(self, tasks: Sequence[str], gamma: float = 0.5, kpi_ema: float = 0.1) -> None:
         super().__init__(tasks)
         if not (gamma >= 0 and math.isfinite(gamma)):
             raise ValueError(f"dtp gamma must be >= 0, got {gamma}")
+        if not 0 < kpi_ema <= 1:
+            raise ValueError(f"dtp kpi_ema must be in (0, 1] (1: the latest KPI), got {kpi_ema}")
         self.gamma = gamma
+        self.kpi_ema = kpi_ema
         self.kpis: torch.Tensor | None = None
 
     def update_kpis(self, kpis: Mapping[str, float]) -> None:
-        self.kpis = _kpi_vector("dtp", self.tasks, kpis, self.device)
+        new = _kpi_vector("dtp", self.tasks, kpis, self.device)
+        self.kpis = (
+            new if self.kpis is None else self.kpi_ema * new + (1 - self.kpi_ema) * self.kpis
+        )
 
     def priorities(self) -> torch.Tensor:
         """The weights (T,), float64 on :attr:`device`."""
@@ -86,6 +103,12 @@ class AchievementWeighting(Balancer):
     (unlabelled in this batch) gets weight 0: its w_t is set to 0 and the rest renormalised to
     sum 1 before the product is formed.
 
+    ``overshoot`` says what a task past its target ``p_t(1 + m)`` gets. ``"clamp"`` (default):
+    a shortfall of 0, the least weight, as the paper's focal term ``(1 − a)^γ`` means for an
+    achievement ``a ≤ 1``; a task that has passed its target is the last one to need more.
+    ``"rebound"``: ``|1 − a|^γ``, the reference code's behaviour (it squares a negative base),
+    so the further a task overshoots the more weight it gains again.
+
     The potentials (task → KPI in (0, 1]) come from the trial, not from the search space.
     """
 
@@ -101,9 +124,12 @@ class AchievementWeighting(Balancer):
         margin: float = 0.05,
         gamma: float = 2.0,
         ema: float = 0.1,
+        overshoot: str = "clamp",
     ) -> None:
         super().__init__(tasks)
         name = self.method
+        if overshoot not in OVERSHOOT:
+            raise ValueError(f"{name} overshoot must be one of {OVERSHOOT}, got {overshoot!r}")
         missing = [t for t in self.tasks if potentials is None or t not in potentials]
         if missing:
             raise ValueError(
@@ -125,6 +151,7 @@ class AchievementWeighting(Balancer):
         self.margin = margin
         self.gamma = gamma
         self.ema = ema
+        self.overshoot = overshoot
         self.kpis: torch.Tensor | None = None
 
     def update_kpis(self, kpis: Mapping[str, float]) -> None:
@@ -141,7 +168,8 @@ class AchievementWeighting(Balancer):
             return torch.full(
                 (self.num_tasks,), 1 / self.num_tasks, dtype=torch.float64, device=self.device
             )
-        shortfall = (1 - self.kpis / (self.potentials * (1 + self.margin))).clamp_min(0)
+        shortfall = 1 - self.kpis / (self.potentials * (1 + self.margin))
+        shortfall = shortfall.clamp_min(0) if self.overshoot == "clamp" else shortfall.abs()
         return torch.softmax(shortfall.pow(self.gamma), 0)
 
     def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:

@@ -18,7 +18,9 @@ __all__ = [
     "EqualWeights",
     "FixedWeights",
     "GeometricLossStrategy",
+    "MeanWeights",
     "RandomLossWeighting",
+    "SmoothTchebycheff",
     "UncertaintyWeighting",
     "geometric_mean_weights",
     "labelled_tasks",
@@ -36,6 +38,16 @@ class EqualWeights(Balancer):
 
     def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
         return torch.ones_like(losses)
+
+
+@register_balancer("mean")
+class MeanWeights(Balancer):
+    """Every task weighs 1/T: the mean of the task losses (torchjd's ``Mean``)."""
+
+    paper = "mean of task losses (equal weighting divided by the number of tasks)"
+
+    def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.full_like(losses, 1 / self.num_tasks)
 
 
 @register_balancer("dwa")
@@ -275,3 +287,80 @@ class FAMO(Balancer):
         super().load_state_dict(state)
         previous = state["previous_losses"]
         self.previous_losses = self._here(previous)
+
+
+#: STCH's offset inside the logarithm, as the reference code (it keeps log finite at 0).
+_STCH_EPS = 1e-20
+
+
+@register_balancer("stch")
+class SmoothTchebycheff(Balancer):
+    """Smooth Tchebycheff scalarisation of the log losses against a nadir point.
+
+    For the first ``warmup_epochs`` epochs the loss is ``Σ_t log L_t`` (``w_t = 1/L_t``);
+    during the next epoch the mean losses are recorded as the nadir point ``z``. From then on
+    the loss is ``T·μ·log Σ_t exp(u_t/μ)`` with ``u_t = log(L_t/z_t)``, so the effective
+    weights are ``w_t = T·softmax(u/μ)_t / L_t``: the task furthest above its nadir leads,
+    smoothly (``μ → 0`` is the Tchebycheff max). As LibMTL and the reference code (whose
+    ``1e-20`` inside the logarithm is kept), with epochs counted by :meth:`end_epoch`.
+
+    A task with loss 0 (unlabelled in this batch) gets weight 0 and is left out of the
+    softmax and of its nadir average.
+    """
+
+    paper = (
+        "Lin, Zhang, Yang, Zhang, Zhang. Smooth Tchebycheff Scalarization for Multi-Objective "
+        "Optimization. ICML 2024"
+    )
+
+    def __init__(self, tasks: Sequence[str], mu: float = 1.0, warmup_epochs: int = 4) -> None:
+        super().__init__(tasks)
+        if not (mu > 0 and math.isfinite(mu)):
+            raise ValueError(f"stch mu must be > 0, got {mu}")
+        if warmup_epochs < 0 or warmup_epochs != int(warmup_epochs):
+            raise ValueError(f"stch warmup_epochs must be an integer >= 0, got {warmup_epochs}")
+        self.mu = mu
+        self.warmup_epochs = int(warmup_epochs)
+        self.epoch = 0
+        self._loss_sum = torch.zeros(self.num_tasks, dtype=torch.float64, device=self.device)
+        self._loss_count = torch.zeros(self.num_tasks, dtype=torch.float64, device=self.device)
+        self.nadir: torch.Tensor | None = None
+
+    def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
+        labelled = labelled_tasks("stch", self.tasks, losses)
+        loss = losses.detach().double()
+        if self.epoch <= self.warmup_epochs:
+            if self.epoch == self.warmup_epochs:
+                self._loss_sum += torch.where(labelled, loss, 0.0)
+                self._loss_count += labelled.double()
+            w = torch.where(labelled, 1 / (loss + _STCH_EPS), 0.0)
+            return w.to(losses.dtype)
+        if self.nadir is None:
+            # A task never labelled in the nadir epoch has no nadir; it stays at its own loss.
+            self.nadir = torch.where(
+                self._loss_count > 0, self._loss_sum / self._loss_count.clamp_min(1), 0.0
+            )
+        nadir = torch.where(self.nadir > 0, self.nadir, loss.clamp_min(_STCH_EPS))
+        u = torch.log(loss / nadir + _STCH_EPS)
+        soft = torch.softmax(torch.where(labelled, u / self.mu, -math.inf), 0)
+        w = torch.where(labelled, self.num_tasks * soft / (loss + _STCH_EPS * nadir), 0.0)
+        return w.to(losses.dtype)
+
+    def end_epoch(self, mean_losses: torch.Tensor) -> None:
+        self.epoch += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "epoch": self.epoch,
+            "loss_sum": self._loss_sum,
+            "loss_count": self._loss_count,
+            "nadir": self.nadir,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.epoch = int(state["epoch"])
+        self._loss_sum = self._here(state["loss_sum"])
+        self._loss_count = self._here(state["loss_count"])
+        self.nadir = self._here(state["nadir"])

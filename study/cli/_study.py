@@ -93,6 +93,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_methods(args: argparse.Namespace) -> int:
     from models import balancing
 
+    if args.markdown:
+        print(balancing.methods_markdown(), end="")
+        return 0
     print(f"{'method':13s} {'reads':22s} hyperparameters (defaults)")
     for name in balancing.list_methods():
         hp = {k: v for k, v in balancing.defaults(name).items() if k != "potentials"}
@@ -125,4 +128,7 @@ def add_commands(commands: Any) -> None:
     demo.set_defaults(func=_cmd_demo)
 
     methods = commands.add_parser("methods", help="list balancing methods and defaults")
+    methods.add_argument(
+        "--markdown", action="store_true", help="the table of docs/METHODS.md, in Markdown"
+    )
     methods.set_defaults(func=_cmd_methods)

@@ -14,6 +14,7 @@ exactly opposite gradients, a single task) always give finite weights; each docs
 which.
 """
 
+from models.balancing.gramian._fair import config_weights, fairgrad_weights
 from models.balancing.gramian._min_norm import (
     cagrad_weights,
     dualproj_weights,
@@ -28,16 +29,28 @@ from models.balancing.gramian._projection import (
     pcgrad_projections,
     pcgrad_weights,
 )
+from models.balancing.gramian._stateful import (
+    gradvac_weights,
+    modo_weights,
+    project_to_simplex,
+    sdmgrad_weights,
+)
 
 __all__ = [
     "aligned_mtl_matrix",
     "aligned_mtl_weights",
     "cagrad_weights",
+    "config_weights",
     "dualproj_weights",
+    "fairgrad_weights",
+    "gradvac_weights",
+    "modo_weights",
     "imtl_g_weights",
     "mgda_weights",
     "nash_mtl_weights",
     "pcgrad_projections",
     "pcgrad_weights",
+    "project_to_simplex",
+    "sdmgrad_weights",
     "upgrad_weights",
 ]

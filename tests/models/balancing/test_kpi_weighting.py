@@ -44,7 +44,7 @@ def _softmax(values: list[float]) -> torch.Tensor:
 
 
 def test_dtp_follows_its_formula_on_the_latest_kpi() -> None:
-    dtp = balancing.create("dtp", ["a", "b"])
+    dtp = balancing.create("dtp", ["a", "b"], kpi_ema=1.0)
     losses = torch.tensor([1.0, 2.0])
     assert torch.equal(dtp.weights(losses), torch.ones(2))  # no KPI yet
     dtp.update_kpis({"a": 0.1, "b": 0.2})
@@ -53,13 +53,13 @@ def test_dtp_follows_its_formula_on_the_latest_kpi() -> None:
     assert torch.allclose(expected, torch.tensor([0.490129, 0.033318]), atol=1e-6)  # by hand
     assert torch.allclose(_combined_grad(dtp, losses), expected)
     assert dtp.weights(losses)[0] > dtp.weights(losses)[1]  # the weaker task weighs more
-    dtp = balancing.create("dtp", ["a", "b"], gamma=2.0)
+    dtp = balancing.create("dtp", ["a", "b"], gamma=2.0, kpi_ema=1.0)
     dtp.update_kpis({"a": 0.5, "b": 0.9})
     assert torch.allclose(dtp.weights(losses), torch.tensor([_dtp(0.5, 2.0), _dtp(0.9, 2.0)]))
 
 
 def test_dtp_clamps_the_kpi_and_falls_back_to_equal_weights() -> None:
-    dtp = balancing.create("dtp", ["a", "b"])
+    dtp = balancing.create("dtp", ["a", "b"], kpi_ema=1.0)
     dtp.update_kpis({"a": 1.0, "b": 1e-9})
     w = dtp.weights(torch.ones(2, dtype=torch.float64))
     assert w[0] == 0  # a solved task weighs 0, as the formula says
@@ -224,8 +224,8 @@ def test_kpi_methods_finite_with_an_unlabelled_task(method: str) -> None:
 
 
 def test_kpi_methods_defaults_and_flags() -> None:
-    assert balancing.defaults("dtp") == {"gamma": 0.5}
-    amtl = {"potentials": None, "margin": 0.05, "gamma": 2.0, "ema": 0.1}
+    assert balancing.defaults("dtp") == {"gamma": 0.5, "kpi_ema": 0.1}
+    amtl = {"potentials": None, "margin": 0.05, "gamma": 2.0, "ema": 0.1, "overshoot": "clamp"}
     assert balancing.defaults("amtl") == amtl
     assert balancing.defaults("amtl_sum") == amtl
     for method in ("dtp", "amtl", "amtl_sum"):
