@@ -286,7 +286,7 @@ def reduction_device(backend: str, device: torch.device) -> torch.device:
     """Where a collective of ``backend`` can reduce a tensor that lives on ``device``:
     NCCL on this process's GPU only (it refuses CPU tensors), gloo where it is."""
     if backend == "nccl" and device.type != "cuda":
-        return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cuda")  # the current one: the trial's (ensure_distributed)
     return device
 
 
