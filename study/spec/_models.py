@@ -483,9 +483,9 @@ class StudySpec(_Strict):
     )
     channels_last: bool | None = Field(
         None,
-        description="convolutional architectures train with channels-last (NHWC) weights "
-        "and inputs, which GPUs' convolutions run faster (null: on when the trial has a GPU); "
-        "transformers on tokens (`vit_sharing`) ignore it",
+        description="convolutional architectures train with channels-last (NHWC) inputs and "
+        "weights (the inputs alone under ZeRO, whose flat buffers hold the weights), which "
+        "GPUs convolve faster (null: on when the trial has a GPU); `vit_sharing` ignores it",
     )
     cudnn_benchmark: bool = Field(
         True,
