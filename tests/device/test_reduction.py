@@ -39,8 +39,8 @@ def _worker(rank: int, store: str, out: str) -> None:
 
 def test_gloo_sums_and_means_across_two_workers(tmp_path: Path) -> None:
     out = str(tmp_path / "out")
-    # Forked: each worker needs only what this process has imported already.
-    mp.start_processes(_worker, args=(str(tmp_path / "store"), out), nprocs=2, start_method="fork")
+    # Spawned: a forked worker would inherit this process's group, if a test made one.
+    mp.spawn(_worker, args=(str(tmp_path / "store"), out), nprocs=2)
     for rank in range(2):
         got = torch.load(f"{out}.{rank}", weights_only=True)
         assert got["total"].tolist() == [rank + 1.0, 2.0 * (rank + 1)]  # left as it was
