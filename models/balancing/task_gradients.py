@@ -76,19 +76,31 @@ class TaskGramian:
     def close(self) -> None:
         self._hook.remove()
 
-    def __call__(self, losses: Sequence[torch.Tensor]) -> torch.Tensor:
+    def __call__(self, losses: Sequence[torch.Tensor], scale: float = 1.0) -> torch.Tensor:
         """The T×T float64 Gramian of the task losses' gradients (the graph is kept).
 
         ``losses`` are the T scalar task losses as computed, not indexed out of a stacked
         vector: a backward from ``stack(losses)[t]`` would also traverse every other head.
+
+        ``scale`` is a loss scale for a half-precision network (fp16's): each loss is
+        multiplied by it before differentiating, so that small gradients do not underflow
+        to zero on the way back, and the Gramian divided by its square. A gradient that
+        overflowed at this scale makes the Gramian non-finite: the caller skips the step.
         """
         if not self._features:
             raise RuntimeError("no forward pass with gradients was recorded")
+        if not scale > 0:
+            raise ValueError(f"the loss scale must be > 0, got {scale}")
         features, aliases = self._features, self._aliases
         num_tasks = len(losses)
         # Stage 1: one backward per task through its own head only.
         per_task = [
-            torch.autograd.grad(losses[t], aliases, retain_graph=True, allow_unused=True)
+            torch.autograd.grad(
+                losses[t] * scale if scale != 1.0 else losses[t],
+                aliases,
+                retain_graph=True,
+                allow_unused=True,
+            )
             for t in range(num_tasks)
         ]
         grads = [
@@ -96,7 +108,7 @@ class TaskGramian:
             for k in range(len(aliases))
         ]
         if self.space == "representation":
-            return _gramian(grads)
+            return _gramian(grads) / scale**2
         # Stage 2: the T feature gradients through the trunk, as one batched backward.
         param_grads = torch.autograd.grad(
             features,
@@ -106,12 +118,11 @@ class TaskGramian:
             retain_graph=True,
             allow_unused=True,
         )
-        return _gramian(
-            [
-                _or_zeros(g, p.expand(num_tasks, *p.shape))
-                for g, p in zip(param_grads, self.parameters, strict=True)
-            ]
-        )
+        blocks = [
+            _or_zeros(g, p.expand(num_tasks, *p.shape))
+            for g, p in zip(param_grads, self.parameters, strict=True)
+        ]
+        return _gramian(blocks) / scale**2
 
 
 def _or_zeros(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:

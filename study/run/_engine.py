@@ -17,13 +17,16 @@ from torch import nn
 
 __all__ = [
     "CPU_FALLBACK",
+    "FP16_LOSS_SCALING",
     "all_reduced",
     "build_engine",
     "deepspeed_config",
     "ensure_distributed",
     "granted_gpus",
     "labelled_mean",
+    "loss_scale",
     "process_group_backend",
+    "reduction_device",
     "side_backward",
     "torch_extensions_dir",
     "trial_device",
@@ -126,6 +129,9 @@ def ensure_distributed(launched: bool = False) -> None:
             LOCAL_SIZE="1",
         )
     device = trial_device()
+    if device.type == "cuda":
+        # NCCL's collectives, and reduction_device, use the current CUDA device.
+        torch.cuda.set_device(device)
     if device.type == "cpu":
         # Ray leaves the GPUs visible to a trial it granted none; DeepSpeed would take one.
         os.environ["DS_ACCELERATOR"] = "cpu"
@@ -169,12 +175,37 @@ def warm_up() -> None:
         raise RuntimeError(f"DeepSpeed warm-up failed: {' '.join(tail)}")
 
 
-def deepspeed_config(batch_size: int, zero_stage: int, precision: str) -> dict[str, Any]:
+#: DeepSpeed's dynamic loss scaling for fp16: start at 2**16, halve on an overflowing
+#: step (after ``hysteresis`` of them in a row) and skip it, double after ``loss_scale_window``
+#: clean steps, never below ``min_loss_scale``.
+FP16_LOSS_SCALING: dict[str, Any] = {
+    "loss_scale": 0,
+    "initial_scale_power": 16,
+    "loss_scale_window": 1000,
+    "hysteresis": 2,
+    "min_loss_scale": 1,
+}
+
+#: The floating types each precision trains the model in.
+_LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def deepspeed_config(
+    batch_size: int, zero_stage: int, precision: str, gradient_clip: float | None = None
+) -> dict[str, Any]:
+    """The engine's configuration. ``gradient_clip`` bounds the gradients' global norm
+    where DeepSpeed holds them, at every ZeRO stage (after fp16's unscaling)."""
+    if precision not in ("fp32", *_LOW_PRECISION):
+        raise ValueError(f"unknown precision {precision!r}; expected fp32, bf16 or fp16")
     return {
         "train_micro_batch_size_per_gpu": batch_size,
         "gradient_accumulation_steps": 1,
         "zero_optimization": {"stage": zero_stage},
+        # ZeRO takes any torch optimizer (SGD too): it only partitions its state.
+        "zero_allow_untested_optimizer": True,
+        "gradient_clipping": float(gradient_clip or 0.0),
         "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16", **FP16_LOSS_SCALING},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
@@ -186,22 +217,48 @@ def build_engine(
     batch_size: int,
     zero_stage: int = 0,
     precision: str = "fp32",
+    gradient_clip: float | None = None,
+    channels_last: bool = False,
 ) -> Any:
-    """``deepspeed.initialize`` with a torch optimizer, so no fused-Adam op is compiled."""
+    """``deepspeed.initialize`` with a torch optimizer, so no fused-Adam op is compiled.
+
+    ``channels_last`` puts the convolutions' weights channels-last where DeepSpeed left
+    each parameter its own memory (fp32 or fp16 without ZeRO); where it holds them as
+    views of one flat buffer (ZeRO, bf16) they stay as they are, and channels-last
+    inputs alone choose channels-last convolutions.
+    """
     ensure_distributed()
     import deepspeed
 
     engine, *_ = deepspeed.initialize(
         model=model,
         optimizer=optimizer,
-        config=deepspeed_config(batch_size, zero_stage, precision),
+        config=deepspeed_config(batch_size, zero_stage, precision, gradient_clip),
     )
-    if precision == "bf16":
+    low = _LOW_PRECISION.get(precision)
+    if low is not None:
         # DeepSpeed casts parameters only; BatchNorm's running statistics must match them.
         for buffer in engine.module.buffers():
             if buffer.is_floating_point():
-                buffer.data = buffer.data.to(torch.bfloat16)
+                buffer.data = buffer.data.to(low)
+    if channels_last and _own_storages(engine.module):
+        # After initialize: DeepSpeed's broadcast of the weights takes contiguous ones.
+        engine.module.to(memory_format=torch.channels_last)
     return engine
+
+
+def _own_storages(module: nn.Module) -> bool:
+    """Whether no two parameters share memory (DeepSpeed flattened none of them)."""
+    pointers = [p.untyped_storage().data_ptr() for p in module.parameters()]
+    return len(set(pointers)) == len(pointers)
+
+
+def loss_scale(engine: Any) -> float:
+    """The factor ``engine.backward`` multiplies the loss by now: fp16's dynamic loss
+    scale, 1 in fp32 and bf16."""
+    if not engine.fp16_enabled():
+        return 1.0
+    return float(engine.optimizer.loss_scale)
 
 
 @contextlib.contextmanager
@@ -225,14 +282,25 @@ def side_backward(outputs: object) -> Iterator[None]:
             manager.preprocess_done = was
 
 
+def reduction_device(backend: str, device: torch.device) -> torch.device:
+    """Where a collective of ``backend`` can reduce a tensor that lives on ``device``:
+    NCCL on this process's GPU only (it refuses CPU tensors), gloo where it is."""
+    if backend == "nccl" and device.type != "cuda":
+        return torch.device("cuda")  # the current one: the trial's (ensure_distributed)
+    return device
+
+
 def all_reduced(total: torch.Tensor, mean: bool = False) -> torch.Tensor:
-    """The sum (or mean) over a trial's workers; the tensor itself with one worker."""
+    """The sum (or mean) over a trial's workers, on ``total``'s device; the tensor itself
+    with one worker. The reduction runs on the process group's device (a GPU for NCCL)."""
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        total = total.clone()
-        dist.all_reduce(total)
+        device = reduction_device(dist.get_backend(), total.device)
+        reduced = total.to(device, copy=True)
+        dist.all_reduce(reduced)
         if mean:
-            total /= dist.get_world_size()
+            reduced /= dist.get_world_size()
+        total = reduced.to(total.device)
     return total
 
 

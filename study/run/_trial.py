@@ -26,8 +26,9 @@ from models import (
 from study import store
 from study.metrics import MultiTaskMeter, delta_m
 from study.run._costs import model_costs
-from study.run._engine import all_reduced, build_engine, labelled_mean, side_backward
+from study.run._engine import all_reduced, build_engine, labelled_mean, loss_scale, trial_device
 from study.run._optim import build_optimizer, optimizer_hp, schedule_for, steps_per_epoch
+from study.run._precision import balanced_loss, drop_grads, gpu_switches, unscaled_grads
 from study.run._setup import TrialSetup
 from study.run._splits import (
     Batch,
@@ -109,12 +110,15 @@ class TrialRunner:
         else:
             groups = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
         optimizer = build_optimizer(groups, spec.optimizer.name, **hp)
+        self.channels_last = gpu_switches(spec, self.architecture, trial_device())
         self.engine = build_engine(
             self.model,
             optimizer,
             spec.batch_size,
             spec.deepspeed.zero_stage,
             spec.deepspeed.precision,
+            spec.gradient_clip,
+            self.channels_last,
         )
         # After DeepSpeed has set up its parameter groups, which the schedule's rates reach.
         epochs = spec.epochs if self.setup.stage is None else spec.stage_epochs(self.setup.stage)
@@ -177,7 +181,8 @@ class TrialRunner:
 
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
         param = next(self.engine.module.parameters())
-        return images.to(device=param.device, dtype=param.dtype, non_blocking=True)
+        layout = torch.channels_last if self.channels_last else torch.preserve_format
+        return images.to(param.device, param.dtype, non_blocking=True, memory_format=layout)
 
     def _device(self) -> torch.device:
         """Where the model lives (the engine's device): batches are moved there."""
@@ -194,16 +199,17 @@ class TrialRunner:
             return self._train_one_task_step(images, targets, neighbours)
         preds = self.engine(self._inputs(images))
         task_losses = self._task_losses(preds, targets)
-        gramian = None
-        if self.task_gramian is not None:
-            with side_backward(preds):
-                # Every rank must weigh the tasks alike: the mean of the per-rank Gramians.
-                gramian = all_reduced(self.task_gramian(task_losses), mean=True)
-        losses = torch.stack(task_losses)
-        self.engine.backward(self.balancer.combine(losses, gramian))
-        self._step()
-        self.balancer.step()
-        return losses.detach()
+        scale = loss_scale(self.engine)  # fp16's; 1 otherwise
+        fp16 = self.engine.fp16_enabled()
+        total = balanced_loss(self.balancer, self.task_gramian, preds, task_losses, scale, fp16)
+        params = self.balancer.parameters()
+        with unscaled_grads(params, scale):
+            self.engine.backward(total)
+        if self._step():
+            self.balancer.step()
+        else:
+            drop_grads(params)
+        return torch.stack(task_losses).detach()
 
     def _train_one_task_step(
         self,
@@ -227,14 +233,15 @@ class TrialRunner:
         losses[list(self.tasks).index(task)] = loss.detach()
         return losses
 
-    def _step(self) -> None:
-        """The optimiser step after a backward: the gradients' norm clipped, then the next
-        step's learning rate."""
-        clip = self.setup.spec.gradient_clip
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.engine.module.parameters(), clip)
+    def _step(self) -> bool:
+        """The optimiser step after a backward (DeepSpeed clips the gradients' norm), then
+        the next step's learning rate; False when fp16's overflow made DeepSpeed skip it,
+        and the rate stays."""
         self.engine.step()
+        if not self.engine.was_step_applied():
+            return False
         self.schedule.step()
+        return True
 
     def _weights(self) -> list[float]:
         if self.training_task is None:

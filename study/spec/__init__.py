@@ -5,6 +5,7 @@
 from study.spec._checks import check_runnable, missing_neighbours
 from study.spec._load import check_results, load_spec
 from study.spec._models import (
+    TOKEN_ARCHITECTURES,
     DatasetSpec,
     DeepSpeedSpec,
     OptimizerSpec,
@@ -27,6 +28,7 @@ from study.spec._reference import spec_markdown
 
 __all__ = [
     "METRICS",
+    "TOKEN_ARCHITECTURES",
     "ConstraintSpec",
     "DatasetSpec",
     "DeepSpeedSpec",

@@ -41,6 +41,9 @@ MAX_EPOCHS = 100_000
 MAX_WORKERS = 4096
 #: Loader processes a trial takes by default: more rarely decode faster than a GPU trains.
 MAX_LOADER_WORKERS = 8
+#: Architectures whose shared trunk is a transformer on tokens: channels-last memory, which
+#: speeds up convolutions, does nothing for them.
+TOKEN_ARCHITECTURES = frozenset({"vit_sharing"})
 
 
 def unknown_names(kind: str, names: Sequence[str], known: Sequence[str]) -> str | None:
@@ -291,8 +294,10 @@ class DeepSpeedSpec(_Strict):
     zero_stage: int = Field(
         0, ge=0, le=3, description="ZeRO stage; gradient-level methods need 0 to 2"
     )
-    precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="`bf16` runs with `zero_stage` 0 or 2"
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="`bf16` runs with `zero_stage` 0 or 2; `fp16` (DeepSpeed's dynamic loss "
+        "scaling: an overflowing step is skipped and the scale lowered) needs GPUs",
     )
 
     @model_validator(mode="after")
@@ -308,8 +313,7 @@ class OptimizerSpec(_Strict):
 
     name: Literal["adamw", "adam", "sgd"] = Field(
         "adamw",
-        description="`sgd` runs with `deepspeed.zero_stage` 0 (DeepSpeed's ZeRO takes "
-        "Adam-family optimisers)",
+        description="the torch optimiser, at every `deepspeed.zero_stage`",
     )
     momentum: float = Field(
         0.9, ge=0, lt=1, description="`sgd`: momentum, unless the space samples `optim.momentum`"
@@ -495,7 +499,18 @@ class StudySpec(_Strict):
         None,
         gt=0,
         description="clip the gradients' global norm to this before each step (null: no "
-        "clipping); runs with `deepspeed.zero_stage` 0",
+        "clipping); DeepSpeed clips, at every `deepspeed.zero_stage`",
+    )
+    channels_last: bool | None = Field(
+        None,
+        description="convolutional architectures train with channels-last (NHWC) inputs and "
+        "weights (the inputs alone under ZeRO, whose flat buffers hold the weights), which "
+        "GPUs convolve faster (null: on when the trial has a GPU); `vit_sharing` ignores it",
+    )
+    cudnn_benchmark: bool = Field(
+        True,
+        description="on a GPU, cuDNN times its convolution algorithms on the first batches "
+        "and keeps the fastest (faster, not bit-reproducible); no effect on CPUs",
     )
     max_failures: int = Field(
         1, ge=0, le=MAX_TRIALS, description="restarts of a failed trial from a checkpoint"
@@ -556,14 +571,20 @@ class StudySpec(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _recipe_on_zero(self) -> StudySpec:
-        # ZeRO moves gradients out of the parameters before the step, where clip_grad_norm_
-        # would look, and DeepSpeed refuses optimisers outside the Adam family under it.
-        if self.deepspeed.zero_stage > 0:
-            if self.gradient_clip is not None:
-                raise ValueError("gradient_clip runs with deepspeed.zero_stage 0")
-            if self.optimizer.name == "sgd":
-                raise ValueError("optimizer sgd runs with deepspeed.zero_stage 0")
+    def _precision_on_devices(self) -> StudySpec:
+        # DeepSpeed's CPU accelerator refuses fp16 where oneDNN has no fp16 kernels (most CPUs).
+        if self.deepspeed.precision == "fp16" and self.gpus_per_worker == 0:
+            raise ValueError("fp16 needs GPUs (gpus_per_worker > 0); use bf16 or fp32 on the CPU")
+        return self
+
+    @model_validator(mode="after")
+    def _channels_last_has_convolutions(self) -> StudySpec:
+        trained = {*self.searched_architectures, self.architecture}
+        if self.channels_last and trained <= TOKEN_ARCHITECTURES:
+            raise ValueError(
+                f"channels_last: true, but {', '.join(sorted(trained))} runs a transformer on "
+                "tokens, which channels_last does not speed up; remove channels_last"
+            )
         return self
 
     @field_validator("potentials")

@@ -101,9 +101,9 @@ def test_spec_recipe_fields_defaults_and_refusals() -> None:
     assert spec.gradient_clip is None and spec.schedule.warmup_epochs == 0
     with pytest.raises(ValueError, match="warmup_epochs or warmup_steps"):
         ScheduleSpec(name="poly", warmup_epochs=1, warmup_steps=10)
+    # DeepSpeed clips and takes any torch optimiser at every ZeRO stage.
     for recipe in ({"gradient_clip": 1.0}, {"optimizer": {"name": "sgd"}}):
-        with pytest.raises(ValueError, match="zero_stage 0"):
-            StudySpec(name="s", tasks=["semseg"], deepspeed={"zero_stage": 2}, **recipe)
+        StudySpec(name="s", tasks=["semseg"], deepspeed={"zero_stage": 2}, **recipe)
 
 
 def test_space_optim_section_names_only_what_the_optimiser_takes() -> None:
