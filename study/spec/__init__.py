@@ -7,6 +7,7 @@ from study.spec._load import check_results, load_spec
 from study.spec._models import (
     DatasetSpec,
     DeepSpeedSpec,
+    MetricsSpec,
     OptimizerSpec,
     PartSpec,
     SamplerSpec,
@@ -30,6 +31,7 @@ __all__ = [
     "ConstraintSpec",
     "DatasetSpec",
     "DeepSpeedSpec",
+    "MetricsSpec",
     "ObjectiveSpec",
     "OptimizerSpec",
     "PartSpec",
