@@ -88,6 +88,8 @@ def coco_average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> f
     """COCO's AP: the mean over recall r = 0, 0.01, …, 1 of the precision envelope at the
     first detection whose recall is ≥ r (0 past the highest recall), as pycocotools."""
     rec, prec = _ranked(scores, tp, num_gt)
+    if rec.size == 0:
+        return 0.0
     envelope = np.maximum.accumulate(prec[::-1])[::-1]
     at = np.searchsorted(rec, _COCO_RECALLS, side="left")
     reached = at < rec.size
