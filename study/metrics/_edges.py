@@ -58,9 +58,13 @@ def matched_edge_pixels(predicted: np.ndarray, truth: np.ndarray, radius: float)
         return 0
     ours, theirs = np.argwhere(predicted), np.argwhere(truth)
     pairs = cKDTree(ours).sparse_distance_matrix(cKDTree(theirs), radius, output_type="ndarray")
+    # Pixels in raster order make long augmenting paths for SciPy's greedy start; relabelled
+    # in a fixed random order the search is several times faster. The size is the same.
+    shuffle = np.random.default_rng(0)
+    rows = shuffle.permutation(len(ours))[pairs["i"]]
+    cols = shuffle.permutation(len(theirs))[pairs["j"]]
     graph = csr_matrix(
-        (np.ones(pairs.size, dtype=np.int8), (pairs["i"], pairs["j"])),
-        shape=(len(ours), len(theirs)),
+        (np.ones(pairs.size, dtype=np.int8), (rows, cols)), shape=(len(ours), len(theirs))
     )
     return int((maximum_bipartite_matching(graph, perm_type="column") >= 0).sum())
 
