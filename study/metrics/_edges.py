@@ -6,11 +6,6 @@ import math
 
 import numpy as np
 import torch
-from scipy.ndimage import distance_transform_edt
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import maximum_bipartite_matching
-from scipy.spatial import cKDTree
-from skimage.morphology import thin
 
 from models.tasks import IGNORE_INDEX, Task
 from study.metrics._meter import _F64, TaskMeter, _check_shape
@@ -54,6 +49,12 @@ def matched_edge_pixels(predicted: np.ndarray, truth: np.ndarray, radius: float)
     costs more than any match, so its number of pairs is this maximum (SciPy's Hopcroft-Karp
     on the sparse graph of the pairs within reach, found by k-d trees).
     """
+    # SciPy's graph and spatial modules load on first use: most processes that import the
+    # meters never score edges.
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import maximum_bipartite_matching
+    from scipy.spatial import cKDTree
+
     if not predicted.any() or not truth.any():
         return 0
     ours, theirs = np.argwhere(predicted), np.argwhere(truth)
@@ -105,6 +106,9 @@ class EdgesMeter(TaskMeter):
         _check_shape("edges", pred, target, 1)
         if target.shape[1] != 1:
             raise ValueError(f"edges: target must be (B, 1, H, W), got {tuple(target.shape)}")
+        from scipy.ndimage import distance_transform_edt  # on first use, as above
+        from skimage.morphology import thin
+
         radius = edge_tolerance(*pred.shape[-2:], self.max_dist)
         valid = target != IGNORE_INDEX
         truth = ((target > 0.5) & valid)[:, 0].cpu().numpy()
