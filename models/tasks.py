@@ -23,7 +23,7 @@ Maninis et al. 2019, Vandenhende et al. 2021); :mod:`study.metrics` computes the
 | normals     | mean_angle−, median_angle−, within_11_25+, within_22_5+, within_30+ | within_11_25 |
 | edges       | odsf+                                                               | odsf         |
 | saliency    | max_f+, iou+                                                        | max_f        |
-| detection   | map+ (mAP@[.5:.95], VOC all-point), map50+                          | map          |
+| detection   | map+ (COCO mAP@[.5:.95], or VOC mAP@.5 by protocol), map50+         | map          |
 
 Fractions (miou, pixel_acc, delta*, within_*, odsf, max_f, iou) are in [0, 1], not percent;
 angles are in degrees.

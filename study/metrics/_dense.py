@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from models.tasks import IGNORE_INDEX
+from models.tasks import IGNORE_INDEX, Task
 from study.metrics._meter import _F64, TaskMeter, _check_shape, _safe_div
 
 __all__ = ["ANGLE_BIN_DEGREES", "DepthMeter", "NormalsMeter", "SemsegMeter"]
@@ -57,7 +57,17 @@ class DepthMeter(TaskMeter):
     ``log_rmse`` is the RMSE of natural logs; ``delta<i>`` is the fraction of pixels with
     max(p/t, t/p) < 1.25^i (Eigen et al. 2014). A non-positive prediction has no ratio or
     log, so it is clamped to 1e-6 m for those (it then fails every δ and has a huge log error).
+
+    No depth cap by default: every labelled pixel counts, however far. ``max_depth`` (metres,
+    e.g. 10 for NYUD) leaves out the pixels whose target is beyond it; predictions are
+    scored as they are, not clipped to it.
     """
+
+    def __init__(self, task: Task, max_depth: float | None = None) -> None:
+        if max_depth is not None and not max_depth > 0:
+            raise ValueError(f"depth: max_depth must be > 0 metres, got {max_depth}")
+        super().__init__(task)
+        self.max_depth = max_depth
 
     def _state_size(self) -> int:
         # squared error, relative error, squared log error, counts under 1.25^1..3, valid pixels
@@ -66,6 +76,8 @@ class DepthMeter(TaskMeter):
     def _batch_sums(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_shape("depth", pred, target, 1)
         valid = target > 0
+        if self.max_depth is not None:
+            valid &= target <= self.max_depth
         p = pred[valid].to(_F64)
         t = target[valid].to(_F64)
         clamped = p.clamp(min=1e-6)  # a ratio with a non-positive prediction is meaningless

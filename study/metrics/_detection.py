@@ -1,4 +1,4 @@
-"""Detection mAP@[.5:.95] and mAP@.5 (see :class:`DetectionMeter`).
+"""Detection mAP by the COCO or the VOC protocol (see :class:`DetectionMeter`).
 
 Unlike the dense meters (:class:`study.metrics.TaskMeter`), whose state is a fixed-size
 vector of sums that ranks ``all_reduce``, this meter's state is variable-size: one record per
@@ -8,69 +8,48 @@ ground-truth boxes per class. Ranks combine it with :meth:`DetectionMeter.all_ga
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.distributed as dist
-from torchvision.ops import box_iou
 
 from models.detection import postprocess
+from study.metrics._ap import (
+    COCO_MAX_DETECTIONS,
+    DETECTION_PROTOCOLS,
+    DetectionProtocol,
+    average_precision,
+    coco_average_precision,
+    eleven_point_average_precision,
+    iou_thresholds,
+    match_image,
+)
 
-__all__ = ["IOU_THRESHOLDS", "DetectionMeter", "average_precision"]
+__all__ = ["DetectionMeter"]
 
-# 0.50, 0.55, ..., 0.95, rounded so that e.g. 0.70 is exactly the float 0.7.
-IOU_THRESHOLDS = np.round(0.5 + 0.05 * np.arange(10), 2)
-
-
-def average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> float:
-    """All-point interpolated AP (PASCAL VOC 2010+) of one class at one IoU threshold.
-
-    Detections are ranked by decreasing score (ties keep their order); the precision
-    envelope (running maximum from the right) is integrated over every recall change.
-    ``num_gt`` must be positive; a class without detections has AP 0.
-    """
-    order = np.argsort(-scores, kind="stable")
-    hits = tp[order].astype(np.float64)
-    cum_tp = np.cumsum(hits)
-    cum_fp = np.cumsum(1.0 - hits)
-    recall = np.concatenate([[0.0], cum_tp / num_gt, [1.0]])
-    precision = np.concatenate([[0.0], cum_tp / np.maximum(cum_tp + cum_fp, 1e-12), [0.0]])
-    precision = np.maximum.accumulate(precision[::-1])[::-1]
-    change = np.nonzero(recall[1:] != recall[:-1])[0]
-    return float(np.sum((recall[change + 1] - recall[change]) * precision[change + 1]))
-
-
-def _match_image(boxes: torch.Tensor, scores: torch.Tensor, gt: torch.Tensor) -> np.ndarray:
-    """True-positive flags (D, T) of one image's detections of one class at each threshold.
-
-    Greedy in decreasing score order: a detection takes the unmatched ground truth with the
-    highest IoU, and is a true positive when that IoU is at least the threshold; each ground
-    truth is matched at most once per threshold.
-    """
-    tp = np.zeros((boxes.shape[0], len(IOU_THRESHOLDS)), dtype=bool)
-    if boxes.shape[0] == 0 or gt.shape[0] == 0:
-        return tp
-    iou = box_iou(boxes.double(), gt.double()).numpy()
-    order = np.argsort(-scores.numpy(), kind="stable")
-    for t, threshold in enumerate(IOU_THRESHOLDS):
-        taken = np.zeros(gt.shape[0], dtype=bool)
-        for d in order:
-            candidates = np.where(taken, -1.0, iou[d])
-            g = int(candidates.argmax())
-            if candidates[g] >= threshold:
-                taken[g] = True
-                tp[d, t] = True
-    return tp
+_AP: dict[str, Callable[[np.ndarray, np.ndarray, int], float]] = {
+    "coco": coco_average_precision,
+    "voc07": eleven_point_average_precision,
+    "voc12": average_precision,
+}
 
 
 class DetectionMeter:
-    """Streaming mAP@[.5:.95] (``map``) and mAP@.5 (``map50``) for the detection task.
+    """Streaming detection mAP (``map``) and mAP at IoU 0.5 (``map50``) by a benchmark's protocol.
 
-    ``map`` is the mean, over the 10 IoU thresholds 0.50:0.05:0.95 and over the classes that
-    have at least one ground-truth box, of the all-point interpolated AP
-    (:func:`average_precision`); ``map50`` is the same at IoU 0.5 only. Matching is greedy per
-    image and class (:func:`_match_image`). No crowd / difficult handling, no area ranges and
-    no per-image detection cap beyond :func:`models.detection.postprocess`'s ``keep``. Both
-    metrics are NaN when no ground truth was seen.
+    ``protocol`` (:mod:`study.metrics._ap`) says how detections match and how AP is
+    interpolated:
+
+    - ``coco`` (default): ``map`` is COCO's AP, the 101-point AP averaged over the IoU
+      thresholds 0.50:0.05:0.95; ``map50`` is COCO's AP50. At most 100 detections per image
+      and class count (the highest-scored), as pycocotools' ``maxDets``.
+    - ``voc07``: ``map`` and ``map50`` are both VOC2007's mAP: 11-point AP at IoU 0.5.
+    - ``voc12``: ``map`` and ``map50`` are both VOC2010+'s mAP: all-point AP at IoU 0.5.
+
+    Each mean is over the classes with at least one ground-truth box. No crowd / difficult
+    handling (a dataset leaves difficult boxes out or keeps them as ordinary ones) and no
+    area ranges. Both metrics are NaN when no ground truth was seen.
 
     A batch whose target has no valid row is unlabelled and skipped; an image without a valid
     row in a labelled batch has no objects (its detections are false positives).
@@ -79,10 +58,18 @@ class DetectionMeter:
     :meth:`all_gather`, not with a sum reduction.
     """
 
-    def __init__(self, num_classes: int, **postprocess_kwargs: float) -> None:
+    def __init__(
+        self, num_classes: int, protocol: DetectionProtocol = "coco", **postprocess_kwargs: float
+    ) -> None:
         if num_classes < 1:
             raise ValueError("num_classes must be at least 1")
+        if protocol not in DETECTION_PROTOCOLS:
+            raise ValueError(
+                f"unknown detection protocol {protocol!r}; expected one of "
+                f"{', '.join(DETECTION_PROTOCOLS)}"
+            )
         self.num_classes = num_classes
+        self.protocol: DetectionProtocol = protocol
         self.postprocess_kwargs = postprocess_kwargs
         self.reset()
 
@@ -123,10 +110,13 @@ class DetectionMeter:
                     raise ValueError(f"{name} labels must be in 0..{self.num_classes - 1}")
             self._num_gt += np.bincount(gt_labels.numpy(), minlength=self.num_classes)
             for c in torch.unique(labels).tolist():
-                mine = labels == c
-                tp = _match_image(boxes[mine], scores[mine], gt[gt_labels == c, :4])
+                mine = torch.nonzero(labels == c).flatten()
+                if self.protocol == "coco":  # the best-scored 100, as pycocotools' maxDets
+                    order = torch.argsort(-scores[mine], stable=True)
+                    mine = mine[order[:COCO_MAX_DETECTIONS]]
+                tp = match_image(boxes[mine], scores[mine], gt[gt_labels == c, :4], self.protocol)
                 self._scores.append(scores[mine].numpy())
-                self._labels.append(np.full(int(mine.sum()), c, dtype=np.int64))
+                self._labels.append(np.full(len(mine), c, dtype=np.int64))
                 self._tp.append(tp)
 
     def _state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -134,7 +124,7 @@ class DetectionMeter:
             return (
                 np.zeros(0),
                 np.zeros(0, dtype=np.int64),
-                np.zeros((0, len(IOU_THRESHOLDS)), dtype=bool),
+                np.zeros((0, len(iou_thresholds(self.protocol))), dtype=bool),
                 self._num_gt,
             )
         return (
@@ -162,16 +152,17 @@ class DetectionMeter:
             self._num_gt += num_gt
 
     def compute(self) -> dict[str, float]:
-        """``{"map": mAP@[.5:.95], "map50": mAP@.5}``, fractions in [0, 1]."""
+        """``{"map": …, "map50": …}`` by the meter's protocol, fractions in [0, 1]."""
         scores, labels, tp, num_gt = self._state()
         classes = np.nonzero(num_gt > 0)[0]
         if classes.size == 0:
             return {"map": float("nan"), "map50": float("nan")}
+        ap_of = _AP[self.protocol]
         ap = np.array(
             [
                 [
-                    average_precision(scores[labels == c], tp[labels == c, t], int(num_gt[c]))
-                    for t in range(len(IOU_THRESHOLDS))
+                    ap_of(scores[labels == c], tp[labels == c, t], int(num_gt[c]))
+                    for t in range(tp.shape[1])
                 ]
                 for c in classes
             ]

@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from models.tasks import Task
-from study.metrics._binary import EdgesMeter, SaliencyMeter
+from study.metrics._ap import DetectionProtocol
 from study.metrics._dense import DepthMeter, NormalsMeter, SemsegMeter
 from study.metrics._detection import DetectionMeter
+from study.metrics._edges import EDGE_MAX_DIST, EDGE_THRESHOLDS, EdgesMeter
 from study.metrics._meter import _F64, TaskMeter
+from study.metrics._saliency import SaliencyMeter
 
-__all__ = ["MultiTaskMeter", "create_meter", "delta_m"]
+__all__ = ["MetricOptions", "MultiTaskMeter", "create_meter", "delta_m"]
+
+
+@dataclass(frozen=True)
+class MetricOptions:
+    """How the tasks are scored where benchmarks differ (the spec's ``metrics``)."""
+
+    detection_protocol: DetectionProtocol = "coco"  # see DetectionMeter
+    edge_max_dist: float = EDGE_MAX_DIST  # fraction of the image diagonal, see EdgesMeter
+    edge_thresholds: int = EDGE_THRESHOLDS
+    max_depth: float | None = None  # metres; None scores every labelled pixel
+
 
 _METERS: dict[str, type[TaskMeter]] = {
     "semseg": SemsegMeter,
@@ -25,10 +39,15 @@ _METERS: dict[str, type[TaskMeter]] = {
 }
 
 
-def create_meter(task: Task) -> TaskMeter:
-    """The meter for ``task`` (by its name)."""
+def create_meter(task: Task, options: MetricOptions | None = None) -> TaskMeter:
+    """The meter for ``task`` (by its name), scoring by ``options`` (default: the defaults)."""
     if task.name not in _METERS:
         raise ValueError(f"no meter for task {task.name!r}; expected one of {sorted(_METERS)}")
+    options = options or MetricOptions()
+    if task.name == "edges":
+        return EdgesMeter(task, options.edge_max_dist, options.edge_thresholds)
+    if task.name == "depth":
+        return DepthMeter(task, options.max_depth)
     return _METERS[task.name](task)
 
 
@@ -38,12 +57,15 @@ class MultiTaskMeter:
     Detection keeps a record per detection, so its meter is gathered instead.
     """
 
-    def __init__(self, tasks: Mapping[str, Task]) -> None:
+    def __init__(self, tasks: Mapping[str, Task], options: MetricOptions | None = None) -> None:
+        options = options or MetricOptions()
         self.meters: dict[str, TaskMeter] = {
-            name: create_meter(t) for name, t in tasks.items() if name != "detection"
+            name: create_meter(t, options) for name, t in tasks.items() if name != "detection"
         }
         self.gathered: dict[str, DetectionMeter] = {
-            name: DetectionMeter(t.channels) for name, t in tasks.items() if name == "detection"
+            name: DetectionMeter(t.channels, options.detection_protocol)
+            for name, t in tasks.items()
+            if name == "detection"
         }
 
     def update(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from models import Task, get_task
+from study.metrics import MetricOptions
 from study.spec import StageSpec, StudySpec
 
 __all__ = ["TrialKind", "TrialSetup"]
@@ -63,3 +64,8 @@ class TrialSetup:
         """The task records of the tasks this config trains, in order."""
         classes = self.spec.dataset.num_classes
         return {name: get_task(name, classes) for name in self.tasks_for(config)}
+
+    @property
+    def metric_options(self) -> MetricOptions:
+        """How this study scores its tasks: the spec's ``metrics``, resolved for its data."""
+        return MetricOptions(**self.spec.metrics.for_dataset(self.spec.dataset).model_dump())

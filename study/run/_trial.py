@@ -296,7 +296,7 @@ class TrialRunner:
     def evaluate(self) -> tuple[dict[str, dict[str, float]], torch.Tensor]:
         """Validation metrics per task, and the mean validation task losses (T,)."""
         self.engine.eval()
-        meter = MultiTaskMeter(self.tasks)
+        meter = MultiTaskMeter(self.tasks, self.setup.metric_options)
         total = torch.zeros(len(self.tasks), dtype=torch.float64)
         counts = torch.zeros(len(self.tasks), dtype=torch.float64)
         for batch in self._shard(self.val, None, drop_last=False):

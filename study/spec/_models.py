@@ -348,6 +348,56 @@ class ScheduleSpec(_Strict):
         return self
 
 
+class MetricsSpec(_Strict):
+    """How the tasks are scored: each benchmark's protocol, and its options.
+
+    Detection's mAP is COCO's (`coco`: 101-point AP over IoU 0.50:0.95) or PASCAL VOC's at
+    IoU 0.5 (`voc07`: 11-point; `voc12`: all-point); null picks `voc12` when the detection
+    labels are VOC's and `coco` otherwise. Edges' odsF is the BSDS protocol: predictions
+    thinned, matched one-to-one to ground-truth edge pixels within `edge_max_dist` × the
+    image diagonal, at `edge_thresholds` thresholds. Depth is scored at every labelled pixel
+    unless `max_depth` caps it.
+    """
+
+    detection_protocol: Literal["coco", "voc07", "voc12"] | None = Field(
+        None,
+        description="detection's mAP: `coco`, `voc07` or `voc12` (null: `voc12` on VOC, "
+        "else `coco`)",
+    )
+    edge_max_dist: float = Field(
+        0.0075,
+        gt=0,
+        le=1,
+        description="edges: the matching distance as a fraction of the image diagonal "
+        "(0.0075: ≈ 5.4 px at 512 × 512, under 1 px at 64 × 64, where only exact hits match)",
+    )
+    edge_thresholds: int = Field(
+        19,
+        ge=1,
+        le=255,
+        description="edges: probability thresholds k/(n + 1) swept for odsF; each thins and "
+        "matches every image once per evaluation (BSDS sweeps 99)",
+    )
+    max_depth: float | None = Field(
+        None,
+        gt=0,
+        description="depth: leave out pixels whose true depth is beyond this, in metres "
+        "(e.g. 10 for NYUD; null: no cap)",
+    )
+
+    def for_dataset(self, dataset: DatasetSpec) -> MetricsSpec:
+        """These options with ``detection_protocol`` resolved for ``dataset``: `voc12` when
+        detection is labelled by VOC (the dataset, or a part of a mix), else `coco`."""
+        if self.detection_protocol is not None:
+            return self
+        if dataset.parts is None:
+            sources = [dataset.name]
+        else:
+            sources = [p.name for p in dataset.parts if "detection" in p.tasks]
+        protocol = "voc12" if "voc" in sources else "coco"
+        return self.model_copy(update={"detection_protocol": protocol})
+
+
 class StudySpec(_Strict):
     """A study: the data, the tasks, the architecture, what is searched and how."""
 
@@ -365,6 +415,9 @@ class StudySpec(_Strict):
     dataset: DatasetSpec = Field(DatasetSpec(), description="the images and their labels")
     tasks: list[str] = Field(
         min_length=1, max_length=32, description="the tasks trained, each labelled by the dataset"
+    )
+    metrics: MetricsSpec = Field(
+        MetricsSpec(), description="how the tasks are scored: detection's and edges' protocols"
     )
     architecture: str = Field(
         "hard_sharing",

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from study.metrics._detection import IOU_THRESHOLDS, DetectionMeter, average_precision
+from study.metrics import DetectionMeter
+from study.metrics._ap import IOU_THRESHOLDS, average_precision
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -43,8 +44,8 @@ def test_ap_by_hand_with_all_point_interpolation() -> None:
     #   0.6 = G1 again (FP: G1 is already matched).
     # recall    1/3, 1/3, 2/3, 2/3;  precision 1, 1/2, 2/3, 1/2
     # envelope  1,   2/3, 2/3, 1/2 -> AP = 1/3 · 1 + 1/3 · 2/3 = 5/9 (recall never reaches 1)
-    # The boxes are exact, so every IoU threshold gives the same AP: map = map50 = 5/9.
-    meter = DetectionMeter(num_classes=1)
+    # VOC2010+ scores at IoU 0.5 only: map = map50 = 5/9.
+    meter = DetectionMeter(num_classes=1, protocol="voc12")
     far = [100.0, 100.0, 110.0, 110.0]
     dets = [_det([G1, far, G2, G1], [0.9, 0.8, 0.7, 0.6], [0, 0, 0, 0])]
     meter.update_detections(dets, _target([[G1 + [0], G2 + [0], G3 + [0]]]))
@@ -74,7 +75,7 @@ def test_iou_point_seven_two_counts_for_thresholds_up_to_point_seven() -> None:
 
 
 def test_greedy_matching_takes_the_highest_iou_unmatched_gt() -> None:
-    # Two GTs, the higher-scored detection overlaps both (IoU 0.6 with A, 0.75 with B) and
+    # Two GTs, the higher-scored detection overlaps both (IoU 0.6 with A, 0.74 with B) and
     # takes B; the lower-scored one = A exactly then takes A: both TP at 0.5 -> AP 1.
     a, b = [0.0, 0.0, 10.0, 10.0], [4.0, 0.0, 14.0, 10.0]
     d = [2.5, 0.0, 12.5, 10.0]  # IoU with a: 75/125 = 0.6, with b: 85/115 ≈ 0.74
@@ -96,7 +97,7 @@ def test_classes_without_ground_truth_are_excluded() -> None:
 
 
 def test_unlabelled_batch_is_skipped_and_empty_image_counts_false_positives() -> None:
-    meter = DetectionMeter(num_classes=1)
+    meter = DetectionMeter(num_classes=1, protocol="voc12")
     assert math.isnan(meter.compute()["map"])
     # Whole batch without a valid row: skipped (its detection would otherwise be a FP).
     meter.update_detections([_det([G2], [0.99], [0])], _target([[]]))
