@@ -48,6 +48,8 @@ if TYPE_CHECKING:
         stage_table,
         study_summary,
     )
+    from study.analysis._paper import SEED_SUMMARIES, TableColumn, delta_m_line, paper_table
+    from study.analysis._paper_render import TABLE_FORMATS, render_table, table
     from study.analysis._pareto import configurations, flag_pareto, pareto_mask
     from study.analysis._plots import (
         draw_heatmap,
