@@ -27,7 +27,7 @@ from study.analysis._data import PlotDataError, multi_task_trials
 from study.analysis._labels import PAPER_METRICS, TASK_NAMES, metric_label
 from study.analysis._tables import metric_columns, unique
 
-__all__ = ["SEED_SUMMARIES", "TableColumn", "delta_m_line", "paper_table"]
+__all__ = ["SEED_SUMMARIES", "TableColumn", "delta_m_definition", "delta_m_line", "paper_table"]
 
 #: ``--seeds``: what a cell shows of the values over seeds.
 SEED_SUMMARIES: tuple[str, ...] = ("mean±std", "mean±sem", "mean")
@@ -198,13 +198,21 @@ def delta_m_line(table: pd.DataFrame, dataset: str) -> str:
     single-task baselines' values (headline metrics) it is measured against."""
     columns = table.attrs["columns"][dataset]
     rows = table[(table["data_key"] == dataset) & table["reference"]]
-    text = "Δm (%) = 100/T·Σ_t ±(M_t−B_t)/B_t, + if higher is better; > 0 beats single-task B"
     if rows.empty:
-        return text + " (none in these results)"
+        return delta_m_definition({})
     reference = rows.iloc[0]
-    values = [
-        f"{c.task} {c.label.removesuffix(' ↑').removesuffix(' ↓')} {reference[c.key]:.3g}"
-        for c in columns
-        if c.task and c.key.split(".")[2] == get_task(c.task).headline
-    ]
-    return text + ": " + ", ".join(values)
+    return delta_m_definition(
+        {
+            f"{c.task} {c.label.removesuffix(' ↑').removesuffix(' ↓')}": reference[c.key]
+            for c in columns
+            if c.task and c.key.split(".")[2] == get_task(c.task).headline
+        }
+    )
+
+
+def delta_m_definition(baselines: dict[str, float]) -> str:
+    """Δm's formula and sign in one line, with the baselines' ``{label: value}``."""
+    text = "Δm (%) = 100/T·Σ_t ±(M_t−B_t)/B_t, + if higher is better; > 0 beats single-task B"
+    if not baselines:
+        return text + " (none in these results)"
+    return text + ": " + ", ".join(f"{k} {v:.3g}" for k, v in baselines.items())

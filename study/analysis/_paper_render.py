@@ -145,6 +145,44 @@ def _csv(table: pd.DataFrame) -> str:
 # ---- text ---------------------------------------------------------------------------
 
 
+Column = tuple[str, list[str]]
+
+
+def fit_text(
+    heads: Sequence[Column], body: Sequence[Column], pinned: bool, wide: bool
+) -> tuple[list[str], int]:
+    """Fixed-width lines of ``heads`` (left-aligned, always shown) and ``body`` columns
+    (right-aligned) in :data:`WIDTH` characters: body columns that do not fit are left out
+    from the end, except the last one when ``pinned`` (Δm). ``wide`` keeps every column.
+    Returns the lines and how many body columns they show."""
+
+    def width(column: Column) -> int:
+        return max(len(column[0]), *(len(t) for t in column[1]))
+
+    left = WIDTH - sum(width(c) + 2 for c in heads)
+    last = list(body[-1:]) if pinned else []
+    left -= sum(width(c) + 2 for c in last)
+    kept = []
+    for column in body[:-1] if pinned else body:
+        if wide or width(column) + 2 <= left:
+            kept.append(column)
+            left -= width(column) + 2
+    out = [*heads, *kept, *last]
+    widths = [width(c) for c in out]
+
+    def line(texts: Sequence[str]) -> str:
+        cells = (
+            t.ljust(w) if i < len(heads) else t.rjust(w)
+            for i, (t, w) in enumerate(zip(texts, widths, strict=True))
+        )
+        return "  ".join(cells).rstrip()
+
+    rows = len(out[0][1]) if out else 0
+    lines = [line([name for name, _ in out])]
+    lines += [line([cells[j] for _, cells in out]) for j in range(rows)]
+    return lines, len(kept) + len(last)
+
+
 def _text(
     table: pd.DataFrame,
     dataset: str,
@@ -159,34 +197,9 @@ def _text(
     heads = [(g, [str(v) for v in rows[g]]) for g in group_by]
     heads.append(("seeds", [str(int(v)) for v in rows["seeds"]]))
     body = [(f"{c.task} {c.label}".strip(), cells[c.key]) for c in shown]
-
-    def width(column: tuple[str, list[str]]) -> int:
-        return max(len(column[0]), *(len(t) for t in column[1]))
-
-    fixed = sum(width(c) + 2 for c in heads)
-    kept, left = [], WIDTH - fixed
-    delta = body[-1] if shown and shown[-1].key == "delta_m" else None
-    reserve = width(delta) + 2 if delta else 0
-    for column in body if delta is None else body[:-1]:
-        if wide or width(column) + 2 <= left - reserve:
-            kept.append(column)
-            left -= width(column) + 2
-    kept += [delta] if delta else []
-    out = heads + kept
-    widths = [width(c) for c in out]
-    lines = [
-        "  ".join(
-            name.ljust(w) if i < len(heads) else name.rjust(w)
-            for i, ((name, _), w) in enumerate(zip(out, widths, strict=True))
-        )
-    ]
-    for j in range(len(rows)):
-        cells_j = [
-            text[j].ljust(w) if i < len(heads) else text[j].rjust(w)
-            for i, ((_, text), w) in enumerate(zip(out, widths, strict=True))
-        ]
-        lines.append("  ".join(cells_j).rstrip())
-    hidden = len(columns) - len(kept)
+    pinned = bool(shown) and shown[-1].key == "delta_m"
+    lines, kept = fit_text(heads, body, pinned, wide)
+    hidden = len(columns) - kept
     if hidden:
         lines.append(f"({hidden} more column(s): --wide)")
     lines.append(delta_m_line(table, dataset))

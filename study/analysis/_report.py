@@ -142,8 +142,9 @@ def _leaderboard_section(trials: pd.DataFrame, limit: int) -> str:
     note = (
         '<p class="note">Completed multi-task trials, best Δm first, with their final '
         "validation metrics (↑ higher is better, ↓ lower is better; fractions in [0, 1]). "
-        "The first row is the single-task baselines Δm is measured against: Δm (%) is the "
-        "mean over tasks of the relative change of each task's metrics against them. The best "
+        "The first row is the single-task baselines B that Δm is measured against: "
+        "Δm (%) = 100/T · Σ_t ±(M_t − B_t)/B_t over the T tasks (a task's metrics averaged; "
+        "+ where higher is better), so Δm &gt; 0 beats the baselines. The best "
         f"value of each column is bold. {stopped} trial(s) stopped early are not ranked.</p>"
     )
     return "<h2>Leaderboard</h2>\n" + note + leaderboard_html(trials, limit)
