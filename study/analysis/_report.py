@@ -44,6 +44,15 @@ CAPTIONS: dict[str, tuple[str, str]] = {
         "and task, using each method's mean over seeds of its best completed trial; the bar "
         "is the mean rank over those settings, the whisker its standard deviation.",
     ),
+    "cd": (
+        "Critical difference",
+        "Methods ranked (1 = best) within each block: a dataset, architecture, task (its "
+        "headline metric) and seed, on each method's best completed trial of that seed; "
+        "blocks missing a method are left out. The Friedman test (scipy.stats."
+        "friedmanchisquare) asks whether the methods rank alike; the Nemenyi critical "
+        "difference CD = q_α √(k(k+1)/6N), with q_α from the studentized range, is the bar "
+        "above the axis. Methods joined by a thick line are not significantly apart.",
+    ),
     "curves": (
         "Validation curves",
         "Each task's headline validation metric per epoch, mean ± sd over each method's "
