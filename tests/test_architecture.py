@@ -9,12 +9,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("study", "models", "search_spaces", "cluster")
-#: What each layer may not import (by top-level name).
+PACKAGES = ("study", "models", "search_spaces", "cluster", "mtlstudy")
+#: What each layer may not import (by top-level name). ``mtlstudy`` is the one import
+#: name over all of them: nothing below imports it, and it imports only public names.
 FORBIDDEN = {
-    "models": ("ray", "deepspeed", "optuna", "study", "search_spaces", "cluster"),
-    "search_spaces": ("ray", "deepspeed", "study", "cluster"),
-    "cluster": ("study", "models", "search_spaces", "deepspeed", "optuna"),
+    "models": ("ray", "deepspeed", "optuna", "study", "search_spaces", "cluster", "mtlstudy"),
+    "search_spaces": ("ray", "deepspeed", "study", "cluster", "mtlstudy"),
+    "cluster": ("study", "models", "search_spaces", "deepspeed", "optuna", "mtlstudy"),
+    "study": ("mtlstudy",),
+    "mtlstudy": ("torch", "numpy", "pandas", "ray", "deepspeed", "optuna"),
 }
 
 
@@ -187,3 +190,19 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 def test_study_has_few_top_level_modules() -> None:
     top = [p.name for p in (ROOT / "study").glob("*.py")]
     assert len(top) <= 8, top
+
+
+def test_mtlstudy_names_only_public_modules_and_names() -> None:
+    """The lazy table of ``mtlstudy`` points at public names of the layers below it."""
+    tree = ast.parse(MODULES["mtlstudy"].read_text())
+    table = next(
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "_WHERE"
+    )
+    targets = [ast.literal_eval(value) for value in table.values]
+    assert targets, "no lazy names found"
+    for module, name in targets:
+        assert module.split(".")[0] in PACKAGES[:4] and module in MODULES, module
+        assert not any(part.startswith("_") for part in module.split(".")), module
+        assert name is None or not name.startswith("_"), name

@@ -14,7 +14,8 @@ the folder is copied to::
 
 The ``*_data`` functions turn the trials and history DataFrames into exactly what each
 plot draws (docs/ANALYSIS.md says how each is computed); the ``draw_*`` functions draw it.
-The terminal leaderboard, Pareto fronts and seed comparisons live here too. Names are
+The terminal leaderboard, the paper tables (``table``), Pareto fronts, seed comparisons
+and the critical-difference ranking live here too. Names are
 imported on first use: a study's driver that flags its Pareto front does not import the
 plotting stack.
 """
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 from study.exports import lazy_exports
 
 if TYPE_CHECKING:
+    from study.analysis._cd import cd_data, cliques, nemenyi_cd, rank_blocks
     from study.analysis._data import (
         FINISHED,
         RUNS,
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
         stage_table,
         study_summary,
     )
+    from study.analysis._paper import SEED_SUMMARIES, TableColumn, delta_m_line, paper_table
+    from study.analysis._paper_render import TABLE_FORMATS, render_table, table
     from study.analysis._pareto import configurations, flag_pareto, pareto_mask
     from study.analysis._plots import (
         draw_heatmap,
@@ -57,9 +61,16 @@ if TYPE_CHECKING:
         draw_ranks,
         method_colors,
     )
+    from study.analysis._plots_cd import draw_cd
     from study.analysis._plots_runs import draw_curves, draw_parallel, draw_weights
     from study.analysis._report import render_report, write_report
     from study.analysis._results import StudyResults, load_results
-    from study.analysis._uncertainty import Comparison, compare_best_two, paired_bootstrap
+    from study.analysis._uncertainty import (
+        COARSE_BELOW,
+        Comparison,
+        compare_best_two,
+        paired_bootstrap,
+        paired_permutation,
+    )
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, __file__)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from study.analysis._cd import cd_data
 from study.analysis._data import (
     curves_data,
     heatmap_data,
@@ -28,6 +29,7 @@ from study.analysis._plots import (
     draw_ranks,
     style,
 )
+from study.analysis._plots_cd import draw_cd
 from study.analysis._plots_runs import draw_curves, draw_parallel, draw_weights
 from study.analysis._results import StudyResults
 from study.store import write_atomically
@@ -39,6 +41,7 @@ KINDS: tuple[str, ...] = (
     "pareto",
     "heatmap",
     "ranks",
+    "cd",
     "curves",
     "weights",
     "parallel",
@@ -74,6 +77,9 @@ def make_plot(kind: str, results: StudyResults, x: str = "gflops", y: str = "del
     if kind == "ranks":
         data = ranks_data(trials)
         return Plot(kind, draw_ranks(data), data)
+    if kind == "cd":
+        data = cd_data(trials)
+        return Plot(kind, draw_cd(data), data)
     if kind == "curves":
         data = curves_data(trials, history)
         return Plot(kind, draw_curves(data), data)

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from models import get_task
 
 __all__ = [
+    "PAPER_METRICS",
     "TASK_NAMES",
     "column_label",
     "higher_is_better",
@@ -24,6 +25,18 @@ TASK_NAMES: dict[str, str] = {
     "saliency": "saliency",
     "human_parts": "human parts",
     "detection": "detection",
+}
+
+#: The metrics of each task that multi-task papers print (NYUD-v2 and PASCAL-Context
+#: tables, e.g. Vandenhende et al. 2021); narrow tables show these, ``--wide`` every one.
+PAPER_METRICS: dict[str, tuple[str, ...]] = {
+    "semseg": ("miou", "pixel_acc"),
+    "human_parts": ("miou",),
+    "depth": ("rmse", "abs_rel"),
+    "normals": ("mean_angle", "median_angle", "within_11_25"),
+    "edges": ("odsf",),
+    "saliency": ("max_f",),
+    "detection": ("map",),
 }
 
 # Metric names with their units; fractions are in [0, 1] (models/tasks.py).

@@ -7,7 +7,11 @@ from collections.abc import Sequence
 import pandas as pd
 
 from models import get_task
+from study.analysis._labels import PAPER_METRICS, metric_label
+from study.analysis._paper import delta_m_definition
+from study.analysis._paper_render import fit_text
 from study.analysis._pareto import configurations
+from study.analysis._tables import _reference, metric_columns
 from study.analysis._uncertainty import compare_best_two
 
 __all__ = ["configuration_table", "leaderboard", "pareto_table", "stage_table", "study_summary"]
@@ -22,33 +26,103 @@ def _short(column: str) -> str:
     return column
 
 
-def leaderboard(trials: pd.DataFrame, tasks: Sequence[str], limit: int = 20) -> str:
-    """Best first by Δm (by validation loss when there are no references)."""
+def _cells(values: Sequence[object], signed: bool = False) -> list[str]:
+    def one(v: object) -> str:
+        if v is None or (isinstance(v, float) and pd.isna(v)):
+            return "-"
+        if isinstance(v, float):
+            return f"{v:+.2f}" if signed else f"{v:.4g}"
+        return str(v)
+
+    return [one(v) for v in values]
+
+
+def leaderboard(
+    trials: pd.DataFrame, tasks: Sequence[str], limit: int = 20, wide: bool = False
+) -> str:
+    """The multi-task trials, best first by Δm (by validation loss when there are no
+    references), in 120 columns: the single-task baselines first, the metrics papers
+    report with ↑/↓, parameters and Δm, then one line that defines Δm. ``wide`` adds every
+    other metric and the sampled hyperparameters."""
     rows = trials[trials["kind"] == "multi_task"] if "kind" in trials else trials
     if rows.empty:
         return "no multi-task trials yet"
     has_delta = "delta_m" in rows and rows["delta_m"].notna().any()
     if has_delta:
-        rows = rows.sort_values("delta_m", ascending=False, na_position="last")
+        rows = rows.sort_values("delta_m", ascending=False, na_position="last", kind="stable")
+    elif "val_loss" in rows:
+        rows = rows.sort_values("val_loss", na_position="last", kind="stable")
+    rows = rows.head(limit)
+    metrics = metric_columns(rows, tasks)
+    paper = [m for m in metrics if m[1].split(".")[2] in _paper_metrics(m[0])]
+    shown = paper + [m for m in metrics if m not in paper and wide]
+    reference = _reference(trials, rows, tasks) if has_delta else {}
+    top: list[object] = [None] if reference else []  # the baselines' row
+
+    def column(values: Sequence[object], first: object = "") -> list[object]:
+        return [*([first] if reference else []), *values]
+
+    heads = [("trial", _cells(column(rows["trial_id"].tolist(), "baselines")))]
+    heads.append(("method", _cells(column(rows["method"].tolist(), "single-task"))))
+    for name in ("architecture", "status"):
+        varies = name in rows and rows[name].nunique() > 1
+        if varies or (name == "status" and name in rows and (rows[name] != "completed").any()):
+            heads.append((name, _cells(column(rows[name].tolist()))))
+    body = []
+    for task, key, _ in shown:
+        metric = key.split(".")[2]
+        values = [reference.get(key)] if reference else []
+        body.append(
+            (
+                f"{task} {metric_label(task, metric, with_task=False)}",
+                _cells([*values, *rows[key].astype(float)]),
+            )
+        )
     hp = [c for c in rows.columns if c.startswith("hp.") and c != "hp.method"]
-    headline = []
+    for key in (c for c in hp if wide and rows[c].notna().any()):
+        body.append((_short(key), _cells(column(rows[key].tolist()))))
+    if "params" in rows:
+        params = [*top, *(rows["params"].astype(float) / 1e6)]
+        if reference:
+            params[0] = reference.get("params_m")
+        body.append(("params M", _cells(params)))
+    if has_delta:
+        delta = [*([0.0] if reference else []), *rows["delta_m"].astype(float)]
+        body.append(("Δm (%) ↑", _cells(delta, signed=True)))
+    lines, kept = fit_text(heads, body, has_delta, wide)
+    hidden = len(body) - kept + len(metrics) - len(shown)
+    if hidden or (hp and not wide):
+        lines.append(
+            f"({hidden} more metric column(s) and the hyperparameters: "
+            "leaderboard(..., wide=True), mtlstudy table --wide, mtlstudy query)"
+        )
+    if has_delta:
+        lines.append(_delta_m_line(trials, rows, tasks))
+    return "\n".join(lines)
+
+
+def _delta_m_line(trials: pd.DataFrame, rows: pd.DataFrame, tasks: Sequence[str]) -> str:
+    """Δm's definition with the headline metrics of the baselines ``rows`` name."""
+    reference = _reference(trials, rows, tasks)
+    baselines = {}
     for task in tasks:
-        column = f"final.{task}.{get_task(task).headline}"
-        if column in rows:
-            headline.append(column)
-    columns = ["trial_id", "method", "status", "epochs", *hp, *headline, "params"]
-    columns += ["delta_m"] if has_delta else []
-    table = rows[[c for c in columns if c in rows]].head(limit).copy()
-    if "params" in table:
-        table["params"] = table["params"] / 1e6
-    table.columns = [_short(c).removeprefix("final.") for c in table.columns]
-    table = table.rename(columns={"params": "params M"})
-    if "delta_m" in table:
-        table = table.rename(columns={"delta_m": "Δm %"})
-    return table.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
+        metric = get_task(task).headline
+        if f"final.{task}.{metric}" in reference:
+            label = metric_label(task, metric, arrow=False, with_task=False)
+            baselines[f"{task} {label}"] = float(reference[f"final.{task}.{metric}"])
+    return delta_m_definition(baselines)
 
 
-_LABELS = {"delta_m": "Δm %", "gflops": "GFLOPs", "params": "params M", "val_loss": "val loss"}
+def _paper_metrics(task: str) -> tuple[str, ...]:
+    return PAPER_METRICS.get(task, (get_task(task).headline,))
+
+
+_LABELS = {
+    "delta_m": "Δm (%) ↑",
+    "gflops": "GFLOPs ↓",
+    "params": "params M ↓",
+    "val_loss": "val loss ↓",
+}
 _SCALE = {"params": 1e-6}
 
 
@@ -80,7 +154,12 @@ def configuration_table(
     for metric in metrics:
         scale = _SCALE.get(metric, 1.0)
         mean, std = table[f"{metric}_mean"] * scale, table[f"{metric}_std"] * scale
-        label = _LABELS.get(metric, _short(metric).removeprefix("final."))
+        parts = metric.split(".")
+        label = _LABELS.get(metric) or (
+            f"{parts[1]} {metric_label(parts[1], parts[2], with_task=False)}"
+            if len(parts) == 3 and parts[0] == "final"
+            else _short(metric)
+        )
         out[label] = [_pm(m, s) for m, s in zip(mean.head(limit), std.head(limit), strict=True)]
     if out.empty:
         return "no completed configurations"
@@ -97,7 +176,7 @@ def pareto_table(
     trials: pd.DataFrame, tasks: Sequence[str], objectives: Sequence[tuple[str, str]]
 ) -> str:
     """The configurations on the Pareto front of ``objectives``."""
-    arrows = ", ".join(f"{_LABELS.get(m, m)} {'↑' if d == 'max' else '↓'}" for m, d in objectives)
+    arrows = ", ".join(_LABELS.get(m, f"{m} {'↑' if d == 'max' else '↓'}") for m, d in objectives)
     body = configuration_table(trials, tasks, objectives, front_only=True)
     return f"Pareto front ({arrows}):\n{body}"
 
@@ -116,6 +195,9 @@ def study_summary(
         if repeats > 1
         else leaderboard(trials, tasks)
     ]
+    rows = trials[trials["kind"] == "multi_task"] if "kind" in trials else trials
+    if repeats > 1 and "delta_m" in rows and rows["delta_m"].notna().any():
+        blocks[0] += "\n" + _delta_m_line(trials, rows, tasks)
     if len(objectives) > 1:
         blocks.append(pareto_table(trials, tasks, objectives))
     metric, mode = objectives[0]

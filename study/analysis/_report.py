@@ -44,6 +44,15 @@ CAPTIONS: dict[str, tuple[str, str]] = {
         "and task, using each method's mean over seeds of its best completed trial; the bar "
         "is the mean rank over those settings, the whisker its standard deviation.",
     ),
+    "cd": (
+        "Critical difference",
+        "Methods ranked (1 = best) within each block: a dataset, architecture, task (its "
+        "headline metric) and seed, on each method's best completed trial of that seed; "
+        "blocks missing a method are left out. The Friedman test (scipy.stats."
+        "friedmanchisquare) asks whether the methods rank alike; the Nemenyi critical "
+        "difference CD = q_α √(k(k+1)/6N), with q_α from the studentized range, is the bar "
+        "above the axis. Methods joined by a thick line are not significantly apart.",
+    ),
     "curves": (
         "Validation curves",
         "Each task's headline validation metric per epoch, mean ± sd over each method's "
@@ -142,8 +151,9 @@ def _leaderboard_section(trials: pd.DataFrame, limit: int) -> str:
     note = (
         '<p class="note">Completed multi-task trials, best Δm first, with their final '
         "validation metrics (↑ higher is better, ↓ lower is better; fractions in [0, 1]). "
-        "The first row is the single-task baselines Δm is measured against: Δm (%) is the "
-        "mean over tasks of the relative change of each task's metrics against them. The best "
+        "The first row is the single-task baselines B that Δm is measured against: "
+        "Δm (%) = 100/T · Σ_t ±(M_t − B_t)/B_t over the T tasks (a task's metrics averaged; "
+        "+ where higher is better), so Δm &gt; 0 beats the baselines. The best "
         f"value of each column is bold. {stopped} trial(s) stopped early are not ranked.</p>"
     )
     return "<h2>Leaderboard</h2>\n" + note + leaderboard_html(trials, limit)

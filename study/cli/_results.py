@@ -62,7 +62,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 
 #: `mtlstudy plot --kind` choices: study.analysis.KINDS (not imported here: it loads torch).
-_PLOT_KINDS = ("pareto", "heatmap", "ranks", "curves", "weights", "parallel", "importance")
+_PLOT_KINDS = ("pareto", "heatmap", "ranks", "cd", "curves", "weights", "parallel", "importance")
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:

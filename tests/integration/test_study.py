@@ -96,8 +96,11 @@ def test_delta_m_matches_references_and_leaderboard(finished_study: tuple[Path, 
         }
         assert row["delta_m"] == pytest.approx(delta_m(final, base, records))
     table = leaderboard(trials, ["semseg", "depth"])
-    assert "Δm %" in table and "semseg.miou" in table and "depth.rmse" in table
-    assert len(table.splitlines()) == 1 + 4
+    lines = table.splitlines()
+    assert "Δm (%) ↑" in lines[0] and "semseg mIoU ↑" in lines[0] and "depth RMSE (m) ↓" in lines[0]
+    assert lines[1].split()[:2] == ["baselines", "single-task"]
+    assert sum(line.split()[0] in set(trials["trial_id"]) for line in lines[2:]) == 4
+    assert lines[-1].startswith("Δm (%) = ") and max(map(len, lines)) <= 120
 
 
 def test_query_command_reads_the_store_back(finished_study: tuple[Path, Path]) -> None:

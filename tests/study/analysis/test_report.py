@@ -300,6 +300,6 @@ def test_over_seeds_section_shows_each_configuration_and_the_comparison(
     assert "<h2>Over seeds</h2>" in html
     assert "<td>3</td><td>1.414</td><td>yes</td>" in html  # a: mean 3, sd √2, on the front
     assert "dwa (hard_sharing) vs ew (hard_sharing)" in html
-    assert "paired bootstrap over seeds" in html
+    assert "paired BCa bootstrap" in html and "permutation" in html
     single = pd.DataFrame(rows).assign(config_id=lambda t: t["trial_id"])
     assert _seeds_section(single, limit=10) == ""
