@@ -1,5 +1,5 @@
 """What every trial of one phase of a study shares, and what each config decides: the
-tasks, the architecture and its arguments, and the repeat's seed."""
+tasks, the architecture and its arguments, the balancer, and the repeat's seed."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from models import Task, get_task
+from models import Task, balancing, get_task
 from study.metrics import MetricOptions
 from study.spec import StageSpec, StudySpec
 
@@ -69,3 +69,14 @@ class TrialSetup:
     def metric_options(self) -> MetricOptions:
         """How this study scores its tasks: the spec's ``metrics``, resolved for its data."""
         return MetricOptions(**self.spec.metrics.for_dataset(self.spec.dataset).model_dump())
+
+    def balancer_for(self, config: Mapping[str, Any], tasks: tuple[str, ...]) -> balancing.Balancer:
+        """The balancing method a config samples, with its hyperparameters, seeded by the
+        config's repeat (RLW's and PCGrad's draws replay on a resume)."""
+        method = config.get("method", "ew")
+        hp = dict(config.get(method, {}))
+        if "potentials" in balancing.defaults(method):
+            hp["potentials"] = self.potentials
+        balancer = balancing.create(method, tasks, **hp)
+        balancer.generator.manual_seed(self.seed_for(config))
+        return balancer

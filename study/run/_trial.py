@@ -78,7 +78,7 @@ class TrialRunner:
             # One seeded training batch: RCM's response initialisation takes PCA of it.
             images, _, _ = next(iter(self.train.batches(spec.batch_size, self.seed)))
             self.model.initialise_from_data(images)
-        self.balancer = _create_balancer(setup, self.config, names, self.seed)
+        self.balancer = setup.balancer_for(self.config, names)
         self.task_gramian = None
         self.epoch = 0
         #: The epoch of the checkpoint this run went on from (0: it started afresh).
@@ -396,15 +396,3 @@ def load_state(path: Path) -> dict[str, Any]:
     on a CPU machine); the balancer moves its part to the model's device when it next runs.
     Tensors and plain containers only: a pickle that would run code is refused."""
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _create_balancer(
-    setup: TrialSetup, config: Mapping[str, Any], tasks: tuple[str, ...], seed: int
-) -> balancing.Balancer:
-    method = config.get("method", "ew")
-    hp = dict(config.get(method, {}))
-    if "potentials" in balancing.defaults(method):
-        hp["potentials"] = setup.potentials
-    balancer = balancing.create(method, tasks, **hp)
-    balancer.generator.manual_seed(seed)
-    return balancer
