@@ -2,22 +2,11 @@
 :func:`load_spec`, with the checks that need the model and search space. A bad field is one
 :class:`SpecError` line naming it, before Ray starts."""
 
+from study.spec._base import TOKEN_ARCHITECTURES, SpecError
 from study.spec._checks import check_runnable, missing_neighbours
+from study.spec._dataset import DatasetSpec, PartSpec
 from study.spec._load import check_results, load_spec
-from study.spec._models import (
-    TOKEN_ARCHITECTURES,
-    DatasetSpec,
-    DeepSpeedSpec,
-    MetricsSpec,
-    OptimizerSpec,
-    PartSpec,
-    SamplerSpec,
-    SchedulerSpec,
-    ScheduleSpec,
-    SpecError,
-    StageSpec,
-    StudySpec,
-)
+from study.spec._models import StudySpec
 from study.spec._objectives import (
     METRICS,
     ConstraintSpec,
@@ -26,6 +15,15 @@ from study.spec._objectives import (
     feasible,
 )
 from study.spec._reference import spec_markdown
+from study.spec._training import (
+    DeepSpeedSpec,
+    MetricsSpec,
+    OptimizerSpec,
+    SamplerSpec,
+    SchedulerSpec,
+    ScheduleSpec,
+    StageSpec,
+)
 
 __all__ = [
     "METRICS",

@@ -21,7 +21,9 @@ from search_spaces import SearchSpace, SearchSpaceError
 from study.data import SYNTHETIC, dataset_names, get_format
 from study.data.nyud import NEIGHBOUR_DIR
 from study.errors import first_line
-from study.spec._models import DatasetSpec, SpecError, StudySpec
+from study.spec._base import SpecError
+from study.spec._dataset import DatasetSpec
+from study.spec._models import StudySpec
 
 __all__ = ["check_runnable", "missing_neighbours"]
 

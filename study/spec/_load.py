@@ -8,8 +8,9 @@ import re
 from pathlib import Path
 
 from search_spaces import SearchSpace, SearchSpaceError, load_space, read_model
+from study.spec._base import SpecError
 from study.spec._checks import check_runnable
-from study.spec._models import SpecError, StudySpec
+from study.spec._models import StudySpec
 
 # As study.store reads a URI; not imported from there, which would load pandas.
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")

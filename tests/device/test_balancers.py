@@ -123,6 +123,13 @@ _SOLVERS = {
     "aligned_mtl_weights": lambda G: solve.aligned_mtl_weights(G),
     "pcgrad_projections": lambda G: solve.pcgrad_projections(G, torch.Generator().manual_seed(0)),
     "pcgrad_weights": lambda G: solve.pcgrad_weights(G, torch.Generator().manual_seed(0)),
+    "fairgrad_weights": lambda G: solve.fairgrad_weights(G),
+    "config_weights": lambda G: solve.config_weights(G),
+    "gradvac_weights": lambda G: solve.gradvac_weights(
+        G, G.new_zeros(3, 3), torch.Generator().manual_seed(0)
+    )[0],
+    "modo_weights": lambda G: solve.modo_weights(G, G.new_full((3,), 1 / 3)),
+    "sdmgrad_weights": lambda G: solve.sdmgrad_weights(G, G.new_full((3,), 1 / 3))[0],
 }
 
 

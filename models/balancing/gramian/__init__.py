@@ -32,7 +32,6 @@ from models.balancing.gramian._projection import (
 from models.balancing.gramian._stateful import (
     gradvac_weights,
     modo_weights,
-    project_to_simplex,
     sdmgrad_weights,
 )
 
@@ -50,7 +49,6 @@ __all__ = [
     "nash_mtl_weights",
     "pcgrad_projections",
     "pcgrad_weights",
-    "project_to_simplex",
     "sdmgrad_weights",
     "upgrad_weights",
 ]
