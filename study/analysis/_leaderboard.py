@@ -40,13 +40,17 @@ def _cells(values: Sequence[object], signed: bool = False) -> list[str]:
 def leaderboard(
     trials: pd.DataFrame, tasks: Sequence[str], limit: int = 20, wide: bool = False
 ) -> str:
-    """The multi-task trials, best first by Δm (by validation loss when there are no
-    references), in 120 columns: the single-task baselines first, the metrics papers
-    report with ↑/↓, parameters and Δm, then one line that defines Δm. ``wide`` adds every
-    other metric and the sampled hyperparameters."""
+    """The completed multi-task trials, best first by Δm (by validation loss when there are
+    no references), in 120 columns: the single-task baselines first, the metrics papers
+    report with ↑/↓, parameters and Δm, then a line that counts the trials not ranked
+    (stopped early, running, failed: their metrics are of fewer epochs, or none) and one
+    that defines Δm. ``wide`` adds every other metric and the sampled hyperparameters."""
     rows = trials[trials["kind"] == "multi_task"] if "kind" in trials else trials
+    unranked = _unranked(rows)
+    if "status" in rows:
+        rows = rows[rows["status"] == "completed"]
     if rows.empty:
-        return "no multi-task trials yet"
+        return "no completed multi-task trials yet" + (f"; {unranked}" if unranked else "")
     has_delta = "delta_m" in rows and rows["delta_m"].notna().any()
     if has_delta:
         rows = rows.sort_values("delta_m", ascending=False, na_position="last", kind="stable")
@@ -64,10 +68,8 @@ def leaderboard(
 
     heads = [("trial", _cells(column(rows["trial_id"].tolist(), "baselines")))]
     heads.append(("method", _cells(column(rows["method"].tolist(), "single-task"))))
-    for name in ("architecture", "status"):
-        varies = name in rows and rows[name].nunique() > 1
-        if varies or (name == "status" and name in rows and (rows[name] != "completed").any()):
-            heads.append((name, _cells(column(rows[name].tolist()))))
+    if "architecture" in rows and rows["architecture"].nunique() > 1:
+        heads.append(("architecture", _cells(column(rows["architecture"].tolist()))))
     body = []
     for task, key, _ in shown:
         metric = key.split(".")[2]
@@ -96,9 +98,23 @@ def leaderboard(
             f"({hidden} more metric column(s) and the hyperparameters: "
             "leaderboard(..., wide=True), mtlstudy table --wide, mtlstudy query)"
         )
+    if unranked:
+        lines.append(f"not ranked: {unranked}")
     if has_delta:
         lines.append(_delta_m_line(trials, rows, tasks))
     return "\n".join(lines)
+
+
+#: The statuses a leaderboard leaves out, as it names them.
+_NOT_RANKED = {"stopped_early": "stopped early", "running": "running", "error": "failed"}
+
+
+def _unranked(rows: pd.DataFrame) -> str:
+    """``2 stopped early, 1 failed``: the trials of ``rows`` that did not complete."""
+    if "status" not in rows:
+        return ""
+    counts = rows["status"].value_counts()
+    return ", ".join(f"{counts[s]} {name}" for s, name in _NOT_RANKED.items() if s in counts)
 
 
 def _delta_m_line(trials: pd.DataFrame, rows: pd.DataFrame, tasks: Sequence[str]) -> str:

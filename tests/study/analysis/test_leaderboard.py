@@ -31,9 +31,13 @@ def test_fits_120_columns_with_the_baselines_first_and_delta_m_defined(
     baselines = lines[1].split()
     assert baselines[:2] == ["baselines", "single-task"] and baselines[-1] == "+0.00"
     assert baselines[2] == "0.55"  # semseg mIoU of the study's baseline (b-rcm1-semseg)
-    ranked = [line.split()[0] for line in lines[2:8]]
-    assert ranked[:2] == ["x-running", "x-stopped"]  # best Δm first, whatever the status
-    assert lines[-2].startswith("(5 more metric column(s) and the hyperparameters")
+    ranked = [line.split()[0] for line in lines[2:-3]]
+    completed = study[(study["status"] == "completed") & (study["kind"] == "multi_task")]
+    assert sorted(ranked) == sorted(completed["trial_id"])  # the others' epochs differ
+    best = completed.sort_values("delta_m", ascending=False)["trial_id"].iloc[0]
+    assert ranked[0] == best
+    assert lines[-3].startswith("(4 more metric column(s) and the hyperparameters")
+    assert lines[-2] == "not ranked: 1 stopped early, 1 running, 1 failed"
     assert lines[-1].startswith("Δm (%) = 100/T·Σ_t ±(M_t−B_t)/B_t")
     assert lines[-1].endswith("B: semseg mIoU 0.55, depth RMSE (m) 1.4")
 

@@ -38,7 +38,10 @@ def test_synthetic_scenes_have_neighbouring_frames(tmp_path: Path) -> None:
 def test_nyud_needs_its_neighbours_folder(tmp_path: Path) -> None:
     synthesize(tmp_path / "plain", "nyud", train=2, val=1, image_size=16)
     synthesize(tmp_path / "video", "nyud", train=2, val=1, image_size=16, neighbours=True)
-    dataset = "dataset: {{name: nyud, root: {}, image_size: 16, num_classes: 40, eval_resolution: train}}\n"
+    dataset = (
+        "dataset: {{name: nyud, root: {}, image_size: 16, num_classes: 40, "
+        "eval_resolution: train}}\n"
+    )
     _refused(tmp_path, VIT + MODEL + STAGES + dataset.format("plain"), "no neighbours/ folder")
     _load(tmp_path, VIT + MODEL + STAGES + dataset.format("video"))
 
