@@ -113,9 +113,14 @@ def run_study(
     try:
         with graceful_stop():
             outcome = _run_study(spec, space, root, address, run, log)
-        return outcome._replace(location=store.join(spec.results, spec.name))
     finally:
         store.push_driver(spec.name)
+    location = store.join(spec.results, spec.name)
+    if spec.compact_on_finish:
+        # One file per kind instead of one per trial: what every later query reads.
+        log(f"compacting {location}")
+        store.compact(location if remote is not None else root / spec.name)
+    return outcome._replace(location=location)
 
 
 def _run_study(
@@ -127,6 +132,8 @@ def _run_study(
     log: Callable[[str], None],
 ) -> StudyOutcome:
     write_spec(root, spec.name, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    # Every trial file of the study gets these columns, typed nulls included.
+    store.write_schema(root, spec.name, store.trial_schema(spec, space))
     store.push_driver(spec.name)  # an unwritable store fails here, before Ray starts
     env = {"TORCH_EXTENSIONS_DIR": str(torch_extensions_dir())}
     if CPU_FALLBACK in os.environ:  # the test switch reaches trials on any cluster

@@ -161,7 +161,8 @@ def _merge(
         table = pq.read_table(pa.BufferReader(data))
         if path.name.startswith(PART_PREFIX) and superseded:
             # A trial rewritten since the last compaction: its own file's rows win.
-            table = table.filter(~pc.is_in(table["trial_id"], pa.array(sorted(superseded))))
+            drop = pc.is_in(table["trial_id"], pa.array(sorted(superseded)))
+            table = table.filter(pc.invert(drop))
         tables.append(table)
     schema = _target_schema(study_dir, kind, tables)
     try:

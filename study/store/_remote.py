@@ -49,8 +49,8 @@ PathLike = str | os.PathLike[str]
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 # What a mirror holds: the Parquet store, the spec, the study's schema and the Optuna
-# journal. Tune writes its
-# experiments to the URI itself, and trials write the stages' models there.
+# journal. Tune writes its experiments to the URI itself, and trials write the stages'
+# models there.
 _STUDY_FILES = ("spec.yaml", "optuna.journal", SCHEMA_FILE)
 _SETTLE_NS = 2_000_000_000
 # Object stores have no folders to create before a write (creating one adds a marker).
