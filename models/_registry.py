@@ -21,6 +21,7 @@ def _load_builtins() -> None:
     for module in _BUILTIN_MODULES:
         importlib.import_module(module)
 
+
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
 
