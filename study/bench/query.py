@@ -6,7 +6,8 @@ architecture each, twenty balancing methods, the statuses the recorder writes, p
 final and best metrics, method-specific hyperparameters (so files differ in columns) and
 an int column that is a float in one study (so types differ). A real store holds one file
 per trial; writing 100,000 tiny files would measure the file system more than the reader,
-so trials are grouped, one method of one study per file.
+so trials are grouped, one method of one study per file. The queries are timed on the
+store as written, then again after :func:`study.store.compact` merged each study's files.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from study.store import load_history, load_trials
+from study.store import compact, load_history, load_trials
 
 __all__ = ["format_table", "measure_query", "write_synthetic_store"]
 
@@ -239,6 +240,21 @@ def _time(function: Callable[[Path], Any], folder: Path, rounds: int) -> tuple[d
     }, result
 
 
+_QUERIES: dict[str, Callable[[Path], Any]] = {
+    "best Δm per method × architecture": best_delta_m,
+    "final semseg mIoU per method (history ⋈ trials)": final_semseg_miou,
+    "all trials, all columns (reference)": all_trials,
+}
+
+
+def _queries(root: Path, rounds: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    queries: dict[str, Any] = {}
+    results: dict[str, Any] = {}
+    for name, function in _QUERIES.items():
+        queries[name], results[name] = _time(function, root, rounds)
+    return queries, results
+
+
 def measure_query(
     trials: int = 100_000,
     history: int = 10_000_000,
@@ -249,7 +265,7 @@ def measure_query(
 ) -> dict[str, Any]:
     """Write a synthetic store (in a temporary folder unless ``folder`` is given; it must
     be empty or absent) and time the aggregates: the first ("cold") call apart, then the
-    median of ``rounds`` calls."""
+    median of ``rounds`` calls; then compact each study and time them again."""
     if threads is not None:
         pa.set_cpu_count(threads)
         pa.set_io_thread_count(max(threads, 2))
@@ -262,14 +278,13 @@ def measure_query(
         written = write_synthetic_store(root, trials, history, files)
         write_s = time.perf_counter() - started
         size = sum(p.stat().st_size for p in root.rglob("*.parquet"))
-        queries: dict[str, Any] = {}
-        results: dict[str, Any] = {}
-        for name, function in (
-            ("best Δm per method × architecture", best_delta_m),
-            ("final semseg mIoU per method (history ⋈ trials)", final_semseg_miou),
-            ("all trials, all columns (reference)", all_trials),
-        ):
-            queries[name], results[name] = _time(function, root, rounds)
+        queries, results = _queries(root, rounds)
+        started = time.perf_counter()
+        for study in sorted(p for p in root.iterdir() if p.is_dir()):
+            compact(study)
+        compact_s = time.perf_counter() - started
+        compacted, _ = _queries(root, rounds)
+        files_after = sum(1 for _ in root.rglob("*.parquet"))
     best = results["best Δm per method × architecture"]
     return {
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cpus, "
@@ -281,11 +296,19 @@ def measure_query(
         "trials_where": TRIALS_WHERE,
         "history_where": HISTORY_WHERE,
         "queries": queries,
+        "compaction": {"seconds": compact_s, "files": files_after, "queries": compacted},
         "best_delta_m_sample": {
             f"{method} × {arch}": round(float(value), 4)
             for (method, arch), value in best.stack().head(3).items()
         },
     }
+
+
+def _row(name: str, cell: dict[str, Any]) -> str:
+    return (
+        f"{name:50s}{cell['cold_s']:9.3f}{cell['median_s']:10.3f}{cell['min_s']:8.3f}"
+        f"{cell['result_rows']:8d}"
+    )
 
 
 def format_table(figures: dict[str, Any]) -> str:
@@ -303,10 +326,14 @@ def format_table(figures: dict[str, Any]) -> str:
         f"{'query':50s}{'cold s':>9s}{'median s':>10s}{'min s':>8s}{'rows':>8s}",
     ]
     for name, cell in figures["queries"].items():
-        lines.append(
-            f"{name:50s}{cell['cold_s']:9.3f}{cell['median_s']:10.3f}{cell['min_s']:8.3f}"
-            f"{cell['result_rows']:8d}"
-        )
+        lines.append(_row(name, cell))
+    after = figures["compaction"]
+    lines.append(
+        f"after compaction ({after['seconds']:.1f} s; {after['files']} files in all, one per "
+        "study and kind):"
+    )
+    for name, cell in after["queries"].items():
+        lines.append(_row(name, cell))
     lines.append(
         f"filters: trials {figures['trials_where']!r}; history {figures['history_where']!r}"
     )

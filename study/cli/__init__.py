@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from study.cli import _bench, _data, _jobs, _results, _spec, _study, _table
+from study.cli import _bench, _compact, _data, _jobs, _results, _spec, _study, _table
 from study.cli._common import _Parser
 from study.cli._results import _PLOT_KINDS
 from study.cli._study import _demo_spec
@@ -31,7 +31,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def _parser() -> _Parser:
     parser = _Parser(prog="mtlstudy", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for group in (_study, _spec, _results, _table, _jobs, _data, _bench):
+    for group in (_study, _spec, _results, _table, _compact, _jobs, _data, _bench):
         group.add_commands(commands)
     return parser
 

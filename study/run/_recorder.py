@@ -28,12 +28,10 @@ __all__ = ["StoreRecorder", "history_rows", "trained_with"]
 #: Config keys that say which trial this is, not how it trains.
 _NOT_HYPERPARAMETERS = ("task", "repeat", "config_id", "architecture")
 
-_PACKAGES = ("mtlstudy", "torch", "deepspeed", "ray", "optuna", "timm")
-
 
 def _versions() -> dict[str, str]:
     found = {}
-    for name in _PACKAGES:
+    for name in store.VERSIONED_PACKAGES:
         try:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -116,9 +116,14 @@ def run_study(
     try:
         with graceful_stop():
             outcome = _run_study(spec, space, root, address, run, log)
-        return outcome._replace(location=store.join(spec.results, spec.name))
     finally:
         store.push_driver(spec.name)
+    location = store.join(spec.results, spec.name)
+    if spec.compact_on_finish:
+        # One file per kind instead of one per trial: what every later query reads.
+        log(f"compacting {location}")
+        store.compact(location if remote is not None else root / spec.name)
+    return outcome._replace(location=location)
 
 
 def _run_study(
@@ -131,6 +136,8 @@ def _run_study(
 ) -> StudyOutcome:
     try:  # an unwritable store fails here, before Ray starts
         write_spec(root, spec.name, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+        # Every trial file of the study gets these columns, typed nulls included.
+        store.write_schema(root, spec.name, store.trial_schema(spec, space))
         store.push_driver(spec.name)
     except OSError as err:
         reason = err.strerror or type(err).__name__

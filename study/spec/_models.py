@@ -210,6 +210,11 @@ class StudySpec(_Strict):
     results: PathText = Field(
         "results", description="the results root: a folder or an object-store URI (`s3://…`)"
     )
+    compact_on_finish: bool = Field(
+        True,
+        description="when the study ends, merge its per-trial files into a few large ones "
+        "(`mtlstudy compact`): faster queries, the same rows",
+    )
 
     @field_validator("gpus_per_worker")
     @classmethod

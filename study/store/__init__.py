@@ -31,6 +31,7 @@ A comparison with a missing value is false, except ``!=`` which is true, as in p
 """
 
 from study.store._atomic import TMP_SUFFIX, remove_leftovers, write_atomically
+from study.store._compact import CompactResult, compact
 from study.store._files import (
     HISTORY_DIR,
     KINDS,
@@ -39,6 +40,7 @@ from study.store._files import (
     Kind,
     PathLike,
     result_files,
+    study_listings,
 )
 from study.store._load import load, load_history, load_table, load_trials
 from study.store._remote import (
@@ -57,6 +59,15 @@ from study.store._remote import (
     write_file,
 )
 from study.store._rows import TRIAL_COLUMNS, TrialRow, TrialStatus
+from study.store._schema import (
+    HISTORY_SCHEMA,
+    SCHEMA_FILE,
+    SCHEMA_VERSION,
+    VERSIONED_PACKAGES,
+    read_schema,
+    trial_schema,
+    write_schema,
+)
 from study.store._signing import (
     KEY_ENV,
     SECRET_DIR_ENV,
@@ -68,7 +79,6 @@ from study.store._signing import (
 from study.store._where import where_expression
 from study.store._write import (
     HISTORY_COLUMNS,
-    SCHEMA_VERSION,
     read_trial_history,
     read_trial_row,
     write_history,
@@ -81,12 +91,16 @@ __all__ = [
     "HISTORY_DIR",
     "KEY_ENV",
     "SECRET_DIR_ENV",
+    "HISTORY_SCHEMA",
     "KINDS",
     "PARQUET_SUFFIX",
+    "SCHEMA_FILE",
     "SCHEMA_VERSION",
     "TMP_SUFFIX",
     "TRIALS_DIR",
     "TRIAL_COLUMNS",
+    "VERSIONED_PACKAGES",
+    "CompactResult",
     "DriverStore",
     "Kind",
     "PathLike",
@@ -96,6 +110,7 @@ __all__ = [
     "TrialStatus",
     "absolute",
     "bind_driver",
+    "compact",
     "driver_store",
     "exists",
     "holds_files",
@@ -109,16 +124,20 @@ __all__ = [
     "push_driver",
     "read_trial_history",
     "read_trial_row",
+    "read_schema",
     "readable",
     "remove_leftovers",
     "result_files",
     "sign_checkpoint",
     "study_key",
     "verify_checkpoint",
+    "study_listings",
+    "trial_schema",
     "where_expression",
     "write_atomically",
     "write_file",
     "write_history",
+    "write_schema",
     "write_spec",
     "write_trial",
 ]

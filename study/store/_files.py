@@ -1,4 +1,5 @@
-"""Which Parquet files a query reads: results roots, study folders, never temp files."""
+"""Which Parquet files a query reads: results roots, study folders, per-trial and compacted
+files, never temp files nor a file that a compacted one already holds."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
+from study.store._parts import Listing, list_kind
+
 __all__ = [
     "HISTORY_DIR",
     "KINDS",
@@ -16,6 +19,7 @@ __all__ = [
     "Kind",
     "PathLike",
     "result_files",
+    "study_listings",
 ]
 
 Kind = Literal["trials", "history"]
@@ -37,19 +41,22 @@ def _is_result_file(path: Path) -> bool:
 
 
 def _study_files(study_dir: Path, kind: str) -> list[Path]:
-    return sorted(p for p in (study_dir / kind).glob(f"*{PARQUET_SUFFIX}") if _is_result_file(p))
+    files = (study_dir / kind).glob(f"*{PARQUET_SUFFIX}")
+    return sorted(p for p in files if _is_result_file(p))
 
 
-def _files_under(path: Path, kind: str) -> list[Path]:
-    """The ``kind`` files of ``path``, a study folder or a root of study folders."""
+def _studies_under(path: Path, kind: str) -> list[Path]:
+    """The study folders of ``path``, a study folder or a root of study folders."""
     if any((path / k).is_dir() for k in KINDS):
-        return _study_files(path, kind)
-    studies = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return [f for study in studies for f in _study_files(study, kind)]
+        return [path]
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def result_files(paths: PathLike | Sequence[PathLike], kind: Kind = "trials") -> list[Path]:
-    """The ``kind`` files of one or more results roots or study folders, each once.
+def study_listings(
+    paths: PathLike | Sequence[PathLike], kind: Kind = "trials"
+) -> dict[Path, Listing]:
+    """Per study folder of one or more results roots or study folders (each once): its
+    ``kind`` files to read, per-trial and compacted, and those a compacted file holds.
 
     A path that is not a folder, or holds no ``kind`` files, raises ``FileNotFoundError``.
     """
@@ -58,7 +65,7 @@ def result_files(paths: PathLike | Sequence[PathLike], kind: Kind = "trials") ->
     items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
     if not items:
         raise ValueError("no results path given")
-    found: dict[Path, None] = {}  # ordered set: the same study reached twice is read once
+    found: dict[Path, Listing] = {}  # ordered: the same study reached twice is read once
     for item in items:
         path = Path(item)
         expected = (
@@ -67,11 +74,21 @@ def result_files(paths: PathLike | Sequence[PathLike], kind: Kind = "trials") ->
         )
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: no such folder; {expected}")
-        files = _files_under(path, kind)
-        if not files:
+        studies = [s.resolve() for s in _studies_under(path, kind)]
+        listed = {s: found.get(s) or list_kind(_study_files(s, kind)) for s in studies}
+        if not any(v.files for v in listed.values()):
             raise FileNotFoundError(f"{path}: no {kind} results; {expected}")
-        found.update((f.resolve(), None) for f in files)
-    return list(found)
+        found.update((s, v) for s, v in listed.items() if v.files)
+    return found
+
+
+def result_files(paths: PathLike | Sequence[PathLike], kind: Kind = "trials") -> list[Path]:
+    """The ``kind`` files to read of one or more results roots or study folders, each
+    once: per-trial files and compacted files, never a file a compacted one holds.
+
+    A path that is not a folder, or holds no ``kind`` files, raises ``FileNotFoundError``.
+    """
+    return [f for listing in study_listings(paths, kind).values() for f in listing.files]
 
 
 def _unknown(requested: Iterable[str], available: Sequence[str], what: str = "") -> None:

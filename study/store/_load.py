@@ -15,7 +15,8 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from study.store._files import HISTORY_DIR, TRIALS_DIR, Kind, PathLike, _unknown, result_files
+from study.store._files import HISTORY_DIR, TRIALS_DIR, Kind, PathLike, _unknown, study_listings
+from study.store._parts import Listing
 from study.store._where import where_expression
 
 __all__ = ["load", "load_history", "load_table", "load_trials"]
@@ -159,6 +160,22 @@ def _strings(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return table if target.equals(table.schema) else table.cast(target)
 
 
+def _superseded(listings: dict[Path, Listing]) -> pc.Expression | None:
+    """Rows of compacted files whose trial has a newer file of its own (written after the
+    compaction began): those rows are not read, the newer file is."""
+    terms = [
+        (pc.field("study") == study.name) & pc.field("trial_id").isin(sorted(ids))
+        for study, listing in listings.items()
+        if (ids := listing.superseded)
+    ]
+    if not terms:
+        return None
+    either = terms[0]
+    for term in terms[1:]:
+        either = either | term
+    return either
+
+
 def load_table(
     paths: PathLike | Sequence[PathLike],
     kind: Kind = "trials",
@@ -166,7 +183,8 @@ def load_table(
     columns: Sequence[str] | None = None,
 ) -> pa.Table:
     """As :func:`load`, but an Arrow table (no conversion to pandas)."""
-    files = result_files(paths, kind)
+    listings = study_listings(paths, kind)
+    files = [f for listing in listings.values() for f in listing.files]
     if isinstance(columns, str):
         columns = [columns]
     schemas = _unify(files)
@@ -179,9 +197,22 @@ def load_table(
         filter, used = where_expression(where, schemas.types)
         if needed is not None:
             needed += [c for c in used if c not in needed]
+    superseded = _superseded(listings)
+    if superseded is not None and needed is not None:
+        needed += [c for c in ("study", "trial_id") if c not in needed]
     schema = schemas.schema(needed)
     try:
-        table = _scan(_dataset(files, schema), columns, filter)
+        if superseded is None:
+            table = _scan(_dataset(files, schema), columns, filter)
+        else:
+            # Per-trial files as they are; compacted files less the rows they supersede.
+            plain = [f for listing in listings.values() for f in listing.plain]
+            parts = [f for listing in listings.values() for f in listing.parts]
+            kept = ~superseded if filter is None else filter & ~superseded
+            tables = [_scan(_dataset(parts, schema), columns, kept)]
+            if plain:
+                tables.append(_scan(_dataset(plain, schema), columns, filter))
+            table = pa.concat_tables(tables)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
         line = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ValueError(f"where {where!r}: {line}" if where else line) from None

@@ -28,6 +28,7 @@ import pyarrow.fs as pafs
 from study.errors import UserError, first_line
 from study.store._atomic import TMP_SUFFIX, write_atomically
 from study.store._files import KINDS, PARQUET_SUFFIX
+from study.store._schema import SCHEMA_FILE
 
 __all__ = [
     "DriverStore",
@@ -48,9 +49,10 @@ __all__ = [
 PathLike = str | os.PathLike[str]
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
-# What a mirror holds: the Parquet store, the spec and the Optuna journal. Tune writes its
-# experiments to the URI itself, and trials write the stages' models there.
-_STUDY_FILES = ("spec.yaml", "optuna.journal")
+# What a mirror holds: the Parquet store, the spec, the study's schema and the Optuna
+# journal. Tune writes its experiments to the URI itself, and trials write the stages'
+# models there.
+_STUDY_FILES = ("spec.yaml", "optuna.journal", SCHEMA_FILE)
 _SETTLE_NS = 2_000_000_000
 # Object stores have no folders to create before a write (creating one adds a marker).
 _FLAT = ("s3", "gcs")

@@ -23,15 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from study.store._atomic import write_atomically
 from study.store._files import HISTORY_DIR, PARQUET_SUFFIX, TRIALS_DIR
 from study.store._rows import TRIAL_COLUMNS, TrialRow
+from study.store._schema import HISTORY_SCHEMA, SCHEMA_VERSION, conform, read_schema
 
 __all__ = [
     "HISTORY_COLUMNS",
-    "SCHEMA_VERSION",
     "read_trial_history",
     "read_trial_row",
     "write_history",
@@ -39,22 +40,11 @@ __all__ = [
     "write_trial",
 ]
 
-#: Written in every file's ``schema_version`` column; readers accept every older version.
-SCHEMA_VERSION: int = 1
-
 #: The columns of one history row, with their Arrow types.
 HISTORY_COLUMNS: dict[str, pa.DataType] = {
-    "trial_id": pa.string(),
-    "epoch": pa.int64(),
-    "split": pa.string(),
-    "task": pa.string(),
-    "metric": pa.string(),
-    "value": pa.float64(),
+    f.name: f.type for f in HISTORY_SCHEMA if f.name not in ("study", "schema_version")
 }
 _TRIAL_TYPES = {**TRIAL_COLUMNS, "study": pa.string(), "schema_version": pa.int64()}
-_HISTORY_SCHEMA = pa.schema(
-    [*HISTORY_COLUMNS.items(), ("study", pa.string()), ("schema_version", pa.int64())]
-)
 
 PathLike = str | os.PathLike[str]
 
@@ -145,9 +135,10 @@ def write_trial(root: Path, study: str, row: TrialRow | Mapping[str, Any]) -> Pa
     """Write (or atomically replace) ``<root>/<study>/trials/<trial_id>.parquet``.
 
     Nested mappings become dotted columns (``final.semseg.miou``); lists of strings stay
-    list columns; ``study`` and ``schema_version`` are added. The columns of
-    :class:`TrialRow` take its types, so a missing value is a typed null. Returns the
-    file's path.
+    list columns; ``study`` and ``schema_version`` are added. When the study has a schema
+    (``<study>/schema.parquet``, written by its driver from the spec and search space) the
+    file has exactly its columns, in its order, absent ones as typed nulls. Without one,
+    the columns of :class:`TrialRow` take its types. Returns the file's path.
     """
     trial_id = row.get("trial_id")
     if not isinstance(trial_id, str):
@@ -156,9 +147,13 @@ def write_trial(root: Path, study: str, row: TrialRow | Mapping[str, Any]) -> Pa
     _reserved(row, "study", study)
     _reserved(row, "schema_version", SCHEMA_VERSION)
     flat = _flatten({**row, "study": study, "schema_version": SCHEMA_VERSION})
-    table = pa.table(
-        {name: _column(name, value, _TRIAL_TYPES.get(name)) for name, value in flat.items()}
-    )
+    schema = read_schema(Path(root) / study)
+    if schema is not None:
+        table = conform(flat, schema, f"trial {trial_id}")
+    else:
+        table = pa.table(
+            {name: _column(name, value, _TRIAL_TYPES.get(name)) for name, value in flat.items()}
+        )
     return _atomic_write(table, _folder(root, study, TRIALS_DIR) / f"{trial_id}{PARQUET_SUFFIX}")
 
 
@@ -200,26 +195,43 @@ def write_history(root: Path, study: str, trial_id: str, rows: Sequence[Mapping[
             columns[column].append(_history_cell(index, column, row[column]))
     count = len(columns["trial_id"])
     data = {**columns, "study": [study] * count, "schema_version": [SCHEMA_VERSION] * count}
-    table = pa.table(data, schema=_HISTORY_SCHEMA)
+    table = pa.table(data, schema=HISTORY_SCHEMA)
     return _atomic_write(table, _folder(root, study, HISTORY_DIR) / f"{trial_id}{PARQUET_SUFFIX}")
 
 
+def _compacted_rows(folder: Path, trial_id: str, columns: list[str] | None = None) -> pa.Table:
+    """The rows of one trial in the folder's compacted files (none if it has none)."""
+    from study.store._parts import list_kind
+
+    files = sorted(p for p in folder.glob(f"*{PARQUET_SUFFIX}") if not p.name.startswith("."))
+    parts = list_kind(files).parts
+    if not parts:
+        return pa.table({})
+    dataset = ds.dataset([str(p) for p in parts], format="parquet")
+    return dataset.to_table(columns=columns, filter=ds.field("trial_id") == trial_id)
+
+
 def read_trial_row(root: Path, study: str, trial_id: str) -> dict[str, Any] | None:
-    """The stored row of one trial, flat (dotted columns), or None if it has none."""
-    path = _folder(root, study, TRIALS_DIR) / f"{_check_name('trial_id', trial_id)}{PARQUET_SUFFIX}"
-    if not path.is_file():
+    """The stored row of one trial, flat (dotted columns), or None if it has none; from
+    its own file, or from the study's compacted file once it is merged there."""
+    folder = _folder(root, study, TRIALS_DIR)
+    path = folder / f"{_check_name('trial_id', trial_id)}{PARQUET_SUFFIX}"
+    rows = pq.read_table(path).to_pylist() if path.is_file() else []
+    if not rows:
+        rows = _compacted_rows(folder, trial_id).to_pylist() if folder.is_dir() else []
+    if not rows:
         return None
-    (row,) = pq.read_table(path).to_pylist()
-    return {k: v for k, v in row.items() if k not in ("study", "schema_version")}
+    return {k: v for k, v in rows[-1].items() if k not in ("study", "schema_version")}
 
 
 def read_trial_history(root: Path, study: str, trial_id: str) -> list[dict[str, Any]]:
     """The history rows already stored for one trial (none if it has no file yet), as
     :func:`write_history` takes them: a resumed driver appends to them."""
-    path = (
-        _folder(root, study, HISTORY_DIR) / f"{_check_name('trial_id', trial_id)}{PARQUET_SUFFIX}"
-    )
-    if not path.is_file():
+    folder = _folder(root, study, HISTORY_DIR)
+    path = folder / f"{_check_name('trial_id', trial_id)}{PARQUET_SUFFIX}"
+    columns = [c for c in HISTORY_COLUMNS if c != "trial_id"]
+    if path.is_file():
+        return pq.read_table(path, columns=columns).to_pylist()
+    if not folder.is_dir():
         return []
-    table = pq.read_table(path, columns=[c for c in HISTORY_COLUMNS if c != "trial_id"])
-    return table.to_pylist()
+    return _compacted_rows(folder, trial_id, columns).to_pylist()

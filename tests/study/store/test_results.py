@@ -377,7 +377,12 @@ def test_measure_query_returns_figures(tmp_path: Path) -> None:
     assert len(queries) == 3
     for cell in queries.values():
         assert cell["cold_s"] > 0 and cell["median_s"] > 0 and cell["result_rows"] > 0
+    after = figures["compaction"]
+    assert after["files"] == 2 * figures["store"]["studies"]  # one per study and kind
+    for name, cell in after["queries"].items():
+        assert cell["result_rows"] == queries[name]["result_rows"], name  # the same rows
     text = format_table(figures)
     assert "best Δm per method × architecture" in text and "200 trial rows" in text
+    assert "after compaction" in text
     with pytest.raises(ValueError, match="not empty"):
         measure_query(trials=10, history=10, files=1, folder=tmp_path / "s")
