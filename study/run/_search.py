@@ -22,6 +22,7 @@ from typing import Any
 import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
+from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
 from study import store
@@ -156,7 +157,8 @@ class StudySearch(OptunaSearch):
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         # Repeats share one Optuna trial, which takes one value per step.
-        if self._repeats == 1 and isinstance(self.metric, str) and self.metric in result:
+        reported = isinstance(self.metric, str) and {self.metric, TRAINING_ITERATION} <= set(result)
+        if self._repeats == 1 and reported:
             super().on_trial_result(trial_id, result)
 
     def _measured(self) -> list[str]:
