@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import pandas as pd
@@ -9,7 +10,7 @@ import pandas as pd
 from models import get_task
 from study.analysis._labels import PAPER_METRICS, metric_label
 from study.analysis._paper import delta_m_definition
-from study.analysis._paper_render import fit_text
+from study.analysis._paper_render import WIDTH, fit_text
 from study.analysis._pareto import configurations
 from study.analysis._tables import _reference, metric_columns
 from study.analysis._uncertainty import compare_best_two
@@ -101,7 +102,9 @@ def leaderboard(
     if unranked:
         lines.append(f"not ranked: {unranked}")
     if has_delta:
-        lines.append(_delta_m_line(trials, rows, tasks))
+        # Many tasks' baselines take more than one line of the 120 columns.
+        definition = _delta_m_line(trials, rows, tasks)
+        lines += textwrap.wrap(definition, WIDTH, subsequent_indent="  ", break_on_hyphens=False)
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import pytest
 
 from study.analysis import pareto_mask
 from study.run import journal_storage, run_study
@@ -39,6 +40,7 @@ results: {results}
 """
 
 
+@pytest.mark.slow  # a study with repeats on a local Ray
 def test_two_objective_study_with_repeats(tmp_path: Path) -> None:
     path = tmp_path / "spec.yaml"
     path.write_text(SPEC.format(results=tmp_path))

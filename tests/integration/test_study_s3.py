@@ -16,6 +16,9 @@ from ray import tune
 from study.run import run_study
 from study.spec import load_spec
 
+# A whole study on a local Ray into the S3 endpoint; the store's S3 paths are tested without Ray.
+pytestmark = pytest.mark.slow
+
 SPEC = """
 name: staged
 seed: 0

@@ -62,7 +62,15 @@ def test_methods_lists_each_method_with_its_defaults() -> None:
     assert "last-layer" in lines[rows["gradnorm"]] and "potentials" not in lines[rows["amtl"]]
 
 
-@pytest.mark.parametrize("fmt", ["nyud", "pascal", "voc"])
+@pytest.mark.parametrize(
+    "fmt",
+    # Each format's reader and writer are tested in-process too; one runs here by default.
+    [
+        "nyud",
+        pytest.param("pascal", marks=pytest.mark.slow),
+        pytest.param("voc", marks=pytest.mark.slow),
+    ],
+)
 def test_data_synth_writes_a_dataset_that_data_check_reads(tmp_path: Path, fmt: str) -> None:
     out = tmp_path / fmt
     done = _mtlstudy(

@@ -97,6 +97,7 @@ def test_incremental_trial_resumes_with_the_tasks_its_checkpoint_had(tmp_path) -
     assert report["training_task"] == "edges" and report["forgetting/depth"] == 0.0
 
 
+@pytest.mark.slow  # a whole incremental study on a local Ray
 def test_incremental_study_records_what_each_task_was_trained_with(tmp_path) -> None:
     from study.run import run_study
     from study.spec import load_spec

@@ -18,6 +18,10 @@ from study.store import compact, load_trials, read_schema
 
 # One short study for the whole module: two methods with knobs of their own (dwa, amtl)
 # and one without (ew), so the per-trial files would differ without one schema.
+
+# One real study on a local Ray; the schema and compaction are also tested without Ray.
+pytestmark = pytest.mark.slow
+
 SPEC = """
 name: outside
 seed: 0
