@@ -70,6 +70,13 @@ def matched_edge_pixels(predicted: np.ndarray, truth: np.ndarray, radius: float)
     return int((maximum_bipartite_matching(graph, perm_type="column") >= 0).sum())
 
 
+def _mosaic(images: np.ndarray, frame: int) -> np.ndarray:
+    """(B, H, W) maps side by side in one (H + 2·frame, B·(W + 2·frame)) map, each in a frame
+    of zeros."""
+    framed = np.pad(images, ((0, 0), (frame, frame), (frame, frame)))
+    return np.concatenate(list(framed), axis=1)
+
+
 class EdgesMeter(TaskMeter):
     """``odsf``: the F-measure at the best dataset-wide threshold (ODS), by the BSDS protocol.
 
@@ -113,19 +120,23 @@ class EdgesMeter(TaskMeter):
         valid = target != IGNORE_INDEX
         truth = ((target > 0.5) & valid)[:, 0].cpu().numpy()
         prob = torch.sigmoid(pred.to(_F64)).masked_fill(~valid, 0.0)[:, 0].cpu().numpy()
+        # The batch as one row of tiles, each framed by zeros wider than the radius: thinning
+        # (3×3 neighbourhoods) and matching never reach across a frame, so each threshold
+        # costs one call for the batch and the counts are those of image by image.
+        frame = math.ceil(radius) + 2
+        prob, edges = _mosaic(prob, frame), _mosaic(truth, frame)
+        # A predicted pixel farther than the radius from every true one never matches:
+        # thinning sees the whole map, matching only the pixels that can match.
+        reachable = distance_transform_edt(~edges) <= radius if edges.any() else edges
         matched = np.zeros(self.thresholds)
         predicted = np.zeros(self.thresholds)
-        for image, edges in zip(prob, truth, strict=True):
-            # A predicted pixel farther than the radius from every true one never matches:
-            # thinning sees the whole map, matching only the pixels that can match.
-            reachable = distance_transform_edt(~edges) <= radius if edges.any() else edges
-            for k, t in enumerate(edge_thresholds(self.thresholds)):
-                above = image > t
-                if not above.any():
-                    break  # higher thresholds keep nothing either
-                lines = thin(above)
-                predicted[k] += lines.sum()
-                matched[k] += matched_edge_pixels(lines & reachable, edges, radius)
+        for k, t in enumerate(edge_thresholds(self.thresholds)):
+            above = prob > t
+            if not above.any():
+                break  # higher thresholds keep nothing either
+            lines = thin(above)
+            predicted[k] = lines.sum()
+            matched[k] = matched_edge_pixels(lines & reachable, edges, radius)
         total = np.array([float(truth.sum())])
         sums = np.concatenate([matched, predicted, total])
         return torch.from_numpy(sums).to(device=pred.device, dtype=_F64)
