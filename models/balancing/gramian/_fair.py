@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from models.balancing.gramian._common import as_numpy, as_torch, nonzero_tasks
-from models.balancing.gramian._nash import NASH_RIDGE, NASH_SINGULAR
+from models.balancing.gramian._nash import NASH_RIDGE, NASH_SINGULAR, damped_step
 from models.balancing.gramian._qp import nonneg_qp
 
 __all__ = ["config_weights", "fairgrad_weights"]
@@ -98,19 +98,10 @@ def _fair_newton(K: np.ndarray, p: float, max_iter: int) -> np.ndarray:
             x, fx = full, f(full)
             continue
         previous = np.inf
-        t = 1.0
-        shrinking = step < 0
-        if shrinking.any():
-            t = min(1.0, 0.99 * float(np.min(-x[shrinking] / step[shrinking])))
-        while True:
-            candidate = x + t * step
-            fc = f(candidate)
-            if fc <= fx - 0.25 * t * decrement or t < 1e-12:
-                break
-            t *= 0.5
-        if t < 1e-12:
+        damped = damped_step(x, fx, step, decrement, f)
+        if damped is None:
             break
-        x, fx = candidate, fc
+        x, fx = damped
     return x
 
 

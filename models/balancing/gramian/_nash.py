@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -111,18 +113,33 @@ def _newton(C: np.ndarray, b: np.ndarray, max_iter: int) -> np.ndarray:
             fb = f(b)
             continue
         previous = np.inf
-        # Largest step keeping b > 0, with a margin, then Armijo backtracking.
-        t = 1.0
-        shrinking = step < 0
-        if shrinking.any():
-            t = min(1.0, 0.99 * float(np.min(-b[shrinking] / step[shrinking])))
-        while True:
-            candidate = b + t * step
-            fc = f(candidate)
-            if fc <= fb - 0.25 * t * decrement or t < 1e-12:
-                break
-            t *= 0.5
-        if t < 1e-12:
+        damped = damped_step(b, fb, step, decrement, f)
+        if damped is None:
             break
-        b, fb = candidate, fc
+        b, fb = damped
     return b
+
+
+def damped_step(
+    x: np.ndarray,
+    fx: float,
+    step: np.ndarray,
+    decrement: float,
+    f: Callable[[np.ndarray], float],
+) -> tuple[np.ndarray, float] | None:
+    """A damped Newton step of ``f`` from ``x > 0``: the largest fraction of ``step`` that
+    keeps ``x > 0`` (with a margin), halved until Armijo's condition holds; ``None`` once
+    the fraction falls below 1e-12 (no progress left to make)."""
+    t = 1.0
+    shrinking = step < 0
+    if shrinking.any():
+        t = min(1.0, 0.99 * float(np.min(-x[shrinking] / step[shrinking])))
+    while True:
+        candidate = x + t * step
+        fc = f(candidate)
+        if fc <= fx - 0.25 * t * decrement or t < 1e-12:
+            break
+        t *= 0.5
+    if t < 1e-12:
+        return None
+    return candidate, fc
