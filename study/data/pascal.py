@@ -34,12 +34,12 @@ import scipy.io
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from scipy import ndimage
 from torch.utils.data import Dataset
 
 from study.data._files import DatasetError, read_rgb, read_split, require_dir
 from study.data._sample import Sample
 from study.data._synthetic import Scene
+from study.metrics import thin_stack
 
 __all__ = [
     "HUMAN_PARTS_CLASSES",
@@ -49,7 +49,6 @@ __all__ = [
     "TASKS",
     "describe",
     "edges_from_labels",
-    "thin",
     "write_pascal",
 ]
 
@@ -86,42 +85,6 @@ _VOC_SEMSEG_DIR = "semseg/VOC12"
 # --------------------------------------------------------------------------- edges
 
 
-def _thin_luts() -> tuple[np.ndarray, np.ndarray]:
-    """Deletion tables of the two Guo–Hall sub-iterations, indexed by the neighbour code.
-
-    Bit k of the code is the neighbour at 45·k degrees counter-clockwise from east
-    (bit 0 east, 1 north-east, 2 north, ... 7 south-east).
-    """
-    first = np.zeros(256, dtype=bool)
-    second = np.zeros(256, dtype=bool)
-    for code in range(256):
-        b = [(code >> k) & 1 == 1 for k in range(8)]
-        # C(p): number of 8-connected foreground components around p.
-        c = sum(not b[i] and (b[i + 1] or b[(i + 2) % 8]) for i in (0, 2, 4, 6))
-        n1 = sum(b[k] or b[k - 1] for k in (1, 3, 5, 7))
-        n2 = sum(b[k] or b[(k + 1) % 8] for k in (1, 3, 5, 7))
-        removable = c == 1 and 2 <= min(n1, n2) <= 3
-        first[code] = removable and not ((b[1] or b[2] or not b[7]) and b[0])
-        second[code] = removable and not ((b[5] or b[6] or not b[3]) and b[4])
-    return first, second
-
-
-_THIN_LUTS = _thin_luts()
-_NEIGHBOUR_WEIGHTS = np.array([[8, 4, 2], [16, 0, 1], [32, 64, 128]], dtype=np.int64)
-
-
-def thin(mask: np.ndarray) -> np.ndarray:
-    """Guo–Hall thinning of a boolean mask to one-pixel-wide lines (as ``skimage`` ``thin``)."""
-    skel = np.asarray(mask, dtype=bool).astype(np.int64)
-    while True:
-        before = int(skel.sum())
-        for lut in _THIN_LUTS:
-            code = ndimage.correlate(skel, _NEIGHBOUR_WEIGHTS, mode="constant", cval=0)
-            skel[lut[code]] = 0
-        if int(skel.sum()) == before:
-            return skel.astype(bool)
-
-
 def edges_from_labels(label_map: np.ndarray) -> np.ndarray:
     """Edge map float32 (H, W) in {0, 1} from a label map, as the reference loader.
 
@@ -134,7 +97,7 @@ def edges_from_labels(label_map: np.ndarray) -> np.ndarray:
         raise ValueError(f"label map must be 2-D, got shape {labels.shape}")
     padded = np.pad(labels, 1, mode="reflect") if min(labels.shape) > 1 else np.pad(labels, 1)
     lap = padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:] - 4 * labels
-    return thin(lap != 0).astype(np.float32)
+    return thin_stack(lap != 0).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- readers

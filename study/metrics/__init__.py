@@ -22,6 +22,7 @@ from study.metrics._edges import EDGE_MAX_DIST, EDGE_THRESHOLDS, EdgesMeter, edg
 from study.metrics._meter import TaskMeter
 from study.metrics._multi_task import MetricOptions, MultiTaskMeter, create_meter, delta_m
 from study.metrics._saliency import SaliencyMeter
+from study.metrics._thin import thin_stack
 
 __all__ = [
     "ANGLE_BIN_DEGREES",
@@ -40,5 +41,6 @@ __all__ = [
     "TaskMeter",
     "create_meter",
     "delta_m",
+    "thin_stack",
     "edge_tolerance",
 ]

@@ -9,6 +9,7 @@ import torch
 
 from models.tasks import IGNORE_INDEX, Task
 from study.metrics._meter import _F64, TaskMeter, _check_shape
+from study.metrics._thin import thin_stack
 
 __all__ = [
     "EDGE_MAX_DIST",
@@ -22,8 +23,8 @@ __all__ = [
 #: BSDS / SEISM ``maxDist``: the matching distance as a fraction of the image diagonal, as
 #: the multi-task literature evaluates PASCAL-Context (≈ 5.4 px at 512 × 512).
 EDGE_MAX_DIST = 0.0075
-#: Thresholds swept per evaluation. BSDS sweeps 99; every threshold thins and matches every
-#: image once, so an evaluation each epoch sweeps fewer by default.
+#: Thresholds swept per evaluation. BSDS sweeps 99; every threshold matches every image
+#: once, so an evaluation each epoch sweeps fewer by default.
 EDGE_THRESHOLDS = 19
 
 
@@ -81,12 +82,12 @@ class EdgesMeter(TaskMeter):
     """``odsf``: the F-measure at the best dataset-wide threshold (ODS), by the BSDS protocol.
 
     At each of ``thresholds`` probabilities k/(n + 1) (:func:`edge_thresholds`) the predicted
-    edge map ``sigmoid(logit) > t`` is thinned to one-pixel-wide lines (scikit-image's
-    ``thin``, MATLAB's ``bwmorph(·, 'thin', inf)``), then its pixels are matched one-to-one to
-    ground-truth edge pixels at most ``max_dist`` × the image diagonal apart
-    (:func:`matched_edge_pixels`). Over the whole dataset, precision is matched / predicted
-    (thinned) pixels and recall matched / ground-truth pixels at each threshold;
-    odsF = max over thresholds of 2PR / (P + R). The ground truth is used as it is, not
+    edge map ``sigmoid(logit) > t`` is thinned to one-pixel-wide lines (Guo–Hall thinning,
+    pixel for pixel scikit-image's ``thin`` and MATLAB's ``bwmorph(·, 'thin', inf)``), then
+    its pixels are matched one-to-one to ground-truth edge pixels at most ``max_dist`` × the
+    image diagonal apart (:func:`matched_edge_pixels`). Over the whole dataset, precision
+    is matched / predicted (thinned) pixels and recall matched / ground-truth pixels at each
+    threshold; odsF = max over thresholds of 2PR / (P + R). The ground truth is used as it is, not
     thinned. Pixels marked 255 are neither predictions nor ground truth.
 
     BSDS's own benchmark code also interpolates P and R linearly between neighbouring
@@ -114,7 +115,6 @@ class EdgesMeter(TaskMeter):
         if target.shape[1] != 1:
             raise ValueError(f"edges: target must be (B, 1, H, W), got {tuple(target.shape)}")
         from scipy.ndimage import distance_transform_edt  # on first use, as above
-        from skimage.morphology import thin
 
         radius = edge_tolerance(*pred.shape[-2:], self.max_dist)
         valid = target != IGNORE_INDEX
@@ -122,21 +122,17 @@ class EdgesMeter(TaskMeter):
         prob = torch.sigmoid(pred.to(_F64)).masked_fill(~valid, 0.0)[:, 0].cpu().numpy()
         # The batch as one row of tiles, each framed by zeros wider than the radius: thinning
         # (3×3 neighbourhoods) and matching never reach across a frame, so each threshold
-        # costs one call for the batch and the counts are those of image by image.
+        # costs one matching for the batch and the counts are those of image by image.
         frame = math.ceil(radius) + 2
         prob, edges = _mosaic(prob, frame), _mosaic(truth, frame)
         # A predicted pixel farther than the radius from every true one never matches:
         # thinning sees the whole map, matching only the pixels that can match.
         reachable = distance_transform_edt(~edges) <= radius if edges.any() else edges
-        matched = np.zeros(self.thresholds)
-        predicted = np.zeros(self.thresholds)
-        for k, t in enumerate(edge_thresholds(self.thresholds)):
-            above = prob > t
-            if not above.any():
-                break  # higher thresholds keep nothing either
-            lines = thin(above)
-            predicted[k] = lines.sum()
-            matched[k] = matched_edge_pixels(lines & reachable, edges, radius)
+        lines = thin_stack(prob > edge_thresholds(self.thresholds)[:, None, None])
+        predicted = lines.sum(axis=(1, 2)).astype(np.float64)
+        matched = np.array(
+            [matched_edge_pixels(at & reachable, edges, radius) for at in lines], dtype=np.float64
+        )
         total = np.array([float(truth.sum())])
         sums = np.concatenate([matched, predicted, total])
         return torch.from_numpy(sums).to(device=pred.device, dtype=_F64)
