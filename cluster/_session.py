@@ -7,8 +7,10 @@ import contextlib
 import logging
 import os
 import secrets
+import signal
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -121,6 +123,23 @@ def _stop_local(watchdog: subprocess.Popen | None) -> None:
 
 
 @contextmanager
+def _keep_signal_handlers() -> Iterator[None]:
+    """The driver's SIGINT and SIGTERM handlers as they were before ``ray.init``: Ray's core
+    worker installs a native SIGTERM handler that dumps a stack trace and exits, in front of
+    a study's graceful stop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            if handler is not None:  # None: set outside Python, nothing to put back
+                signal.signal(signum, handler)
+
+
+@contextmanager
 def ray_session(
     address: str | None = None,
     num_cpus: int | None = None,
@@ -134,10 +153,11 @@ def ray_session(
         _check_reachable(address)
     watchdog = None
     try:
-        if address is None:
-            watchdog = _start_local(num_cpus, runtime_env)
-        else:
-            ray.init(address=address, logging_level=logging.WARNING, runtime_env=runtime_env)
+        with _keep_signal_handlers():
+            if address is None:
+                watchdog = _start_local(num_cpus, runtime_env)
+            else:
+                ray.init(address=address, logging_level=logging.WARNING, runtime_env=runtime_env)
     except (ConnectionError, RuntimeError, ValueError) as err:
         where = address or "a new local Ray"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import os
 import socket
 import subprocess
@@ -39,8 +40,11 @@ CPU_FALLBACK = "MTLSTUDY_ALLOW_CPU_FALLBACK"
 
 
 def torch_extensions_dir() -> Path:
-    """Where DeepSpeed's JIT-compiled ops live: one stable folder per machine and user."""
-    default = Path.home() / ".cache" / "mtlstudy" / "torch_extensions"
+    """Where DeepSpeed's JIT-compiled ops live: one stable folder per machine, user and
+    PyTorch installation (an op's build names the headers of the PyTorch it compiled
+    against, so environments sharing one folder would each recompile it on every switch)."""
+    install = hashlib.sha256(str(Path(torch.__file__).parent).encode()).hexdigest()[:12]
+    default = Path.home() / ".cache" / "mtlstudy" / "torch_extensions" / install
     return Path(os.environ.get("TORCH_EXTENSIONS_DIR", default))
 
 
