@@ -30,6 +30,7 @@ from study.run._recorder import StoreRecorder
 from study.run._search import StudySearch, journal_storage, tpe_sampler
 from study.run._setup import TrialSetup
 from study.run._signals import raise_if_stopped
+from study.run._signed_state import SignTuneState, checked_tune_state
 from study.run._trainable import CHECKPOINTS_KEPT, trainable
 from study.spec import StageSpec, StudySpec
 from study.store import load_trials
@@ -160,6 +161,8 @@ def _run_config(
     run: RunOptions = RunOptions(),
 ) -> tune.RunConfig:
     callbacks: list[tune.Callback] = [StoreRecorder(root, setup, setup.epochs)]
+    if not store.is_uri(spec.results):
+        callbacks.append(SignTuneState(spec.name, phase, root / spec.name / "tune" / phase))
     if run.progress is not None:
         metric, mode = spec.objective if setup.kind == "multi_task" else ("val_loss", "min")
         callbacks.append(ProgressLine(phase, trials, setup.epochs, metric, mode, run.progress))
@@ -179,14 +182,20 @@ def _fit(
     """Run a phase's experiment, or continue it where a killed driver left it: finished
     trials stay finished, unfinished ones restart from their last checkpoint, and the
     searcher (with its Optuna journal) keeps its history and its trial budget."""
-    path = store.join(setup.spec.results, setup.spec.name, "tune", phase)
+    spec = setup.spec
+    path = store.join(spec.results, spec.name, "tune", phase)
+    local = None if store.is_uri(spec.results) else root / spec.name / "tune" / phase
     if run.resume and tune.Tuner.can_restore(path):
+        if local is not None:  # nothing of Tune's is unpickled before this passes
+            checked_tune_state(local, spec.name)
         restored = tune.Tuner.restore(
             path, trainable=trainable(setup), resume_unfinished=True, resume_errored=True
         )
         results = restored.fit()
     else:
         results = tuner().fit()
+    if local is not None:  # what Tune wrote after its loop's last step
+        store.sign_state(local, store.study_key(spec.name))
     raise_if_stopped()  # a stopped experiment's results are partial: start no other phase
     return _errors(results)
 

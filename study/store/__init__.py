@@ -71,10 +71,13 @@ from study.store._schema import (
 from study.store._signing import (
     KEY_ENV,
     SECRET_DIR_ENV,
+    SIGNED_STATE_DIR,
     CheckpointRefused,
     sign_checkpoint,
+    sign_state,
     study_key,
     verify_checkpoint,
+    verify_state,
 )
 from study.store._where import where_expression
 from study.store._write import (
@@ -106,6 +109,7 @@ __all__ = [
     "PathLike",
     "RemoteRoot",
     "CheckpointRefused",
+    "SIGNED_STATE_DIR",
     "TrialRow",
     "TrialStatus",
     "absolute",
@@ -129,8 +133,10 @@ __all__ = [
     "remove_leftovers",
     "result_files",
     "sign_checkpoint",
+    "sign_state",
     "study_key",
     "verify_checkpoint",
+    "verify_state",
     "study_listings",
     "trial_schema",
     "where_expression",

@@ -1,7 +1,9 @@
 """Checkpoints signed by the study that wrote them: an HMAC-SHA256 of each file, keyed by a
 secret kept outside the results store, is written beside the checkpoint when it is saved
-and checked before a resume reads (and unpickles) any of its files. Whoever can write to
-the results folder or bucket, but not to the user's secret, cannot make a resume run code.
+and checked before a resume reads (and unpickles) any of its files. Tune's own experiment
+state (its pickles, and JSON that embeds pickles) is signed the same way by the driver as
+Tune writes it (:func:`sign_state`). Whoever can write to the results folder or bucket,
+but not to the user's secret, cannot make a resume run code.
 
 The user's secret is ``checkpoint.key`` (0600) under ``$MTLSTUDY_SECRET_DIR``, else
 ``~/.config/mtlstudy``; each study signs with its own key derived from it. A study's
@@ -16,20 +18,25 @@ import hmac
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from study.errors import UserError
+from study.store._atomic import write_atomically
 
 __all__ = [
     "KEY_ENV",
     "SECRET_DIR_ENV",
     "SIGNATURES_PREFIX",
+    "SIGNED_STATE_DIR",
     "CheckpointRefused",
     "secret_dir",
     "sign_checkpoint",
+    "sign_state",
     "study_key",
     "verify_checkpoint",
+    "verify_state",
 ]
 
 #: Where the user's secret lives, when not ``~/.config/mtlstudy``.
@@ -152,3 +159,93 @@ def verify_checkpoint(directory: str | os.PathLike[str], key: bytes) -> None:
             f"refusing to resume from {root}: the checkpoint carries no signatures of this "
             "study; delete it to start that trial afresh"
         )
+
+
+#: Inside a folder signed by :func:`sign_state`: the last signed copy of each file and
+#: their signatures.
+SIGNED_STATE_DIR = ".mtlstudy-signed"
+_STATE_SIGNATURES = "signatures.json"
+
+
+def _state_files(folder: Path) -> list[Path]:
+    """The files of ``folder`` itself that a resume reads; hidden ones are Ray's markers,
+    leftovers of atomic writes, or the signed copies."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _state_signatures(folder: Path) -> dict[str, str]:
+    try:
+        entries = json.loads((folder / SIGNED_STATE_DIR / _STATE_SIGNATURES).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(entries, dict):
+        return {}
+    return {str(k): v for k, v in entries.items() if isinstance(v, str)}
+
+
+def sign_state(
+    folder: str | os.PathLike[str], key: bytes, seen: dict[str, tuple[int, int]] | None = None
+) -> None:
+    """Sign the files of ``folder`` (not its subfolders), keeping a copy of each as signed.
+
+    Whatever rewrites those files (Tune, between two calls) leaves the last signed copy
+    for :func:`verify_state`. ``seen`` (name → mtime, size) skips files unchanged since a
+    previous call that was given the same dictionary.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        return
+    copies = root / SIGNED_STATE_DIR
+    signatures = _state_signatures(root)
+    changed = False
+    for path in _state_files(root):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue  # replaced under us: the next call signs the new one
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if seen is not None and seen.get(path.name) == stamp and path.name in signatures:
+            continue
+        copy = copies / path.name
+        # The copy is signed, not the live file: a write racing this one cannot make the
+        # signature and the kept bytes disagree.
+        write_atomically(copy, lambda tmp, source=path: shutil.copyfile(source, tmp))
+        signatures[path.name] = _digest(key, copies, copy)
+        if seen is not None:
+            seen[path.name] = stamp
+        changed = True
+    if changed:
+        text = json.dumps(signatures, indent=0, sort_keys=True)
+        write_atomically(copies / _STATE_SIGNATURES, lambda tmp: tmp.write_text(text))
+
+
+def verify_state(folder: str | os.PathLike[str], key: bytes) -> list[str]:
+    """Make ``folder`` hold only what :func:`sign_state` signed, before anything in it is
+    read: a file changed after its last signing (a driver killed between a write and the
+    signing) is put back to its signed copy; a file that carries no signature, or whose
+    copy does not match either, is refused. Returns the names put back."""
+    root = Path(folder)
+    copies = root / SIGNED_STATE_DIR
+    signatures = _state_signatures(root)
+    restored = []
+    names = {p.name for p in _state_files(root)} | set(signatures)
+    for name in sorted(names):
+        digest = signatures.get(name)
+        live = root / name
+        if digest is None:
+            raise CheckpointRefused(
+                f"refusing to resume from {root}: {name} carries no signature of this study "
+                f"(not written by it); delete {root} to run that phase afresh"
+            )
+        if live.is_file() and hmac.compare_digest(_digest(key, root, live), digest):
+            continue
+        copy = copies / name
+        if not (copy.is_file() and hmac.compare_digest(_digest(key, copies, copy), digest)):
+            raise CheckpointRefused(
+                f"refusing to resume from {root}: {name} does not match this study's "
+                f"signature (changed since, or signed with another key); delete {root} to "
+                "run that phase afresh"
+            )
+        write_atomically(live, lambda tmp, source=copy: shutil.copyfile(source, tmp))
+        restored.append(name)
+    return restored

@@ -1,7 +1,9 @@
 """Ctrl-C or SIGTERM stops a study gracefully: a non-zero status, one line that says how to
-resume, and an experiment that ``--resume`` can go on with."""
+resume, and an experiment that ``--resume`` can go on with, and that it refuses to go on
+with once a file the study did not sign is planted in it."""
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -73,7 +75,32 @@ def test_a_stopped_study_says_how_to_resume(tmp_path: Path, signum: int) -> None
     assert f"mtlstudy: interrupted by {name}; finished trials are kept." in err
     assert f"Resume with: mtlstudy run {spec} --resume" in err
     assert "Tuner.restore" not in err + out  # Tune's own advice is for its API
-    assert tune.Tuner.can_restore(str(results / "stopped" / "tune" / "multi_task"))
+    experiment = results / "stopped" / "tune" / "multi_task"
+    assert tune.Tuner.can_restore(str(experiment))
+    if signum == signal.SIGINT:
+        _planted_state_is_refused(spec, experiment, tmp_path / "marker")
+
+
+class _Payload:
+    """Unpickled, it writes a marker file: what a planted searcher state would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
+
+
+def _planted_state_is_refused(spec: Path, experiment: Path, marker: Path) -> None:
+    # Tune restores the searcher from the newest state file it finds.
+    planted = experiment / "searcher-state-2099-01-01_00-00-00.pkl"
+    planted.write_bytes(pickle.dumps(_Payload(marker)))
+    run = _mtlstudy("run", str(spec), "--resume")
+    out, err = run.communicate(timeout=180)
+    assert run.returncode == 2, err[-2000:]
+    assert err.count("\n") == 1 and "searcher-state-2099-01-01_00-00-00.pkl" in err, err
+    assert "carries no signature of this study" in err
+    assert not marker.exists()
 
 
 def test_resume_with_nothing_to_resume_is_refused(tmp_path: Path) -> None:
