@@ -1,8 +1,9 @@
 """Single-task baselines from the results store: Δm's references and AMTL's potentials.
 
 A baseline of a task is a completed single-task trial of the same dataset (the same
-data: :attr:`StudySpec.dataset_key`), architecture and ``baseline_model`` arguments, from
-any study under the same results root; the best one by the task's headline metric is used.
+data: :attr:`StudySpec.dataset_key`), architecture and ``baseline_model`` arguments, scored
+under the same protocol (:attr:`StudySpec.metrics_key`), from any study under the same
+results root; the best one by the task's headline metric is used.
 """
 
 from __future__ import annotations
@@ -48,7 +49,20 @@ def single_task_trials(root: Path, spec: StudySpec, task: str) -> pd.DataFrame:
     for name, value in spec.baseline_model.items():
         column = f"hp.model.{name}"
         same &= trials[column] == value if column in trials else False
+    # Scored under the same protocol: rows from before it was recorded count as scored
+    # without options, so an edges or detection baseline from then is never used.
+    wanted = spec.metrics.for_dataset(spec.dataset).task_protocol(task)
+    keys = trials["metrics_key"] if "metrics_key" in trials else pd.Series("", trials.index)
+    same &= keys.map(lambda key: _protocol(key, task) == wanted)
     return trials[alone & same]
+
+
+def _protocol(metrics_key: object, task: str) -> str:
+    """``task``'s protocol in a row's ``metrics_key`` ("" where it has none)."""
+    if not isinstance(metrics_key, str):
+        return ""
+    entries = (entry.partition("=") for entry in metrics_key.split(";") if entry)
+    return next((protocol for name, _, protocol in entries if name == task), "")
 
 
 def find_baselines(root: Path, spec: StudySpec) -> Baselines:

@@ -168,6 +168,7 @@ class StoreRecorder(Callback):
             "method": config.get("method", "ew"),
             "dataset": spec.dataset.name,
             "dataset_key": spec.dataset_key,
+            "metrics_key": spec.metrics_key,
             "tasks": list(tasks),
             "seed": self._setup.seed_for(trial.config),
             "repeat": int(trial.config.get("repeat", 0)),

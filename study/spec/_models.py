@@ -355,6 +355,14 @@ class StudySpec(_Strict):
         return stage.epochs or self.epochs
 
     @property
+    def metrics_key(self) -> str:
+        """``task=protocol`` for each of the spec's tasks whose scores depend on a metric
+        option (``;``-separated; see :meth:`MetricsSpec.task_protocol`)."""
+        options = self.metrics.for_dataset(self.dataset)
+        protocols = ((t, options.task_protocol(t)) for t in self.tasks)
+        return ";".join(f"{t}={p}" for t, p in protocols if p)
+
+    @property
     def dataset_key(self) -> str:
         """Names the data itself: trials with equal keys saw the same images and labels."""
         d = self.dataset

@@ -198,6 +198,18 @@ class MetricsSpec(_Strict):
         "(e.g. 10 for NYUD; null: no cap)",
     )
 
+    def task_protocol(self, task: str) -> str:
+        """How ``task`` is scored, where an option changes its numbers ("" where none does):
+        scores of a task are comparable only under equal protocols. Call it on options
+        :meth:`for_dataset` resolved."""
+        if task == "edges":
+            return f"bsds:{self.edge_max_dist:g}:{self.edge_thresholds}"
+        if task == "detection":
+            return str(self.detection_protocol)
+        if task == "depth" and self.max_depth is not None:
+            return f"max_depth:{self.max_depth:g}"
+        return ""
+
     def for_dataset(self, dataset: DatasetSpec) -> MetricsSpec:
         """These options with ``detection_protocol`` resolved for ``dataset``: `voc12` when
         detection is labelled by VOC (the dataset, or a part of a mix), else `coco`."""

@@ -27,6 +27,9 @@ class TrialRow(TypedDict, total=False):
     method: str
     dataset: str
     dataset_key: str
+    #: ``task=protocol`` where a metric option changes a task's scores (edges, detection,
+    #: a depth cap); null in rows written before it was recorded.
+    metrics_key: str
     tasks: list[str]
     seed: int
     repeat: int

@@ -49,3 +49,20 @@ def test_an_all_zero_baseline_is_one_clear_error(tmp_path: Path) -> None:
     write_trial(tmp_path, "a", _row("s1", "semseg", {"miou": 0.0, "pixel_acc": 0.0}))
     with pytest.raises(UserError, match="baseline s1 of 'semseg' has no non-zero metric"):
         find_baselines(tmp_path, SPEC)
+
+
+def test_a_baseline_scored_under_another_protocol_is_not_used(tmp_path: Path) -> None:
+    spec = StudySpec(name="mine", tasks=["semseg", "edges", "depth"])
+    capped = spec.model_copy(update={"metrics": spec.metrics.model_copy(update={"max_depth": 5})})
+    assert spec.metrics_key == "edges=bsds:0.0075:19"
+    assert capped.metrics_key == "edges=bsds:0.0075:19;depth=max_depth:5"
+    # Before the key was recorded: semseg's scores had no options, edges' another protocol.
+    write_trial(tmp_path, "old", _row("s0", "semseg", {"miou": 0.5, "pixel_acc": 0.8}))
+    write_trial(tmp_path, "old", _row("e0", "edges", {"odsf": 0.9}))
+    write_trial(tmp_path, "a", _row("e1", "edges", {"odsf": 0.7}, metrics_key="edges=bsds:0.01:19"))
+    write_trial(tmp_path, "a", _row("e2", "edges", {"odsf": 0.4}, metrics_key=spec.metrics_key))
+    write_trial(tmp_path, "a", _row("d1", "depth", DEPTH, metrics_key=spec.metrics_key))
+    found = find_baselines(tmp_path, spec)
+    assert found.trials == {"semseg": "s0", "edges": "e2", "depth": "d1"}
+    # Capped depth scores are another protocol: the uncapped baseline does not serve.
+    assert find_baselines(tmp_path, capped).trials == {"semseg": "s0", "edges": "e2"}
