@@ -4,9 +4,10 @@ objectives and constraints.
 Each configuration Optuna proposes runs ``repeats`` times as Tune trials of their own
 (``repeat`` 0, 1, … in the config; ``config_id`` names the group). Optuna is told once per
 configuration, when its last repeat ends: the mean of each objective over the repeats that
-reported it, and each constraint's violation at the mean (``trial.set_constraint``). A
-configuration the scheduler stopped before its last epoch is told as PRUNED, with the
-values it reported per epoch, so the sampler does not take an early value for a final one.
+reported it, and each constraint's violation at the mean (``trial.set_constraint``), with
+each epoch's mean over its repeats as the intermediate values. A configuration the
+scheduler stopped before its last epoch is told as PRUNED, with the values it reported per
+epoch, so the sampler does not take an early value for a final one.
 Each Optuna trial carries the store's ``config_id`` and ``trial_ids`` as user attributes.
 """
 
@@ -66,6 +67,8 @@ class _Group:
     results: dict[str, Mapping[str, Any] | None] = field(default_factory=dict)
     #: Whether the scheduler stopped a repeat before its last epoch.
     stopped: bool = False
+    #: Each step's objective value, by repeat (Tune trial id): Optuna gets their means.
+    steps: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 def mean_result(
@@ -156,10 +159,25 @@ class StudySearch(OptunaSearch):
         }
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        # Repeats share one Optuna trial, which takes one value per step.
         reported = isinstance(self.metric, str) and {self.metric, TRAINING_ITERATION} <= set(result)
-        if self._repeats == 1 and reported:
+        if not reported:
+            return
+        if self._repeats == 1:
             super().on_trial_result(trial_id, result)
+            return
+        # Repeats share one Optuna trial, which takes one value per step: their mean, told
+        # with the configuration's result.
+        leader = self._group_of.get(trial_id)
+        value = float(result[self.metric])
+        if leader is not None and math.isfinite(value):
+            step = int(result[TRAINING_ITERATION])
+            self._groups[leader].steps.setdefault(step, {})[trial_id] = value
+
+    def _report_steps(self, leader: str, group: _Group) -> None:
+        """Each step's mean over the repeats that reached it, as the configuration's
+        intermediate values (what a sampler reads of a pruned configuration)."""
+        for step, values in sorted(group.steps.items()):
+            self._ot_trials[leader].report(sum(values.values()) / len(values), step)
 
     def _measured(self) -> list[str]:
         metrics = self.metric if isinstance(self.metric, list) else [self.metric]
@@ -175,7 +193,7 @@ class StudySearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
-        leader = self._group_of.pop(trial_id, None)
+        leader = self._group_of.get(trial_id)
         if leader is None:
             return
         if result is not None and not error:
@@ -184,6 +202,7 @@ class StudySearch(OptunaSearch):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a step reported already stays as it was
                 self.on_trial_result(trial_id, result)
+        del self._group_of[trial_id]
         group = self._groups[leader]
         measured = self._measured()
         # Only what Optuna is told: the searcher's state is pickled into every checkpoint.
@@ -194,6 +213,7 @@ class StudySearch(OptunaSearch):
             return
         del self._groups[leader]
         mean = mean_result(list(group.results.values()), measured)
+        self._report_steps(leader, group)
         if group.stopped and mean is not None:
             # No value and no error is Ray's PRUNED; the per-epoch values stay reported.
             super().on_trial_complete(leader, result=None, error=False)

@@ -53,6 +53,31 @@ def test_optuna_is_told_the_mean_once_every_repeat_ended() -> None:
     assert second.values == [-1.0, 4.0]
 
 
+@pytest.mark.parametrize("stopped", [False, True], ids=["completed", "stopped early"])
+def test_repeats_give_optuna_each_epochs_mean(stopped: bool) -> None:
+    """One Optuna trial per configuration: each step's value is the mean over the repeats
+    that reached it (at step 3 the one left, when the scheduler stopped the other)."""
+    search = _search(2, "delta_m", "max", epochs=3)
+    search.suggest("a")
+    search.suggest("b")
+    for step, (a, b) in enumerate([(1.0, 3.0), (2.0, 6.0)], start=1):
+        search.on_trial_result("a", {"delta_m": a, "training_iteration": step, "epoch": step})
+        search.on_trial_result("b", {"delta_m": b, "training_iteration": step, "epoch": step})
+    assert search._ot_study.trials[0].intermediate_values == {}  # told with the result
+    if stopped:  # Tune hands the last result, already reported, to on_trial_complete
+        search.on_trial_complete("a", {"delta_m": 2.0, "training_iteration": 2, "epoch": 2})
+    else:
+        search.on_trial_result("a", {"delta_m": math.nan, "training_iteration": 3, "epoch": 3})
+        search.on_trial_complete("a", {"delta_m": 4.0, "training_iteration": 3, "epoch": 3})
+    search.on_trial_complete("b", {"delta_m": 8.0, "training_iteration": 3, "epoch": 3})
+    (trial,) = search._ot_study.trials
+    assert trial.intermediate_values == {1: 2.0, 2: 4.0, 3: 8.0 if stopped else 6.0}
+    if stopped:
+        assert trial.state == optuna.trial.TrialState.PRUNED
+    else:
+        assert (trial.state, trial.value) == (optuna.trial.TrialState.COMPLETE, 6.0)
+
+
 def test_every_repeat_failing_fails_the_configuration() -> None:
     search = _search(2, "delta_m", "max")
     search.suggest("a")
