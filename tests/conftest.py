@@ -1,7 +1,11 @@
 """Ray in tests writes under a temporary folder of its own, not the shared /tmp/ray; the
-object-store tests get a real S3 endpoint on this machine."""
+object-store tests get a real S3 endpoint on this machine, and the search's databases a
+real PostgreSQL and a real Redis server, each asking for a password."""
 
+import glob
 import os
+import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -10,6 +14,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -112,3 +117,116 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@dataclass(frozen=True)
+class Server:
+    """A database server for the search: its URL (no password) and its password."""
+
+    url: str
+    password: str
+
+
+def _wait_until(ready, server: subprocess.Popen | None, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not ready():
+        if time.monotonic() > deadline or (server is not None and server.poll() is not None):
+            raise RuntimeError(f"the local {what} server did not start")
+        time.sleep(0.1)
+
+
+def _postgres_bin() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    versions = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
+    )
+    return Path(versions[-1]).parent if versions else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Server]:
+    """A real PostgreSQL server on 127.0.0.1 and a socket in a temporary folder; TCP
+    connections need the password (scram-sha-256), given to clients as ``PGPASSWORD``."""
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL's initdb is not installed (apt-get install postgresql)")
+    run_as: list[str] = []
+    folder = Path(tempfile.mkdtemp(prefix="pg."))
+    if os.geteuid() == 0:  # the server refuses to run as root
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no user 'postgres' to run PostgreSQL as")
+        os.chown(folder, user.pw_uid, user.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    password = secrets.token_hex(8)
+    (folder / "pw").write_text(password)
+    if run_as:
+        os.chown(folder / "pw", user.pw_uid, user.pw_gid)
+    data, port = folder / "data", free_port()
+    env = {**os.environ, "LC_ALL": "C"}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    subprocess.run(
+        [*run_as, str(bin_dir / "initdb"), "-D", str(data), "-U", "mtlstudy", "--no-sync",
+         # UTF-8 as a real server's: SQL_ASCII (the C locale's) gives clients bytes.
+         "-E", "UTF8", f"--pwfile={folder / 'pw'}", "--auth-local=trust",
+         "--auth-host=scram-sha-256"],
+        check=True, **quiet,
+    )  # fmt: skip
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+    ctl = [*run_as, str(bin_dir / "pg_ctl"), "-D", str(data)]
+    subprocess.run(
+        [*ctl, "-l", str(folder / "log"), "-o", options, "-w", "start"], check=True, **quiet
+    )
+    try:
+        yield Server(f"postgresql://mtlstudy@127.0.0.1:{port}/postgres", password)
+    finally:
+        subprocess.run([*ctl, "-m", "immediate", "stop"], check=False, **quiet)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Server]:
+    """A real Redis server on 127.0.0.1 that keeps nothing on disk and asks for a password."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    folder, port, password = tempfile.mkdtemp(prefix="redis."), free_port(), secrets.token_hex(8)
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", folder, "--requirepass", password],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def ready() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    try:
+        _wait_until(ready, server, "Redis")
+        yield Server(f"redis://127.0.0.1:{port}/0", password)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgresql_url(postgres_server: Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The PostgreSQL server's URL, its password in the environment as libpq reads it."""
+    monkeypatch.setenv("PGPASSWORD", postgres_server.password)
+    return postgres_server.url
+
+
+@pytest.fixture
+def redis_url(redis_server: Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The Redis server's URL, its password in the environment as the search reads it."""
+    from study.spec import REDIS_PASSWORD_ENV
+
+    monkeypatch.setenv(REDIS_PASSWORD_ENV, redis_server.password)
+    return redis_server.url

@@ -25,7 +25,15 @@ if TYPE_CHECKING:
     from study.run._potentials import needs_potentials, resolve_potentials, stored_potentials
     from study.run._progress import ProgressLine, format_duration
     from study.run._recorder import StoreRecorder, history_rows, trained_with
-    from study.run._search import StudySearch, journal_storage, mean_result, tpe_sampler
+    from study.run._search import (
+        StorageUnreachable,
+        StudySearch,
+        journal_storage,
+        mean_result,
+        optuna_study_name,
+        search_storage,
+        tpe_sampler,
+    )
     from study.run._setup import TrialKind, TrialSetup
     from study.run._signals import StudyInterrupted
     from study.run._splits import (

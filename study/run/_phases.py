@@ -27,7 +27,7 @@ from study.errors import UserError
 from study.run._baselines import Baselines
 from study.run._progress import ProgressLine
 from study.run._recorder import StoreRecorder
-from study.run._search import StudySearch, journal_storage, tpe_sampler
+from study.run._search import StudySearch, optuna_study_name, search_storage, tpe_sampler
 from study.run._setup import TrialSetup
 from study.run._signals import raise_if_stopped
 from study.run._signed_state import SignTuneState, checked_tune_state
@@ -181,7 +181,7 @@ def _fit(
 ) -> int:
     """Run a phase's experiment, or continue it where a killed driver left it: finished
     trials stay finished, unfinished ones restart from their last checkpoint, and the
-    searcher (with its Optuna journal) keeps its history and its trial budget."""
+    searcher (with its Optuna storage) keeps its history and its trial budget."""
     spec = setup.spec
     path = store.join(spec.results, spec.name, "tune", phase)
     local = None if store.is_uri(spec.results) else root / spec.name / "tune" / phase
@@ -253,7 +253,7 @@ def search_phase(
 def _optuna_phase(
     setup: TrialSetup, space: SearchSpace, root: Path, phase: str, trials: int, run: RunOptions
 ) -> int:
-    """``trials`` configurations Optuna proposes (its history in the study's journal), each
+    """``trials`` configurations Optuna proposes (its history in the spec's storage), each
     run ``repeats`` times, under the spec's scheduler, as the Tune experiment ``phase``."""
     spec = setup.spec
     objectives = spec.search_objectives
@@ -267,10 +267,11 @@ def _optuna_phase(
         mode=modes[0] if single else modes,
         sampler=_sampler(spec, space, phase),
         points_to_evaluate=space.default_points() if spec.warm_start else None,
-        study_name=phase,
-        storage=journal_storage(root, spec.name),
+        study_name=optuna_study_name(spec.search_storage, spec.name, phase),
+        storage=search_storage(root, spec.name, spec.search_storage),
         study=spec.name,
         epochs=setup.epochs,
+        search_storage=spec.search_storage,
     )
     runs = trials * spec.repeats
     return _fit(

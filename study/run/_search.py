@@ -9,11 +9,16 @@ each epoch's mean over its repeats as the intermediate values. A configuration t
 scheduler stopped before its last epoch is told as PRUNED, with the values it reported per
 epoch, so the sampler does not take an early value for a final one.
 Each Optuna trial carries the store's ``config_id`` and ``trial_ids`` as user attributes.
+
+Optuna's history is in the study's journal file, an SQL database or Redis (the spec's
+``search_storage``): :func:`search_storage` opens it, when the search starts and when a
+resumed driver rebinds the searcher.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,15 +26,31 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
 from study import store
-from study.spec import ConstraintSpec, constraint_values
+from study.errors import UserError, first_line
+from study.spec import REDIS_PASSWORD_ENV, ConstraintSpec, constraint_values, storage_kind
 
-__all__ = ["StudySearch", "journal_storage", "mean_result", "tpe_sampler"]
+__all__ = [
+    "StorageUnreachable",
+    "StudySearch",
+    "journal_storage",
+    "mean_result",
+    "optuna_study_name",
+    "search_storage",
+    "tpe_sampler",
+]
+
+#: Seconds to wait for a database server before saying it cannot be reached.
+CONNECT_TIMEOUT = 10
+
+
+class StorageUnreachable(UserError):
+    """The spec's ``search_storage`` database cannot be opened."""
 
 
 def tpe_sampler(
@@ -56,6 +77,78 @@ def journal_storage(root: Path, study: str) -> JournalStorage:
     path = root / study / "optuna.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+def optuna_study_name(storage: str, study: str, phase: str) -> str:
+    """The Optuna study of a search phase: the phase's name in the study's own journal,
+    ``<study>/<phase>`` in a database that may hold other studies."""
+    return phase if storage_kind(storage) == "journal" else f"{study}/{phase}"
+
+
+def _redis_client(url: str) -> Any:
+    import redis
+
+    # The password comes from the environment, so that neither the spec nor the pickled
+    # searcher (which keeps the URL) holds it.
+    return redis.Redis.from_url(
+        url,
+        password=os.environ.get(REDIS_PASSWORD_ENV) or None,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+    )
+
+
+class _RedisBackend(JournalRedisBackend):
+    """Optuna's Redis journal, its password read from :data:`REDIS_PASSWORD_ENV`."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            super().__init__(url, prefix=prefix)
+        self._redis = _redis_client(url)
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        self.__dict__.update(state)
+        self._redis = _redis_client(self._url)
+
+    def ping(self) -> None:
+        self._redis.ping()
+
+
+def _unreachable(storage: str, err: BaseException) -> StorageUnreachable:
+    # The URL holds no password (the spec refuses one), so it is safe to show.
+    return StorageUnreachable(
+        f"search_storage: cannot open {storage}: {first_line(err)}; check that the server "
+        "runs and that the environment gives its credentials (PGPASSWORD or ~/.pgpass for "
+        f"postgresql, {REDIS_PASSWORD_ENV} for redis)"
+    )
+
+
+def search_storage(root: Path, study: str, storage: str = "journal") -> BaseStorage:
+    """The Optuna storage of a study's search phases, opened and reached: its journal file
+    (:func:`journal_storage`), an SQL database (``RDBStorage``) or a journal in Redis whose
+    keys start with the study's name. An unreachable database is one
+    :class:`StorageUnreachable` line."""
+    kind = storage_kind(storage)
+    if kind == "journal":
+        return journal_storage(root, study)
+    try:
+        if kind == "redis":
+            backend = _RedisBackend(storage, prefix=study)
+            backend.ping()
+            return JournalStorage(backend)
+        # A long study outlives idle connections: check each before using it.
+        engine: dict[str, Any] = {"pool_pre_ping": True}
+        if storage.startswith("postgresql"):
+            engine["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+        return RDBStorage(storage, engine_kwargs=engine)
+    except ImportError as err:
+        raise StorageUnreachable(
+            f"search_storage: {storage.split(':', 1)[0]} needs a Python client that is not "
+            f"installed ({first_line(err)}); pip install 'psycopg[binary]' (postgresql) or "
+            "redis"
+        ) from None
+    except Exception as err:  # SQLAlchemy's, redis-py's and the OS's errors alike
+        raise _unreachable(storage, err) from None
 
 
 @dataclass
@@ -96,9 +189,12 @@ class StudySearch(OptunaSearch):
         constraints: Sequence[ConstraintSpec] = (),
         study: str | None = None,
         epochs: int | None = None,
+        search_storage: str = "journal",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        #: The spec's ``search_storage``: what a resuming driver reopens.
+        self._search_storage = search_storage
         #: A trial's full budget: one that reported fewer epochs was stopped early.
         self._epochs = epochs
         #: The mtlstudy study whose journal this is: a resuming driver rebinds to its own.
@@ -142,12 +238,14 @@ class StudySearch(OptunaSearch):
 
     def restore(self, checkpoint_path: str) -> None:
         """The pickled searcher, its Optuna study and open trials reattached to this
-        driver's journal (the pickle names the journal of the driver that wrote it)."""
+        driver's storage (the pickle names the journal of the driver that wrote it, or a
+        database connection that is closed)."""
         super().restore(checkpoint_path)
         bound = None if self._study is None else store.driver_store(self._study)
         if bound is None or self._ot_study is None:
             return
-        self._storage = journal_storage(bound.root, self._study)
+        where = getattr(self, "_search_storage", "journal")  # pickled before it was kept
+        self._storage = search_storage(bound.root, self._study, where)
         self._ot_study = optuna.load_study(
             study_name=self._ot_study.study_name,
             storage=self._storage,

@@ -26,8 +26,9 @@ from study.run._phases import (
     stages_phase,
 )
 from study.run._potentials import resolve_potentials
+from study.run._search import search_storage
 from study.run._signals import graceful_stop
-from study.spec import StudySpec
+from study.spec import StudySpec, storage_kind
 from study.store import write_spec
 
 __all__ = ["StudyOutcome", "run_study"]
@@ -145,6 +146,8 @@ def _run_study(
             f"results: cannot write the study's folder {root / spec.name}: {reason}; "
             "expected a folder you can write to (choose another with --results)"
         ) from None
+    if storage_kind(spec.search_storage) != "journal":
+        search_storage(root, spec.name, spec.search_storage)  # unreachable: fail before Ray
     env = {
         "TORCH_EXTENSIONS_DIR": str(torch_extensions_dir()),
         # Trials sign their checkpoints, and check them before a resume, with this key.

@@ -16,6 +16,7 @@ from study.spec._objectives import (
 )
 from study.spec._reference import spec_markdown
 from study.spec._training import (
+    REDIS_PASSWORD_ENV,
     DeepSpeedSpec,
     MetricsSpec,
     OptimizerSpec,
@@ -23,10 +24,12 @@ from study.spec._training import (
     SchedulerSpec,
     ScheduleSpec,
     StageSpec,
+    storage_kind,
 )
 
 __all__ = [
     "METRICS",
+    "REDIS_PASSWORD_ENV",
     "TOKEN_ARCHITECTURES",
     "ConstraintSpec",
     "DatasetSpec",
@@ -48,4 +51,5 @@ __all__ = [
     "load_spec",
     "missing_neighbours",
     "spec_markdown",
+    "storage_kind",
 ]

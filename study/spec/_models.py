@@ -33,6 +33,7 @@ from study.spec._training import (
     SamplerSpec,
     SchedulerSpec,
     ScheduleSpec,
+    SearchStorage,
     StageSpec,
 )
 
@@ -152,6 +153,13 @@ class StudySpec(_Strict):
         "0 trains on CPUs",
     )
     sampler: SamplerSpec = Field(SamplerSpec(), description="how Optuna proposes trials")
+    search_storage: SearchStorage = Field(
+        "journal",
+        description="where Optuna keeps the search's history: `journal` (the study's "
+        "`optuna.journal` file), an SQL database (`sqlite:///PATH`, `postgresql://USER@HOST/DB`) "
+        "or Redis (`redis://HOST:PORT/N`); no password in the URL: PGPASSWORD or ~/.pgpass "
+        "for postgresql, MTLSTUDY_REDIS_PASSWORD for redis",
+    )
     warm_start: bool = Field(
         False,
         description="first run each method at the space's defaults (the papers' settings), "

@@ -1,12 +1,16 @@
-"""How the spec trains and searches: scheduler, sampler, stages, DeepSpeed, optimiser,
-learning-rate schedule and how tasks are scored."""
+"""How the spec trains and searches: scheduler, sampler, where Optuna keeps its history,
+stages, DeepSpeed, optimiser, learning-rate schedule and how tasks are scored."""
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
+    AfterValidator,
     Field,
+    StringConstraints,
     model_validator,
 )
 
@@ -71,6 +75,51 @@ class SamplerSpec(_Strict):
         if chosen and self.name != "tpe":
             raise ValueError(f"{', '.join(chosen)}: options of the tpe sampler, not {self.name}")
         return self
+
+
+#: The environment variable a Redis password is read from (redis-py reads none itself).
+REDIS_PASSWORD_ENV = "MTLSTUDY_REDIS_PASSWORD"
+_SQL = re.compile(r"^(sqlite|postgresql)(\+[a-z0-9_]+)?$")
+_STORAGE_FORMS = (
+    "`journal`, `sqlite:///PATH`, `postgresql://USER@HOST:PORT/DB` or `redis://HOST:PORT/N`"
+)
+
+
+def storage_kind(storage: str) -> Literal["journal", "sql", "redis"]:
+    """Which Optuna storage a valid ``search_storage`` names: the study's journal file, an
+    SQL database (Optuna's ``RDBStorage``) or a journal in Redis."""
+    if storage == "journal":
+        return "journal"
+    return "redis" if urlsplit(storage).scheme in ("redis", "rediss") else "sql"
+
+
+def _search_storage(storage: str) -> str:
+    """``journal`` or a database URL without a password; messages never echo the URL."""
+    if storage == "journal":
+        return storage
+    try:
+        url = urlsplit(storage)
+        password = url.password
+    except ValueError:
+        raise ValueError(f"expected {_STORAGE_FORMS}, got a malformed URL") from None
+    scheme = url.scheme.lower()
+    if not (_SQL.match(scheme) or scheme in ("redis", "rediss")):
+        got = f"scheme {scheme[:30]!r}" if scheme else "no scheme"
+        raise ValueError(f"expected {_STORAGE_FORMS}, got {got}")
+    if password is not None or "password" in parse_qs(url.query):
+        raise ValueError(
+            "expected a URL without a password, got one; give it in the environment "
+            f"instead: PGPASSWORD or ~/.pgpass for postgresql, {REDIS_PASSWORD_ENV} for redis"
+        )
+    if scheme.startswith("sqlite") and url.path in ("", "/"):
+        raise ValueError(f"expected {_STORAGE_FORMS}, got an in-memory sqlite database")
+    return storage
+
+
+#: Where Optuna keeps the search's history (see :func:`storage_kind`).
+SearchStorage = Annotated[
+    str, StringConstraints(min_length=1, max_length=2048), AfterValidator(_search_storage)
+]
 
 
 class StageSpec(_Strict):
