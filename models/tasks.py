@@ -12,21 +12,8 @@ Tensor conventions (B = batch, H×W = image size):
 | saliency    | logits (B, 1, H, W)  | {0, 1}, float (B, 1, H, W)      | 255               |
 | detection   | (B, A, 8 + C): boxes, anchors, logits | (B, N, 5) xyxy + class | class −1 rows |
 
-Metrics follow the multi-task dense-prediction literature (PASCAL-Context / NYUD-v2, e.g.
-Maninis et al. 2019, Vandenhende et al. 2021); :mod:`study.metrics` computes them:
-
-| task        | metrics, headline first (+ higher / − lower is better)              | KPI          |
-|-------------|---------------------------------------------------------------------|--------------|
-| semseg      | miou+, pixel_acc+                                                   | miou         |
-| human_parts | miou+                                                               | miou         |
-| depth       | rmse−, abs_rel−, log_rmse−, delta1+, delta2+, delta3+               | delta1       |
-| normals     | mean_angle−, median_angle−, within_11_25+, within_22_5+, within_30+ | within_11_25 |
-| edges       | odsf+                                                               | odsf         |
-| saliency    | max_f+, iou+                                                        | max_f        |
-| detection   | map+ (COCO mAP@[.5:.95], or VOC mAP@.5 by protocol), map50+         | map          |
-
-Fractions (miou, pixel_acc, delta*, within_*, odsf, max_f, iou) are in [0, 1], not percent;
-angles are in degrees.
+Each task's metrics, their direction, headline and KPI are :mod:`models.task_metrics`'s,
+which imports no torch.
 """
 
 from __future__ import annotations
@@ -36,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from models.task_metrics import Metric, task_metrics
 
 __all__ = [
     "HUMAN_PARTS_CLASSES",
@@ -53,12 +42,6 @@ IGNORE_INDEX = 255
 HUMAN_PARTS_CLASSES = 7
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    higher_is_better: bool
 
 
 @dataclass(frozen=True)
@@ -115,74 +98,22 @@ def _binary_loss(pos_weight: float) -> LossFn:
     return loss
 
 
+def _task(name: str, channels: int, loss: LossFn) -> Task:
+    scoring = task_metrics(name)
+    return Task(name, channels, loss, scoring.metrics, scoring.headline, scoring.kpi)
+
+
 def _make_tasks(num_classes: int) -> dict[str, Task]:
     return {
-        "semseg": Task(
-            "semseg",
-            num_classes,
-            _semseg_loss,
-            (Metric("miou", True), Metric("pixel_acc", True)),
-            headline="miou",
-            kpi="miou",
-        ),
-        "depth": Task(
-            "depth",
-            1,
-            _depth_loss,
-            (
-                Metric("rmse", False),
-                Metric("abs_rel", False),
-                Metric("log_rmse", False),
-                Metric("delta1", True),
-                Metric("delta2", True),
-                Metric("delta3", True),
-            ),
-            headline="rmse",
-            kpi="delta1",
-        ),
-        "normals": Task(
-            "normals",
-            3,
-            _normals_loss,
-            (
-                Metric("mean_angle", False),
-                Metric("median_angle", False),
-                Metric("within_11_25", True),
-                Metric("within_22_5", True),
-                Metric("within_30", True),
-            ),
-            headline="mean_angle",
-            kpi="within_11_25",
-        ),
+        "semseg": _task("semseg", num_classes, _semseg_loss),
+        "depth": _task("depth", 1, _depth_loss),
+        "normals": _task("normals", 3, _normals_loss),
         # Edge pixels are rare; the positive weight follows the usual MTL practice (0.95/0.05).
-        "edges": Task(
-            "edges", 1, _binary_loss(19.0), (Metric("odsf", True),), headline="odsf", kpi="odsf"
-        ),
-        "saliency": Task(
-            "saliency",
-            1,
-            _binary_loss(1.0),
-            (Metric("max_f", True), Metric("iou", True)),
-            headline="max_f",
-            kpi="max_f",
-        ),
-        "human_parts": Task(
-            "human_parts",
-            HUMAN_PARTS_CLASSES,
-            _semseg_loss,
-            (Metric("miou", True),),
-            headline="miou",
-            kpi="miou",
-        ),
+        "edges": _task("edges", 1, _binary_loss(19.0)),
+        "saliency": _task("saliency", 1, _binary_loss(1.0)),
+        "human_parts": _task("human_parts", HUMAN_PARTS_CLASSES, _semseg_loss),
         # Semantic class 0 is the background, which a detector does not predict.
-        "detection": Task(
-            "detection",
-            max(num_classes - 1, 1),
-            _detection_loss,
-            (Metric("map", True), Metric("map50", True)),
-            headline="map",
-            kpi="map",
-        ),
+        "detection": _task("detection", max(num_classes - 1, 1), _detection_loss),
     }
 
 

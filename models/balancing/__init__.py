@@ -1,35 +1,29 @@
-"""Loss-balancing methods: ``create(name, tasks, **hp)`` returns a :class:`Balancer`."""
+"""Loss-balancing methods: ``create(name, tasks, **hp)`` returns a :class:`Balancer`.
 
-from models.balancing import (  # noqa: F401  (registers the methods)
-    _gradient_recent,
-    _gradient_weighting,
-    _kpi_weighting,
-    _loss_weighting,
-)
-from models.balancing._base import Balancer, GradientSource
-from models.balancing._catalogue import methods_markdown
-from models.balancing._registry import (
-    create,
-    defaults,
-    list_methods,
-    needs_gradients,
-    paper,
-    reads,
-    register_balancer,
-)
-from models.balancing.task_gradients import GradientSpace, TaskGramian
+What each method is (its reference, inputs and hyperparameters) lives in a catalogue that
+imports no torch: ``list_methods``, ``defaults``, ``describe`` and the rest read it
+alone. Names are imported on first use, and the implementations register themselves
+when a method is first created.
+"""
 
-__all__ = [
-    "Balancer",
-    "GradientSource",
-    "GradientSpace",
-    "TaskGramian",
-    "create",
-    "defaults",
-    "list_methods",
-    "methods_markdown",
-    "needs_gradients",
-    "paper",
-    "reads",
-    "register_balancer",
-]
+from typing import TYPE_CHECKING
+
+from models._exports import lazy_exports
+
+if TYPE_CHECKING:
+    from models.balancing._base import Balancer
+    from models.balancing._catalogue import (
+        GradientSource,
+        MethodInfo,
+        defaults,
+        describe,
+        list_methods,
+        methods_markdown,
+        needs_gradients,
+        paper,
+        reads,
+    )
+    from models.balancing._registry import create, register_balancer
+    from models.balancing.task_gradients import GradientSpace, TaskGramian
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, __file__)

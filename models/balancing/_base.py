@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-__all__ = ["Balancer", "GradientSource"]
+from models.balancing._catalogue import GradientSource
 
-#: Which task-gradient Gramian a method reads: none, the shared parameters (or shared
-#: features, as the trial's ``gradient_space`` says), or the last shared layer only.
-GradientSource = Literal["none", "shared", "last_shared"]
+__all__ = ["Balancer", "GradientSource"]
 
 
 class Balancer:
@@ -27,6 +25,7 @@ class Balancer:
     trains them with its own small optimiser in :meth:`step`.
     """
 
+    # A built-in method's are set from its catalogue entry when it registers.
     paper: ClassVar[str] = ""
     gradients: ClassVar[GradientSource] = "none"
     uses_kpis: ClassVar[bool] = False

@@ -29,8 +29,6 @@ def _check(method: str, name: str, value: float, ok: bool, expected: str) -> Non
 class FairGrad(_GramianMethod):
     """The α-fair allocation: each task's utility ⟨g_t, d⟩ = w_t^{−1/α}."""
 
-    paper = "Ban, Ji. Fair Resource Allocation in Multi-Task Learning. ICML 2024"
-
     def __init__(self, tasks: Sequence[str], alpha: float = 1.0) -> None:
         super().__init__(tasks)
         _check("fairgrad", "alpha", alpha, alpha >= 0, ">= 0")
@@ -44,11 +42,6 @@ class FairGrad(_GramianMethod):
 class ConFIG(_GramianMethod):
     """The direction with equal cosine to every task gradient, scaled to their summed length."""
 
-    paper = (
-        "Liu, Chu, Thuerey. ConFIG: Towards Conflict-free Training of Physics Informed "
-        "Neural Networks. ICLR 2025"
-    )
-
     def solve(self, gramian: torch.Tensor) -> torch.Tensor:
         return solve.config_weights(gramian)
 
@@ -56,11 +49,6 @@ class ConFIG(_GramianMethod):
 @register_balancer("gradvac")
 class GradVac(_GramianMethod):
     """Each gradient pulled towards its EMA cosine target with every other, then summed."""
-
-    paper = (
-        "Wang, Tsvetkov, Firat, Cao. Gradient Vaccine: Investigating and Improving Multi-task "
-        "Optimization in Massively Multilingual Models. ICLR 2021"
-    )
 
     def __init__(self, tasks: Sequence[str], beta: float = 0.5) -> None:
         super().__init__(tasks)
@@ -105,11 +93,6 @@ class _SimplexState(_GramianMethod):
 class MoDo(_SimplexState):
     """One projected gradient step of the task weights per step, on MGDA's objective."""
 
-    paper = (
-        "Chen, Fernando, Ying, Chen. Three-Way Trade-Off in Multi-Objective Learning: "
-        "Optimization, Generalization and Conflict-Avoidance. NeurIPS 2023"
-    )
-
     def __init__(self, tasks: Sequence[str], gamma: float = 1e-3, rho: float = 0.1) -> None:
         super().__init__(tasks)
         _check("modo", "gamma", gamma, gamma > 0, "> 0")
@@ -124,11 +107,6 @@ class MoDo(_SimplexState):
 @register_balancer("sdmgrad")
 class SDMGrad(_SimplexState):
     """MGDA's weights by a few projected steps, pulled towards the mean gradient by λ."""
-
-    paper = (
-        "Xiao, Ban, Ji. Direction-oriented Multi-objective Learning: Simple and Provable "
-        "Stochastic Algorithms. NeurIPS 2023"
-    )
 
     def __init__(self, tasks: Sequence[str], lamda: float = 0.3, n_iter: int = 20) -> None:
         super().__init__(tasks)

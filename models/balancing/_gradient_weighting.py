@@ -36,7 +36,7 @@ __all__ = [
 
 
 class _GramianMethod(Balancer):
-    gradients = "shared"
+    """A function of the Gramian of the shared parameters' (or features') task gradients."""
 
     def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
         assert gramian is not None
@@ -51,8 +51,6 @@ class _GramianMethod(Balancer):
 class MGDA(_GramianMethod):
     """The min-norm point of the convex hull of the task gradients."""
 
-    paper = "Sener, Koltun. Multi-Task Learning as Multi-Objective Optimization. NeurIPS 2018"
-
     def solve(self, gramian: torch.Tensor) -> torch.Tensor:
         return solve.mgda_weights(gramian)
 
@@ -61,12 +59,6 @@ class MGDA(_GramianMethod):
 class PCGrad(_GramianMethod):
     """Each gradient projected off the ones it conflicts with, in random order; summed."""
 
-    paper = (
-        "Yu, Kumar, Gupta, Levine, Hausman, Finn. "
-        "Gradient Surgery for Multi-Task Learning. "
-        "NeurIPS 2020"
-    )
-
     def solve(self, gramian: torch.Tensor) -> torch.Tensor:
         return solve.pcgrad_weights(gramian, self.generator)
 
@@ -74,12 +66,6 @@ class PCGrad(_GramianMethod):
 @register_balancer("cagrad")
 class CAGrad(_GramianMethod):
     """The update in a ball around the mean gradient that best serves the worst task."""
-
-    paper = (
-        "Liu, Liu, Jin, Stone, Liu. "
-        "Conflict-Averse Gradient Descent for Multi-task Learning. "
-        "NeurIPS 2021"
-    )
 
     def __init__(self, tasks: Sequence[str], c: float = 0.5) -> None:
         super().__init__(tasks)
@@ -104,12 +90,6 @@ class CAGrad(_GramianMethod):
 class IMTLG(_GramianMethod):
     """The update with equal projections on every unit task gradient (closed form)."""
 
-    paper = (
-        "Liu, Li, Kuang, Xue, Chen, Yang, Liao, Zhang. "
-        "Towards Impartial Multi-task Learning. "
-        "ICLR 2021"
-    )
-
     def solve(self, gramian: torch.Tensor) -> torch.Tensor:
         return solve.imtl_g_weights(gramian)
 
@@ -124,8 +104,6 @@ class IMTL(_GramianMethod):
     with loss 0 (unlabelled in this batch) is left out of that step, so ``−s_t`` alone cannot
     raise its scale while it sees no labels.
     """
-
-    paper = IMTLG.paper
 
     def __init__(self, tasks: Sequence[str], lr: float = 1e-2) -> None:
         super().__init__(tasks)
@@ -159,12 +137,6 @@ class NashMTL(_GramianMethod):
     rate. The default, 0, never clips, leaving the step size to the optimiser and its search.
     """
 
-    paper = (
-        "Navon, Shamsian, Achituve, Maron, Kawaguchi, Chechik, Fetaya. "
-        "Multi-Task Learning as a Bargaining Game. "
-        "ICML 2022"
-    )
-
     def __init__(self, tasks: Sequence[str], max_iter: int = 100, max_norm: float = 0.0) -> None:
         super().__init__(tasks)
         if max_iter < 1:
@@ -194,12 +166,6 @@ class NashMTL(_GramianMethod):
 class AlignedMTL(_GramianMethod):
     """Task gradients aligned to an orthogonal, equally scaled system, then summed."""
 
-    paper = (
-        "Senushkin, Patakin, Kuznetsov, Konushin. "
-        "Independent Component Alignment for Multi-Task Learning. "
-        "CVPR 2023"
-    )
-
     def solve(self, gramian: torch.Tensor) -> torch.Tensor:
         return solve.aligned_mtl_weights(gramian)
 
@@ -208,8 +174,6 @@ class AlignedMTL(_GramianMethod):
 class UPGrad(_GramianMethod):
     """Each gradient projected onto the dual cone of all of them, averaged."""
 
-    paper = "Quinton, Rey. Jacobian Descent for Multi-Objective Optimization. arXiv 2024"
-
     def solve(self, gramian: torch.Tensor) -> torch.Tensor:
         return solve.upgrad_weights(gramian)
 
@@ -217,8 +181,6 @@ class UPGrad(_GramianMethod):
 @register_balancer("dualproj")
 class DualProj(_GramianMethod):
     """The mean gradient projected onto the dual cone of the task gradients."""
-
-    paper = UPGrad.paper
 
     def solve(self, gramian: torch.Tensor) -> torch.Tensor:
         return solve.dualproj_weights(gramian)
@@ -237,8 +199,6 @@ class DualBalancing(_GramianMethod):
     training settles. LibMTL's default is 0, a constant momentum β; ``beta_sigma: 0``
     reproduces it.
     """
-
-    paper = "Lin, Ye, Xu, Shi, Zhang. Dual-Balancing for Multi-Task Learning. arXiv 2023"
 
     def __init__(self, tasks: Sequence[str], beta: float = 0.9, beta_sigma: float = 0.5) -> None:
         super().__init__(tasks)
@@ -276,13 +236,6 @@ class DualBalancing(_GramianMethod):
 class GradNorm(Balancer):
     """Weights learned so each task's gradient norm at the last shared layer tracks
     its relative training rate: |w_t‖∇L_t‖ − mean(w‖∇L‖)·r_t^α|, weights summing to T."""
-
-    paper = (
-        "Chen, Badrinarayanan, Lee, Rabinovich. "
-        "GradNorm: Gradient Normalization for Adaptive Loss Balancing. "
-        "ICML 2018"
-    )
-    gradients = "last_shared"
 
     def __init__(self, tasks: Sequence[str], alpha: float = 1.5, lr: float = 0.025) -> None:
         super().__init__(tasks)
@@ -332,8 +285,6 @@ class _AchievementSurgery(AchievementWeighting):
     With AMTL's effective loss weights s, the weighted gradients' Gramian is
     ``diag(s) G diag(s)``; surgery weights c on it make the update ``Σ_t c_t s_t g_t``.
     """
-
-    gradients = "shared"
 
     def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
         assert gramian is not None

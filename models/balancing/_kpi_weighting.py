@@ -23,10 +23,6 @@ __all__ = [
 #: reference code's squared (rebounding) shortfall.
 OVERSHOOT = ("clamp", "rebound")
 
-_AMTL_PAPER = (
-    "Yun, Cho. Achievement-based Training Progress Balancing for Multi-Task Learning. ICCV 2023"
-)
-
 
 def _kpi_vector(
     method: str, tasks: Sequence[str], kpis: Mapping[str, float], device: torch.device
@@ -50,12 +46,6 @@ class DynamicTaskPrioritization(Balancer):
     any KPI arrives every weight is 1. A task at κ̄ = 1 weighs 0, as the formula says; if every
     task does, all weights fall back to 1. The loss is the weighted sum ``Σ_t w_t L_t``.
     """
-
-    paper = (
-        "Guo, Haque, Huang, Yeung, Fei-Fei. Dynamic Task Prioritization for Multitask Learning. "
-        "ECCV 2018"
-    )
-    uses_kpis = True
 
     def __init__(self, tasks: Sequence[str], gamma: float = 0.5, kpi_ema: float = 0.1) -> None:
         super().__init__(tasks)
@@ -112,8 +102,6 @@ class AchievementWeighting(Balancer):
     The potentials (task → KPI in (0, 1]) come from the trial, not from the search space.
     """
 
-    paper = _AMTL_PAPER
-    uses_kpis = True
     #: The name in messages; subclasses registered under another name override it.
     method: ClassVar[str] = "amtl"
 

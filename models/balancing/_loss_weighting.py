@@ -34,8 +34,6 @@ _FAMO_EPS = 1e-8
 class EqualWeights(Balancer):
     """Every task weighs 1."""
 
-    paper = "equal weighting (sum of task losses)"
-
     def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
         return torch.ones_like(losses)
 
@@ -44,8 +42,6 @@ class EqualWeights(Balancer):
 class MeanWeights(Balancer):
     """Every task weighs 1/T: the mean of the task losses (torchjd's ``Mean``)."""
 
-    paper = "mean of task losses (equal weighting divided by the number of tasks)"
-
     def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
         return torch.full_like(losses, 1 / self.num_tasks)
 
@@ -53,8 +49,6 @@ class MeanWeights(Balancer):
 @register_balancer("dwa")
 class DynamicWeightAverage(Balancer):
     """w_t = T·softmax(r_t / temperature), r_t the ratio of the last two epochs' losses."""
-
-    paper = "Liu, Johns, Davison. End-to-End Multi-Task Learning with Attention. CVPR 2019"
 
     def __init__(self, tasks: Sequence[str], temperature: float = 2.0) -> None:
         super().__init__(tasks)
@@ -147,8 +141,6 @@ class FixedWeights(Balancer):
     numbers; empty means all 1 (equal weighting).
     """
 
-    paper = "fixed, hand-set task weights (weighted sum of task losses)"
-
     def __init__(self, tasks: Sequence[str], weights: str | Sequence[float] = "") -> None:
         super().__init__(tasks)
         self.fixed_weights = _parse_fixed(weights, self.tasks)
@@ -163,11 +155,6 @@ class RandomLossWeighting(Balancer):
 
     The weights sum to 1 (as in the paper; not rescaled to sum T).
     """
-
-    paper = (
-        "Lin, Ye, Zhang, Tsang. Reasonable Effectiveness of Random Weighting: "
-        "A Litmus Test for Multi-Task Learning. TMLR 2022"
-    )
 
     def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
         # Drawn where the (saved, seeded) generator lives, so the draws do not depend on
@@ -186,11 +173,6 @@ class GeometricLossStrategy(Balancer):
     product, T then counting only the labelled tasks.
     """
 
-    paper = (
-        "Chennupati, Sistu, Yogamani, Rawashdeh. MultiNet++: Multi-Stream Feature Aggregation "
-        "and Geometric Loss Strategy for Multi-Task Learning. CVPR Workshops 2019"
-    )
-
     def weights(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
         return geometric_mean_weights(losses, torch.ones_like(losses), "gls", self.tasks)
 
@@ -204,11 +186,6 @@ class UncertaintyWeighting(Balancer):
     A task with loss 0 (unlabelled in this batch) is left out of that step's penalty, so
     ``½ s_t`` alone cannot drive its ``s_t`` down and its weight up while it sees no labels.
     """
-
-    paper = (
-        "Kendall, Gal, Cipolla. Multi-Task Learning Using Uncertainty to Weigh Losses "
-        "for Scene Geometry and Semantics. CVPR 2018"
-    )
 
     def __init__(self, tasks: Sequence[str], lr: float = 1e-2) -> None:
         super().__init__(tasks)
@@ -244,8 +221,6 @@ class FAMO(Balancer):
     A task with loss 0 (unlabelled in this batch) gets weight 0 and is left out of ``c``; its
     ``δ_t`` is 0 whenever it is unlabelled in either of the two steps.
     """
-
-    paper = "Liu, Feng, Stone, Liu. FAMO: Fast Adaptive Multitask Optimization. NeurIPS 2023"
 
     def __init__(self, tasks: Sequence[str], lr: float = 0.025, gamma: float = 0.001) -> None:
         super().__init__(tasks)
@@ -307,11 +282,6 @@ class SmoothTchebycheff(Balancer):
     A task with loss 0 (unlabelled in this batch) gets weight 0 and is left out of the
     softmax and of its nadir average.
     """
-
-    paper = (
-        "Lin, Zhang, Yang, Zhang, Zhang. Smooth Tchebycheff Scalarization for Multi-Objective "
-        "Optimization. ICML 2024"
-    )
 
     def __init__(self, tasks: Sequence[str], mu: float = 1.0, warmup_epochs: int = 4) -> None:
         super().__init__(tasks)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from models import get_task
+from models.task_metrics import task_metrics
 from study.analysis._data import PlotDataError, multi_task_trials
 from study.analysis._labels import higher_is_better
 
@@ -63,7 +63,7 @@ def _blocks(trials: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     for column in [c for c in rows.columns if c.startswith("final.") and c.count(".") == 2]:
         task, metric = column.split(".")[1:]
         try:
-            if get_task(task).headline != metric:
+            if task_metrics(task).headline != metric:
                 continue
         except KeyError:
             continue

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from models import get_task
+from models.task_metrics import task_metrics
 from study.analysis._labels import higher_is_better, param_label, sorted_params
 from study.analysis._pareto import pareto_mask
 
@@ -205,7 +205,7 @@ def task_order(trials: pd.DataFrame, tasks: Iterable[str] = ()) -> list[str]:
 
 def _headline(task: str) -> str | None:
     try:
-        return get_task(task).headline
+        return task_metrics(task).headline
     except KeyError:
         return None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from models import get_task
+from models.task_metrics import task_metrics
 
 __all__ = [
     "PAPER_METRICS",
@@ -97,7 +97,7 @@ def higher_is_better(column: str) -> bool:
     if found is not None:
         task, metric = found
         try:
-            return get_task(task).metric(metric).higher_is_better
+            return task_metrics(task).metric(metric).higher_is_better
         except KeyError as err:
             raise ValueError(f"{column}: {err.args[0]}") from None
     raise ValueError(
@@ -112,7 +112,7 @@ def metric_label(task: str, metric: str, arrow: bool = True, with_task: bool = T
     higher: bool | None = None
     if arrow:
         try:
-            higher = get_task(task).metric(metric).higher_is_better
+            higher = task_metrics(task).metric(metric).higher_is_better
         except KeyError:
             higher = None
     prefix = f"{TASK_NAMES.get(task, task)} " if with_task else ""

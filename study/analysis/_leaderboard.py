@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from models import get_task
+from models.task_metrics import task_metrics
 from study.analysis._labels import PAPER_METRICS, metric_label
 from study.analysis._paper import delta_m_definition
 from study.analysis._paper_render import WIDTH, fit_text
@@ -125,7 +125,7 @@ def _delta_m_line(trials: pd.DataFrame, rows: pd.DataFrame, tasks: Sequence[str]
     reference = _reference(trials, rows, tasks)
     baselines = {}
     for task in tasks:
-        metric = get_task(task).headline
+        metric = task_metrics(task).headline
         if f"final.{task}.{metric}" in reference:
             label = metric_label(task, metric, arrow=False, with_task=False)
             baselines[f"{task} {label}"] = float(reference[f"final.{task}.{metric}"])
@@ -133,7 +133,7 @@ def _delta_m_line(trials: pd.DataFrame, rows: pd.DataFrame, tasks: Sequence[str]
 
 
 def _paper_metrics(task: str) -> tuple[str, ...]:
-    return PAPER_METRICS.get(task, (get_task(task).headline,))
+    return PAPER_METRICS.get(task, (task_metrics(task).headline,))
 
 
 _LABELS = {
@@ -146,7 +146,7 @@ _SCALE = {"params": 1e-6}
 
 
 def _headline(tasks: Sequence[str]) -> list[str]:
-    return [f"final.{t}.{get_task(t).headline}" for t in tasks]
+    return [f"final.{t}.{task_metrics(t).headline}" for t in tasks]
 
 
 def configuration_table(
@@ -245,7 +245,7 @@ def stage_table(trials: pd.DataFrame, stages: Sequence[tuple[str, str]]) -> str:
         rows = trials[trials["stage"] == name]
         if rows.empty:
             continue
-        record = get_task(task)
+        record = task_metrics(task)
         kpi = f"final.{task}.{record.kpi}"
         rows = rows.sort_values(kpi, ascending=False) if kpi in rows else rows
         hp = [

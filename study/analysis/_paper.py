@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from models import get_task
+from models.task_metrics import task_metrics
 from study.analysis._data import PlotDataError, multi_task_trials
 from study.analysis._labels import PAPER_METRICS, TASK_NAMES, metric_label
 from study.analysis._tables import metric_columns, unique
@@ -66,7 +66,7 @@ def _columns(rows: pd.DataFrame) -> list[TableColumn]:
     found = []
     for task, key, higher in metric_columns(rows, unique(rows, "tasks")):
         metric = key.split(".")[2]
-        paper = metric in PAPER_METRICS.get(task, (get_task(task).headline,))
+        paper = metric in PAPER_METRICS.get(task, (task_metrics(task).headline,))
         label = metric_label(task, metric, arrow=True, with_task=False)
         found.append(TableColumn(key, task, label, higher, paper))
     found.sort(key=lambda c: (unique(rows, "tasks").index(c.task), not c.paper))
@@ -205,7 +205,7 @@ def delta_m_line(table: pd.DataFrame, dataset: str) -> str:
         {
             f"{c.task} {c.label.removesuffix(' ↑').removesuffix(' ↓')}": reference[c.key]
             for c in columns
-            if c.task and c.key.split(".")[2] == get_task(c.task).headline
+            if c.task and c.key.split(".")[2] == task_metrics(c.task).headline
         }
     )
 

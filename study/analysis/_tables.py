@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from models import get_task
+from models.task_metrics import task_metrics
 from study.analysis._data import multi_task_trials
 from study.analysis._labels import TASK_NAMES, metric_label
 
@@ -88,7 +88,7 @@ def metric_columns(rows: pd.DataFrame, tasks: Sequence[str]) -> list[tuple[str, 
     found = []
     for task in tasks:
         try:
-            record = get_task(task)
+            record = task_metrics(task)
         except KeyError:
             continue
         for metric in record.metrics:

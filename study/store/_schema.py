@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from models.task_metrics import task_metrics
 from study.store._atomic import write_atomically
 from study.store._rows import TRIAL_COLUMNS, TrialRow
 
@@ -132,9 +133,7 @@ def _expanders(
     spec: StudySpec, space: SearchSpace
 ) -> dict[str, Callable[[pa.DataType], dict[str, pa.DataType]]]:
     """For each mapping field of :class:`TrialRow`: its flattened columns."""
-    from models import get_task  # the task records name each task's metrics
-
-    tasks = {t: get_task(t, spec.dataset.num_classes) for t in spec.tasks}
+    tasks = {t: task_metrics(t) for t in spec.tasks}
 
     def per_task(kind: pa.DataType) -> Callable[[pa.DataType], dict[str, pa.DataType]]:
         return lambda _: {t: kind for t in tasks}

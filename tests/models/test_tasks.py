@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from models import task_metrics
 from models.tasks import HUMAN_PARTS_CLASSES, IGNORE_INDEX, get_task, list_tasks
 
 EXPECTED = {
@@ -40,7 +41,7 @@ EXPECTED = {
 
 
 def test_every_task_is_listed() -> None:
-    assert list_tasks() == sorted(EXPECTED)
+    assert list_tasks() == task_metrics.list_tasks() == sorted(EXPECTED)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -50,6 +51,9 @@ def test_metrics_directions_headline_and_kpi(name: str) -> None:
     assert {m.name: m.higher_is_better for m in task.metrics} == directions
     assert task.headline == headline and task.metrics[0].name == headline
     assert task.kpi == kpi and task.metric(kpi).higher_is_better
+    # The record's metrics are the torch-free table's, which results are read with.
+    scoring = task_metrics.task_metrics(name)
+    assert (task.metrics, task.headline, task.kpi) == (scoring.metrics, scoring.headline, kpi)
 
 
 def test_human_parts_has_seven_classes_whatever_num_classes() -> None:
@@ -72,6 +76,8 @@ def test_unknown_task_and_metric_name_the_choices() -> None:
         get_task("nope")
     with pytest.raises(KeyError, match="f1"):
         get_task("edges").metric("f1")
+    with pytest.raises(KeyError, match="human_parts"):
+        task_metrics.task_metrics("nope")
 
 
 def test_detection_classes_skip_the_background() -> None:

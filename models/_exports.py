@@ -1,0 +1,44 @@
+"""Lazy re-exports for a package's ``__init__``, as :mod:`study.exports` (which ``models``
+may not import): the names imported under ``if TYPE_CHECKING:`` are imported on first
+use, so reading the balancing catalogue or the task metrics does not import torch."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["lazy_exports"]
+
+
+def _declared(init_file: str) -> dict[str, str]:
+    """Each name imported under ``if TYPE_CHECKING:`` in ``init_file``, with its module."""
+    tree = ast.parse(Path(init_file).read_text())
+    where: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for statement in node.body:
+                if isinstance(statement, ast.ImportFrom) and statement.module:
+                    for alias in statement.names:
+                        where[alias.asname or alias.name] = statement.module
+    return where
+
+
+def lazy_exports(
+    package: str, init_file: str
+) -> tuple[list[str], Callable[[str], object], Callable[[], list[str]]]:
+    """``__all__``, ``__getattr__`` and ``__dir__`` for ``package`` from the names its
+    ``__init__`` (``init_file``) imports under ``if TYPE_CHECKING:``."""
+    where = _declared(init_file)
+
+    def __getattr__(name: str) -> object:
+        module = where.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(module), name)
+
+    def __dir__() -> list[str]:
+        return sorted(where)
+
+    return sorted(where), __getattr__, __dir__
