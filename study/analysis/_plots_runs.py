@@ -15,7 +15,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from study.analysis._labels import TASK_NAMES, column_label, metric_label
-from study.analysis._plots import method_colors, style
+from study.analysis._plots import method_colors, method_lines, style
 
 __all__ = ["draw_curves", "draw_parallel", "draw_weights"]
 
@@ -58,9 +58,10 @@ def _tag_lines(ax: Axes, palette: dict[str, tuple[float, float, float]], prefix:
 
 def draw_curves(data: pd.DataFrame) -> Figure:
     """Per task, its headline validation metric over epochs: per method the mean over its
-    trials with a ±1 sd band."""
+    trials with a ±1 sd band. Methods differ in marker and dash pattern as well as colour."""
     tasks = list(dict.fromkeys(data["task"]))
     colors = method_colors(data["method"])
+    markers, dashes = method_lines(data["method"])
     with style():
         cols = _columns(len(tasks))
         rows = -(-len(tasks) // cols)
@@ -74,10 +75,13 @@ def draw_curves(data: pd.DataFrame) -> Figure:
                 x="epoch",
                 y="value",
                 hue="method",
+                style="method",
                 hue_order=list(colors),
+                style_order=list(colors),
                 palette=colors,
+                markers=markers,
+                dashes=dashes,
                 errorbar="sd",
-                marker="o",
                 ax=ax,
             )
             _tag_lines(ax, colors, f"{task}:")
