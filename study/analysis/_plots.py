@@ -262,16 +262,19 @@ def _bar_values(ax: Axes, values: Sequence[float], texts: Sequence[str]) -> None
         ax.text(value, i, f"  {text}", va="center", fontsize=9)
 
 
-def draw_importance(data: pd.DataFrame) -> Figure:
-    """PED-ANOVA importance per hyperparameter, one panel per Optuna study."""
+def draw_importance(data: pd.DataFrame, reliable_trials: int) -> Figure:
+    """PED-ANOVA importance per hyperparameter, one panel per Optuna study. A study with
+    fewer than ``reliable_trials`` completed trials gets a caution and its bars no numbers:
+    their order is a hint, their sizes are not yet a measurement."""
     groups = list(data.groupby(["study", "optuna_study"], sort=True))
-    height = sum(1.2 + 0.42 * len(g) for _, g in groups)
+    height = sum(1.5 + 0.42 * len(g) for _, g in groups)
     with style():
         fig = Figure(layout="constrained", figsize=(8, max(3.0, height)))
         axes = fig.subplots(len(groups), 1, squeeze=False).ravel()
         for ax, ((study, name), rows) in zip(axes, groups, strict=True):
             rows = rows.sort_values("importance", ascending=False)
             shown = rows.assign(param=rows["param"].map(param_label))
+            trials = int(rows["trials"].iloc[0])
             sns.barplot(
                 data=shown,
                 x="importance",
@@ -280,13 +283,32 @@ def draw_importance(data: pd.DataFrame) -> Figure:
                 orient="h",
                 ax=ax,
             )
-            _bar_values(ax, list(shown["importance"]), [f"{v:.3f}" for v in shown["importance"]])
             ax.set_xlim(0, max(1e-9, shown["importance"].max()) * 1.2)
             ax.set_ylabel("hyperparameter")
-            ax.set_xlabel("importance (PED-ANOVA, sums to 1)")
-            ax.set_title(
-                f"{study} · Optuna study '{name}' · {int(rows['trials'].iloc[0])} completed trials",
-                fontsize=10,
+            title = f"{study} · Optuna study '{name}' · {trials} completed trials"
+            ax.set_title(title, fontsize=10)
+            if trials >= reliable_trials:
+                values = list(shown["importance"])
+                _bar_values(ax, values, [f"{v:.3f}" for v in values])
+                ax.set_xlabel("importance (PED-ANOVA, sums to 1)")
+                continue
+            ax.xaxis.set_major_formatter(mpl.ticker.NullFormatter())
+            ax.set_xlabel(
+                f"importance (PED-ANOVA), relative: no values below {reliable_trials} trials"
+            )
+            ax.text(
+                0.98,
+                0.04,
+                f"Caution: only {trials} completed trials (fewer than {reliable_trials}); "
+                "the order is a hint, not a measurement.",
+                transform=ax.transAxes,
+                ha="right",
+                va="bottom",
+                fontsize=9,
+                color="#8b0000",
+                wrap=True,
+                bbox={"facecolor": "#fff4e5", "edgecolor": "#8b0000", "pad": 3},
+                gid="caution",
             )
         fig.suptitle("Hyperparameter importance", fontweight="bold")
     return fig
