@@ -96,6 +96,33 @@ def draw_curves(data: pd.DataFrame) -> Figure:
     return fig
 
 
+def _achievement_bands(
+    ax: Axes,
+    rows: pd.DataFrame,
+    colors: dict[str, tuple[float, float, float]],
+    names: dict[str, str],
+    method: str,
+) -> None:
+    """Each task's mean ± sd band of achievements, clipped to what an achievement can be:
+    at least 0 (a KPI is), and at most 1 (the potential) unless a trial passed it."""
+    top = max(1.0, float(rows["value"].max()))
+    for task, color in colors.items():
+        stats = rows[rows["task"] == names[task]].groupby("epoch")["value"].agg(["mean", "std"])
+        if stats.empty:
+            continue
+        spread = stats["std"].fillna(0)  # one trial: no band
+        ax.fill_between(
+            stats.index,
+            np.clip(stats["mean"] - spread, 0.0, top),
+            np.clip(stats["mean"] + spread, 0.0, top),
+            color=color,
+            alpha=0.2,
+            linewidth=0,
+            gid=f"{method}/achievement-band:{task}",
+        )
+    ax.axhline(1.0, color="0.35", linewidth=0.9, linestyle=":", zorder=1, gid="potential")
+
+
 def draw_weights(data: pd.DataFrame) -> Figure:
     """Per balancing method, each task's weight over epochs (mean ± sd over its trials),
     and, for methods that keep them, each task's achievement below."""
@@ -113,8 +140,9 @@ def draw_weights(data: pd.DataFrame) -> Figure:
         fig = Figure(layout="constrained", figsize=(4.2 * cols + 1.8, 3.3 * rows + 0.9))
         axes = _grid(fig, len(panels), cols)
         for ax, (method, metric) in zip(axes, panels, strict=True):
+            rows = shown[(shown["method"] == method) & (shown["metric"] == metric)]
             sns.lineplot(
-                data=shown[(shown["method"] == method) & (shown["metric"] == metric)],
+                data=rows,
                 x="epoch",
                 y="value",
                 hue="task",
@@ -124,10 +152,13 @@ def draw_weights(data: pd.DataFrame) -> Figure:
                 palette=palette,
                 markers=True,
                 dashes=True,
-                errorbar="sd",
+                errorbar="sd" if metric == "weight" else None,
                 ax=ax,
             )
             _tag_lines(ax, {t: palette[names[t]] for t in tasks}, f"{method}/{metric}:")
+            if metric == "achievement":
+                colors = {t: palette[names[t]] for t in tasks}
+                _achievement_bands(ax, rows, colors, names, method)
             ax.set_title(f"method: {method}" + ("" if metric == "weight" else ", achievements"))
             ax.set_xlabel("epoch")
             ax.set_ylabel(labels[metric])

@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from study.analysis._data import PlotDataError, multi_task_trials
-from study.analysis._figures import KINDS, make_plot, png_bytes
+from study.analysis._figures import KINDS, Plot, make_plot, png_bytes
+from study.analysis._importance import RELIABLE_TRIALS
 from study.analysis._labels import param_label, sorted_params
 from study.analysis._pareto import configurations
 from study.analysis._results import StudyResults, load_results
@@ -61,7 +62,7 @@ CAPTIONS: dict[str, tuple[str, str]] = {
     "weights": (
         "Task weights",
         "The balancer's weight of each task per epoch (history rows train/<task>/weight), "
-        "mean ± sd over each method's trials. AMTL's achievements are not recorded.",
+        "mean ± sd over each method's trials.",
     ),
     "parallel": (
         "Sampled hyperparameters",
@@ -72,7 +73,9 @@ CAPTIONS: dict[str, tuple[str, str]] = {
     "importance": (
         "Hyperparameter importance",
         "PED-ANOVA importance (Optuna's default evaluator) of each sampled hyperparameter "
-        "for the study's objective, from the Optuna journal, normalised to sum to 1.",
+        "for the study's objective, from the Optuna journal, normalised to sum to 1. "
+        f"A study with fewer than {RELIABLE_TRIALS} completed trials shows the order only, "
+        "with no values: its importances are too noisy to read as numbers.",
     ),
 }
 
@@ -207,6 +210,25 @@ def _failed_section(trials: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
+def _caption(kind: str, plot: Plot) -> str:
+    """The kind's caption, and what this plot's data adds (e.g. which methods' achievements
+    are drawn)."""
+    caption = CAPTIONS[kind][1]
+    if kind == "weights" and plot.data is not None:
+        achieved = plot.data[plot.data["metric"] == "achievement"]
+        methods = sorted(achieved["method"].unique())
+        if methods:
+            caption += (
+                f" Below, the achievements of {', '.join(methods)} (history rows "
+                "train/<task>/achievement): each task's smoothed validation KPI ÷ its "
+                "single-task potential, the dotted line at 1 reaching it; the band is clipped "
+                "at 0 and at 1 (or the highest achievement, when one passed 1)."
+            )
+        else:
+            caption += " No method here records achievements (AMTL's KPI ÷ potential)."
+    return caption
+
+
 def _png_width(png: bytes) -> int:
     """A PNG's width in pixels, from its IHDR chunk."""
     return int.from_bytes(png[16:20], "big")
@@ -215,12 +237,13 @@ def _png_width(png: bytes) -> int:
 def _plots_section(results: StudyResults) -> str:
     out = ["<h2>Plots</h2>"]
     for kind in KINDS:
-        title, caption = CAPTIONS[kind]
+        title = CAPTIONS[kind][0]
         try:
             plot = make_plot(kind, results)
         except PlotDataError as err:
             out.append(f'<h3>{esc(title)}</h3><p class="note">Not drawn: {esc(err)}</p>')
             continue
+        caption = _caption(kind, plot)
         png = png_bytes(plot.figure)
         width = _png_width(png) * 2 // 3  # 150 dpi shown as 100 dpi: sharp on dense screens
         data = base64.b64encode(png).decode("ascii")

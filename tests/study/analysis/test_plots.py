@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from study.analysis import KINDS, Plot, StudyResults, load_results, make_plot, save_figure
 from study.analysis._labels import TASK_NAMES
+from study.analysis._plots_runs import draw_weights
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +209,27 @@ def test_pareto_of_one_architecture_has_no_architecture_legend(store: Path) -> N
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["method", "amtl", "dwa", "ew", "Pareto front"]
     assert "(architecture: hard_sharing)" in ax.get_title()
+
+
+def test_achievement_bands_stay_between_0_and_1() -> None:
+    """mean ± sd of achievements in [0, 1] can pass 1 and 0: the band is clipped there."""
+    spread = {"semseg": [1.0, 0.4, 0.98], "depth": [0.0, 0.3, 0.02]}  # mean + sd > 1; − sd < 0
+    rows = [
+        {"trial_id": f"t{i}", "method": "amtl", "task": task, "epoch": epoch, "metric": metric,
+         "value": values[i] if metric == "achievement" else 0.5}
+        for task, values in spread.items()
+        for i in range(3)
+        for epoch in (1, 2)
+        for metric in ("weight", "achievement")
+    ]  # fmt: skip
+    figure = draw_weights(pd.DataFrame(rows))
+    for task, values in spread.items():
+        mean, sd = np.mean(values), np.std(values, ddof=1)
+        assert mean + sd > 1 or mean - sd < 0
+        (band,) = _by_gid(figure, f"amtl/achievement-band:{task}")
+        ys = np.concatenate([p.vertices[:, 1] for p in band.get_paths()])
+        assert ys.min() >= 0 and ys.max() <= 1
+        assert ys.max() == pytest.approx(min(1, mean + sd))
+        assert ys.min() == pytest.approx(max(0, mean - sd))
+        (line,) = _by_gid(figure, f"amtl/achievement:{task}")
+        assert list(line.get_ydata()) == pytest.approx([mean, mean])

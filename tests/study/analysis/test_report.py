@@ -303,3 +303,16 @@ def test_over_seeds_section_shows_each_configuration_and_the_comparison(
     assert "paired BCa bootstrap" in html and "permutation" in html
     single = pd.DataFrame(rows).assign(config_id=lambda t: t["trial_id"])
     assert _seeds_section(single, limit=10) == ""
+
+
+def test_weights_caption_says_whose_achievements_are_drawn(store: Path, text: str) -> None:
+    from study.analysis import Plot, load_results, make_plot
+    from study.analysis._report import _caption
+
+    figure = text[text.index('<figure id="plot-weights">') :]
+    caption = figure[figure.index("<figcaption>") : figure.index("</figcaption>")]
+    assert "the achievements of amtl" in caption and "not recorded" not in caption
+    plot = make_plot("weights", load_results(store / "hard_sharing-seed0"))
+    assert plot.data is not None
+    weights_only = Plot("weights", plot.figure, plot.data[plot.data["metric"] == "weight"])
+    assert "No method here records achievements" in _caption("weights", weights_only)
