@@ -97,7 +97,14 @@ table.leaderboard colgroup { border-left: 2px solid #d0d0d6; }
 td.error { text-align: left; white-space: normal; font-family: ui-monospace, monospace; }
 tr.reference td { background: #fafaf0; font-style: italic; }
 tbody tr:hover td { background: #f0f4fa; }
-.scroll { overflow-x: auto; }
+.scroll { overflow-x: auto; max-width: 100%; }
+/* A wide leaderboard scrolls inside its box, its method column pinned at the left. */
+table.leaderboard .pinned { position: sticky; left: 0; z-index: 1; background: #fff;
+                            box-shadow: inset -1px 0 #d0d0d6; }
+table.leaderboard th.pinned { background: #f4f4f6; z-index: 2; }
+table.leaderboard tr.reference td.pinned { background: #fafaf0; }
+table.leaderboard tbody tr:hover td.pinned { background: #f0f4fa; }
+details { margin: .6rem 0; } summary { cursor: pointer; color: #333; }
 b.best { color: #00468b; }
 figure { margin: 1.2rem 0; } figure img { max-width: 100%; height: auto;
          border: 1px solid #eee; }
@@ -141,11 +148,23 @@ def _spec_section(results: StudyResults) -> str:
         '<p class="note">What the store records about the study; the spec itself is not '
         "stored, so this is reconstructed from the trials.</p>"
         if not specs
-        else '<p class="note">The stored spec is below, after what the trials record.</p>'
+        else '<p class="note">What the trials record; the stored spec is '
+        '<a href="#spec">at the end</a>.</p>'
     )
     out.append(html_table(rows, ["field", "value"], ("text", "text")))
-    for path in specs:
-        out.append(f"<h3>{esc(path)}</h3><pre>{esc(path.read_text())}</pre>")
+    return "\n".join(out)
+
+
+def _spec_dump_section(results: StudyResults) -> str:
+    """Each stored spec, folded: the whole YAML is long and read last, if at all."""
+    specs = [d / "spec.yaml" for d in results.study_dirs if (d / "spec.yaml").is_file()]
+    if not specs:
+        return ""
+    out = ['<h2 id="spec">Spec</h2>']
+    out += [
+        f"<details><summary>{esc(path)}</summary><pre>{esc(path.read_text())}</pre></details>"
+        for path in specs
+    ]
     return "\n".join(out)
 
 
@@ -299,7 +318,8 @@ def _seeds_section(trials: pd.DataFrame, limit: int) -> str:
 
 
 def render_report(results: StudyResults, sources: Sequence[str] = (), limit: int = 50) -> str:
-    """The report as one HTML document: no scripts, no external requests."""
+    """The report as one HTML document: no scripts, no external requests; the stored spec
+    last, folded."""
     studies = ", ".join(unique(results.trials, "study")) or "study"
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     source = ", ".join(sources) or ", ".join(str(d) for d in results.study_dirs)
@@ -318,6 +338,7 @@ def render_report(results: StudyResults, sources: Sequence[str] = (), limit: int
         _best_section(results.trials),
         _failed_section(results.trials),
         _plots_section(results),
+        _spec_dump_section(results),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"

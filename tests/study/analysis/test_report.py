@@ -203,8 +203,9 @@ _IMAGES_SHOW = (
 )
 
 
-async def _render(socket: str, url: str) -> dict[str, Any]:
-    """Load ``url``; return its console messages, errors, requests and images."""
+async def _render(socket: str, url: str, width: int = 1400, probe: str = "null") -> dict[str, Any]:
+    """Load ``url`` in a window ``width`` CSS pixels wide; return its console messages,
+    errors, requests and images, and the value of the JavaScript expression ``probe``."""
     import aiohttp
 
     events: list[dict[str, Any]] = []
@@ -225,6 +226,13 @@ async def _render(socket: str, url: str) -> dict[str, Any]:
 
             for domain in ("Page", "Runtime", "Log", "Network"):
                 await call(f"{domain}.enable")
+            await call(
+                "Emulation.setDeviceMetricsOverride",
+                width=width,
+                height=900,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
             await call("Page.navigate", url=url)
             deadline = time.monotonic() + 60
             while not any(e.get("method") == "Page.loadEventFired" for e in events):
@@ -232,6 +240,7 @@ async def _render(socket: str, url: str) -> dict[str, Any]:
                 events.append(json.loads((await ws.receive(timeout=60)).data))
             await asyncio.sleep(0.5)  # late console messages
             result = await call("Runtime.evaluate", expression=_IMAGES_SHOW, returnByValue=True)
+            probed = await call("Runtime.evaluate", expression=probe, returnByValue=True)
             # Drain what arrived meanwhile.
             await call("Runtime.evaluate", expression="1")
     console = [
@@ -253,6 +262,7 @@ async def _render(socket: str, url: str) -> dict[str, Any]:
         ],
         "failed": [e["params"] for e in events if e.get("method") == "Network.loadingFailed"],
         "images": result["result"]["value"],
+        "probe": probed["result"].get("value"),
     }
 
 
@@ -264,6 +274,55 @@ def test_chromium_shows_every_image_with_no_console_error(browser: str, report: 
     assert all(i["complete"] and i["width"] > 0 and i["shown"] > 0 for i in images)
     # Nothing but the file itself and its data: URIs.
     assert all(u.startswith(("file:", "data:")) for u in page["requests"])
+
+
+# The page's width against the window's, and the leaderboard's box: its widths, and where
+# its method cell is before and after scrolling the box to its right end.
+_LAYOUT = """(() => {
+  const page = document.documentElement;
+  const box = document.querySelector("table.leaderboard").parentElement;
+  const cell = box.querySelector("tbody td.pinned");
+  const before = cell.getBoundingClientRect().left - box.getBoundingClientRect().left;
+  box.scrollLeft = box.scrollWidth;
+  const after = cell.getBoundingClientRect().left - box.getBoundingClientRect().left;
+  const spec = document.querySelector("#spec ~ details");
+  return {page: page.scrollWidth, window: page.clientWidth, box: box.clientWidth,
+          table: box.scrollWidth, overflow: getComputedStyle(box).overflowX,
+          position: getComputedStyle(cell).position, before, after,
+          scrolled: box.scrollLeft, spec_open: spec ? spec.open : null,
+          spec_last: spec ? !spec.nextElementSibling : null,
+          last_h2: Array.from(document.querySelectorAll("h2")).pop().textContent};
+})()"""
+
+
+@pytest.fixture(scope="module")
+def report_with_spec(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report of one study that has its spec stored, as a real study does."""
+    root = tmp_path_factory.mktemp("with-spec") / "results"
+    shutil.copytree(store / "hard_sharing-seed0", root / "hard_sharing-seed0")
+    spec = Path(__file__).parents[3] / "study" / "specs" / "demo.yaml"
+    shutil.copy(spec, root / "hard_sharing-seed0" / "spec.yaml")
+    return write_report(root, root.parent / "report.html")
+
+
+@pytest.mark.parametrize("width", [1400, 700])
+def test_the_page_fits_the_window_and_the_leaderboard_scrolls_in_its_box(
+    browser: str, report_with_spec: Path, width: int
+) -> None:
+    """Nothing makes the page wider than a 1400-px (or 700-px) window: a leaderboard wider
+    than its box scrolls inside it with the method column pinned; the spec is last, folded."""
+    page = asyncio.run(_render(browser, report_with_spec.as_uri(), width, _LAYOUT))
+    assert page["errors"] == [] and page["exceptions"] == []
+    layout = page["probe"]
+    assert layout["page"] <= layout["window"] <= width, layout
+    assert layout["box"] <= layout["window"]
+    assert layout["overflow"] == "auto" and layout["position"] == "sticky"
+    if layout["table"] > layout["box"]:
+        assert layout["scrolled"] > 0 and layout["after"] == pytest.approx(0, abs=1)
+    assert layout["spec_open"] is False and layout["spec_last"] is True
+    assert layout["last_h2"] == "Spec"
+    if width == 700:  # the narrow window does overflow the table: the box scrolls
+        assert layout["table"] > layout["box"] and layout["before"] > 0
 
 
 def test_the_browser_check_sees_a_broken_page(browser: str, tmp_path: Path) -> None:
