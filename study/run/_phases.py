@@ -30,6 +30,7 @@ from study.run._recorder import StoreRecorder
 from study.run._search import StudySearch, journal_storage, tpe_sampler
 from study.run._setup import TrialSetup
 from study.run._signals import raise_if_stopped
+from study.run._tensorboard import TensorBoardLogger
 from study.run._trainable import CHECKPOINTS_KEPT, trainable
 from study.spec import StageSpec, StudySpec
 from study.store import load_trials
@@ -159,7 +160,10 @@ def _run_config(
     trials: int = 0,
     run: RunOptions = RunOptions(),
 ) -> tune.RunConfig:
-    callbacks: list[tune.Callback] = [StoreRecorder(root, setup, setup.epochs)]
+    callbacks: list[tune.Callback] = [
+        StoreRecorder(root, setup, setup.epochs),
+        TensorBoardLogger(setup),
+    ]
     if run.progress is not None:
         metric, mode = spec.objective if setup.kind == "multi_task" else ("val_loss", "min")
         callbacks.append(ProgressLine(phase, trials, setup.epochs, metric, mode, run.progress))
