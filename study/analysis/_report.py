@@ -14,6 +14,7 @@ import pandas as pd
 from study.analysis._data import PlotDataError, multi_task_trials
 from study.analysis._figures import KINDS, Plot, make_plot, png_bytes
 from study.analysis._importance import RELIABLE_TRIALS
+from study.analysis._interactive import parallel_coordinate_html
 from study.analysis._labels import param_label, sorted_params
 from study.analysis._pareto import configurations
 from study.analysis._results import StudyResults, load_results
@@ -104,6 +105,7 @@ table.leaderboard .pinned { position: sticky; left: 0; z-index: 1; background: #
 table.leaderboard th.pinned { background: #f4f4f6; z-index: 2; }
 table.leaderboard tr.reference td.pinned { background: #fafaf0; }
 table.leaderboard tbody tr:hover td.pinned { background: #f0f4fa; }
+details.interactive { overflow-x: auto; }
 details { margin: .6rem 0; } summary { cursor: pointer; color: #333; }
 b.best { color: #00468b; }
 figure { margin: 1.2rem 0; } figure img { max-width: 100%; height: auto;
@@ -273,7 +275,21 @@ def _plots_section(results: StudyResults) -> str:
             f'alt="{esc(title)}: {esc(caption)}">'
             f"<figcaption>{esc(caption)}{note}</figcaption></figure>"
         )
+        if kind == "parallel":
+            out.append(_interactive_parallel(results))
     return "\n".join(out)
+
+
+def _interactive_parallel(results: StudyResults) -> str:
+    """Optuna's own interactive parallel coordinates, folded; nothing without plotly."""
+    fragment = parallel_coordinate_html(results.study_dirs)
+    if not fragment:
+        return ""
+    return (
+        '<details class="interactive" id="plot-parallel-interactive"><summary>Interactive '
+        "parallel coordinates (Optuna's plot_parallel_coordinate, from the journal: hover "
+        "a line for its trial, zoom on an axis)</summary>" + fragment + "</details>"
+    )
 
 
 def _seeds_section(trials: pd.DataFrame, limit: int) -> str:
@@ -318,8 +334,9 @@ def _seeds_section(trials: pd.DataFrame, limit: int) -> str:
 
 
 def render_report(results: StudyResults, sources: Sequence[str] = (), limit: int = 50) -> str:
-    """The report as one HTML document: no scripts, no external requests; the stored spec
-    last, folded."""
+    """The report as one HTML document that requests nothing outside itself; its only
+    script is the interactive parallel coordinates' plotly (inlined, where installed); the
+    stored spec last, folded."""
     studies = ", ".join(unique(results.trials, "study")) or "study"
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     source = ", ".join(sources) or ", ".join(str(d) for d in results.study_dirs)

@@ -34,11 +34,19 @@ def text(report: Path) -> str:
     return report.read_text(encoding="utf-8")
 
 
+def _static(text: str) -> str:
+    """The report less its interactive block (plotly.js, inlined, names web addresses in
+    its code; the browser test checks that it requests none)."""
+    return re.sub(r'<details class="interactive".*?</details>', "", text, flags=re.S)
+
+
 def test_report_is_self_contained(text: str) -> None:
     assert text.startswith("<!DOCTYPE html>")
     images = re.findall(r'<img src="([^"]*)"', text)
     assert len(images) == len(KINDS)
     assert all(src.startswith("data:image/png;base64,") for src in images)
+    text = _static(text)
+    assert 'id="plot-importance"' in text  # only the interactive block was cut
     assert "<script" not in text
     # No address outside the file: only data: URIs.
     assert not re.search(r'(src|href)="(?!data:)', text)
@@ -323,6 +331,39 @@ def test_the_page_fits_the_window_and_the_leaderboard_scrolls_in_its_box(
     assert layout["last_h2"] == "Spec"
     if width == 700:  # the narrow window does overflow the table: the box scrolls
         assert layout["table"] > layout["box"] and layout["before"] > 0
+
+
+_PLOTLY = """Array.from(document.querySelectorAll(".js-plotly-plot")).map(p => ({
+  traces: p.data.length, axes: p.layout.xaxis.ticktext,
+  study: p.closest("[data-study]").dataset.study}))"""
+
+
+def test_the_interactive_parallel_coordinates_are_optunas_from_the_journal(
+    browser: str, report: Path, text: str
+) -> None:
+    """With plotly installed, each journal's Optuna study is drawn by Optuna's
+    plot_parallel_coordinate; Chromium renders it with no error and no request."""
+    assert text.count('<div class="interactive" data-study=') == 2  # two journals
+    section = text[text.index('id="plot-parallel"') : text.index('id="plot-importance"')]
+    assert 'id="plot-parallel-interactive"' in section
+    page = asyncio.run(_render(browser, report.as_uri(), probe=_PLOTLY))
+    assert page["errors"] == [] and page["exceptions"] == [] and page["failed"] == []
+    assert all(u.startswith(("file:", "data:")) for u in page["requests"])
+    plots = page["probe"]
+    assert len(plots) == 2 and {p["study"] for p in plots} == {"multi_task"}
+    # hard_sharing-seed0's journal (8 trials, every method) and rcm_resnet-seed0's (2):
+    # each parameter an axis, a method's own only where a trial sampled it.
+    axes = sorted((p["axes"] for p in plots), key=len)
+    assert axes[0] == [
+        "Objective Value",
+        "dwa/temperature",
+        "method",
+        "model/head_channels",
+        "optim/lr",
+        "optim/weight_decay",
+    ]
+    assert {"amtl/gamma", "amtl/margin", "dwa/temperature"} <= set(axes[1])
+    assert max(p["traces"] for p in plots) > 8  # a line per trial (and the colour bar)
 
 
 def test_the_browser_check_sees_a_broken_page(browser: str, tmp_path: Path) -> None:
