@@ -26,7 +26,13 @@ ERROR = "RuntimeError: loss of <depth> & 'normals' is NaN"  # conftest.ERROR
 
 @pytest.fixture(scope="module")
 def report(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_report(store, tmp_path_factory.mktemp("report") / "report.html")
+    """The report of the whole store, one study of which has its spec stored, as a real
+    study does."""
+    root = tmp_path_factory.mktemp("report") / "results"
+    shutil.copytree(store, root)
+    spec = Path(__file__).parents[3] / "study" / "specs" / "demo.yaml"
+    shutil.copy(spec, root / "hard_sharing-seed0" / "spec.yaml")
+    return write_report(root, root.parent / "report.html")
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +54,8 @@ def test_report_is_self_contained(text: str) -> None:
     text = _static(text)
     assert 'id="plot-importance"' in text  # only the interactive block was cut
     assert "<script" not in text
-    # No address outside the file: only data: URIs.
-    assert not re.search(r'(src|href)="(?!data:)', text)
+    # No address outside the file: only data: URIs (and in-page anchors).
+    assert not re.search(r'(src|href)="(?!data:|#)', text)
     assert "http://" not in text and "https://" not in text
 
 
@@ -303,23 +309,13 @@ _LAYOUT = """(() => {
 })()"""
 
 
-@pytest.fixture(scope="module")
-def report_with_spec(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The report of one study that has its spec stored, as a real study does."""
-    root = tmp_path_factory.mktemp("with-spec") / "results"
-    shutil.copytree(store / "hard_sharing-seed0", root / "hard_sharing-seed0")
-    spec = Path(__file__).parents[3] / "study" / "specs" / "demo.yaml"
-    shutil.copy(spec, root / "hard_sharing-seed0" / "spec.yaml")
-    return write_report(root, root.parent / "report.html")
-
-
 @pytest.mark.parametrize("width", [1400, 700])
 def test_the_page_fits_the_window_and_the_leaderboard_scrolls_in_its_box(
-    browser: str, report_with_spec: Path, width: int
+    browser: str, report: Path, width: int
 ) -> None:
     """Nothing makes the page wider than a 1400-px (or 700-px) window: a leaderboard wider
     than its box scrolls inside it with the method column pinned; the spec is last, folded."""
-    page = asyncio.run(_render(browser, report_with_spec.as_uri(), width, _LAYOUT))
+    page = asyncio.run(_render(browser, report.as_uri(), width, _LAYOUT))
     assert page["errors"] == [] and page["exceptions"] == []
     layout = page["probe"]
     assert layout["page"] <= layout["window"] <= width, layout
