@@ -191,10 +191,13 @@ def draw_parallel(data: pd.DataFrame) -> Figure:
         order = per_trial["color"].sort_values().index  # the best drawn last, on top
         for trial in order:
             ys = positions.loc[trial].to_numpy(dtype=float)
+            # Another method's parameters (NaN here) are skipped, not drawn as a value:
+            # the line passes their axes with no marker and joins the axes it has.
+            has = ~np.isnan(ys)
             dashed = per_trial.loc[trial, "status"] != "completed"
             ax.plot(
-                xs,
-                ys,
+                xs[has],
+                ys[has],
                 color=cmap(norm(per_trial.loc[trial, "color"])),
                 linewidth=1.8,
                 linestyle="--" if dashed else "-",

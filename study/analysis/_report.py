@@ -69,7 +69,8 @@ CAPTIONS: dict[str, tuple[str, str]] = {
         "Sampled hyperparameters",
         "Each completed (solid) or stopped-early (dashed) trial as a line through its "
         "sampled hyperparameters, each axis scaled to [0, 1] (log scale where marked), "
-        "coloured by Δm (%). A method's own parameters appear only on its trials' lines.",
+        "coloured by Δm (%). A method's own parameters appear only on its trials' lines, "
+        "which pass other methods' axes without a marker.",
     ),
     "importance": (
         "Hyperparameter importance",
