@@ -41,7 +41,12 @@ if TYPE_CHECKING:
         weights_data,
     )
     from study.analysis._figures import FORMATS, KINDS, Plot, make_plot, png_bytes, save_figure
-    from study.analysis._importance import MIN_TRIALS, NotEnoughTrials, importance_data
+    from study.analysis._importance import (
+        MIN_TRIALS,
+        RELIABLE_TRIALS,
+        NotEnoughTrials,
+        importance_data,
+    )
     from study.analysis._labels import column_label, higher_is_better, metric_label
     from study.analysis._leaderboard import (
         configuration_table,

@@ -20,7 +20,7 @@ from study.analysis._data import (
     ranks_data,
     weights_data,
 )
-from study.analysis._importance import NotEnoughTrials, importance_data
+from study.analysis._importance import RELIABLE_TRIALS, NotEnoughTrials, importance_data
 from study.analysis._plots import (
     draw_heatmap,
     draw_importance,
@@ -98,7 +98,7 @@ def make_plot(kind: str, results: StudyResults, x: str = "gflops", y: str = "del
             if "no Optuna" in note:
                 title = "Hyperparameter importance: no Optuna study"
             return Plot(kind, draw_message(title, note), None, note)
-        return Plot(kind, draw_importance(data), data, data.attrs.get("skipped"))
+        return Plot(kind, draw_importance(data, RELIABLE_TRIALS), data, data.attrs.get("skipped"))
     raise ValueError(f"unknown plot kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 

@@ -14,7 +14,14 @@ from optuna.storages.journal import JournalFileBackend
 
 from study.analysis._data import PlotDataError
 
-__all__ = ["JOURNAL", "MIN_TRIALS", "NotEnoughTrials", "importance_data", "journal_studies"]
+__all__ = [
+    "JOURNAL",
+    "MIN_TRIALS",
+    "RELIABLE_TRIALS",
+    "NotEnoughTrials",
+    "importance_data",
+    "journal_studies",
+]
 
 #: The journal's file name in a study folder (``study.search.journal_storage``).
 JOURNAL = "optuna.journal"
@@ -22,6 +29,10 @@ JOURNAL = "optuna.journal"
 #: trials (at least 2) with all of them; with fewer trials than this the top set is most
 #: of the study and the importances say little.
 MIN_TRIALS = 5
+#: Completed trials below which an importance is drawn with a caution and no numbers.
+#: PED-ANOVA's top set is the best 10 % but at least 2 trials, so under 20 trials it is
+#: those 2, and one lucky trial moves a parameter's share by tens of percent.
+RELIABLE_TRIALS = 20
 
 
 class NotEnoughTrials(PlotDataError):

@@ -29,10 +29,24 @@ __all__ = [
     "draw_pareto",
     "draw_ranks",
     "method_colors",
+    "method_lines",
     "style",
 ]
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+# Dash patterns (on, off, ...) in line widths; "" is solid. With the markers they tell
+# methods apart where colours do not (print in grey, colour-vision deficiencies).
+_DASHES: tuple[str | tuple[float, ...], ...] = (
+    "",
+    (4, 1.5),
+    (1, 1),
+    (3, 1.25, 1.5, 1.25),
+    (5, 1, 1, 1, 1, 1),
+    (2, 2),
+    (6, 2),
+    (3, 1, 1, 1, 1, 1, 1, 1),
+)
+_POINT_ALPHA = 0.7
 _RC = {"svg.hashsalt": "mtlstudy", "svg.fonttype": "none", "figure.dpi": 100}
 
 
@@ -49,6 +63,17 @@ def method_colors(methods: Sequence[str]) -> dict[str, tuple[float, float, float
     names = sorted(set(methods))
     palette = sns.color_palette("colorblind", max(len(names), 1))
     return {name: palette[i % len(palette)] for i, name in enumerate(names)}
+
+
+def method_lines(
+    methods: Sequence[str],
+) -> tuple[dict[str, str], dict[str, str | tuple[float, ...]]]:
+    """One marker and one dash pattern per method, by sorted name as
+    :func:`method_colors` assigns colours: seaborn's ``markers`` and ``dashes``."""
+    names = sorted(set(methods))
+    markers = {name: _MARKERS[i % len(_MARKERS)] for i, name in enumerate(names)}
+    dashes = {name: _DASHES[i % len(_DASHES)] for i, name in enumerate(names)}
+    return markers, dashes
 
 
 def _wrap(text: str, width: int = 60) -> str:
@@ -102,7 +127,11 @@ def draw_pareto(data: pd.DataFrame) -> Figure:
             hue_order=list(colors),
             style_order=archs,
             s=80,
-            alpha=0.9,
+            # Translucent fill under a dark outline: coincident points (the same
+            # configuration's cost, close Δm) stay visible, and the legend shows the same.
+            alpha=_POINT_ALPHA,
+            edgecolor="0.15",
+            linewidth=0.8,
             ax=ax,
             zorder=3,
             legend="full",
@@ -159,6 +188,11 @@ def draw_pareto(data: pd.DataFrame) -> Figure:
             fontweight="bold",
         )
         handles, labels = ax.get_legend_handles_labels()
+        if len(archs) == 1:
+            # One architecture: a legend entry tells nothing the title does not.
+            cut = labels.index("architecture")
+            handles, labels = handles[:cut] + handles[cut + 2 :], labels[:cut] + labels[cut + 2 :]
+            ax.set_title(f"{ax.get_title()}\n(architecture: {archs[0]})", fontweight="bold")
         _legend_right(ax, handles, labels)
     return fig
 
@@ -228,16 +262,19 @@ def _bar_values(ax: Axes, values: Sequence[float], texts: Sequence[str]) -> None
         ax.text(value, i, f"  {text}", va="center", fontsize=9)
 
 
-def draw_importance(data: pd.DataFrame) -> Figure:
-    """PED-ANOVA importance per hyperparameter, one panel per Optuna study."""
+def draw_importance(data: pd.DataFrame, reliable_trials: int) -> Figure:
+    """PED-ANOVA importance per hyperparameter, one panel per Optuna study. A study with
+    fewer than ``reliable_trials`` completed trials gets a caution and its bars no numbers:
+    their order is a hint, their sizes are not yet a measurement."""
     groups = list(data.groupby(["study", "optuna_study"], sort=True))
-    height = sum(1.2 + 0.42 * len(g) for _, g in groups)
+    height = sum(1.5 + 0.42 * len(g) for _, g in groups)
     with style():
         fig = Figure(layout="constrained", figsize=(8, max(3.0, height)))
         axes = fig.subplots(len(groups), 1, squeeze=False).ravel()
         for ax, ((study, name), rows) in zip(axes, groups, strict=True):
             rows = rows.sort_values("importance", ascending=False)
             shown = rows.assign(param=rows["param"].map(param_label))
+            trials = int(rows["trials"].iloc[0])
             sns.barplot(
                 data=shown,
                 x="importance",
@@ -246,13 +283,32 @@ def draw_importance(data: pd.DataFrame) -> Figure:
                 orient="h",
                 ax=ax,
             )
-            _bar_values(ax, list(shown["importance"]), [f"{v:.3f}" for v in shown["importance"]])
             ax.set_xlim(0, max(1e-9, shown["importance"].max()) * 1.2)
             ax.set_ylabel("hyperparameter")
-            ax.set_xlabel("importance (PED-ANOVA, sums to 1)")
-            ax.set_title(
-                f"{study} · Optuna study '{name}' · {int(rows['trials'].iloc[0])} completed trials",
-                fontsize=10,
+            title = f"{study} · Optuna study '{name}' · {trials} completed trials"
+            ax.set_title(title, fontsize=10)
+            if trials >= reliable_trials:
+                values = list(shown["importance"])
+                _bar_values(ax, values, [f"{v:.3f}" for v in values])
+                ax.set_xlabel("importance (PED-ANOVA, sums to 1)")
+                continue
+            ax.xaxis.set_major_formatter(mpl.ticker.NullFormatter())
+            ax.set_xlabel(
+                f"importance (PED-ANOVA), relative: no values below {reliable_trials} trials"
+            )
+            ax.text(
+                0.98,
+                0.04,
+                f"Caution: only {trials} completed trials (fewer than {reliable_trials}); "
+                "the order is a hint, not a measurement.",
+                transform=ax.transAxes,
+                ha="right",
+                va="bottom",
+                fontsize=9,
+                color="#8b0000",
+                wrap=True,
+                bbox={"facecolor": "#fff4e5", "edgecolor": "#8b0000", "pad": 3},
+                gid="caution",
             )
         fig.suptitle("Hyperparameter importance", fontweight="bold")
     return fig

@@ -15,7 +15,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from study.analysis._labels import TASK_NAMES, column_label, metric_label
-from study.analysis._plots import method_colors, style
+from study.analysis._plots import method_colors, method_lines, style
 
 __all__ = ["draw_curves", "draw_parallel", "draw_weights"]
 
@@ -58,9 +58,10 @@ def _tag_lines(ax: Axes, palette: dict[str, tuple[float, float, float]], prefix:
 
 def draw_curves(data: pd.DataFrame) -> Figure:
     """Per task, its headline validation metric over epochs: per method the mean over its
-    trials with a ±1 sd band."""
+    trials with a ±1 sd band. Methods differ in marker and dash pattern as well as colour."""
     tasks = list(dict.fromkeys(data["task"]))
     colors = method_colors(data["method"])
+    markers, dashes = method_lines(data["method"])
     with style():
         cols = _columns(len(tasks))
         rows = -(-len(tasks) // cols)
@@ -74,10 +75,13 @@ def draw_curves(data: pd.DataFrame) -> Figure:
                 x="epoch",
                 y="value",
                 hue="method",
+                style="method",
                 hue_order=list(colors),
+                style_order=list(colors),
                 palette=colors,
+                markers=markers,
+                dashes=dashes,
                 errorbar="sd",
-                marker="o",
                 ax=ax,
             )
             _tag_lines(ax, colors, f"{task}:")
@@ -90,6 +94,33 @@ def draw_curves(data: pd.DataFrame) -> Figure:
             "Validation metric per epoch (mean ± sd over a method's trials)", fontweight="bold"
         )
     return fig
+
+
+def _achievement_bands(
+    ax: Axes,
+    rows: pd.DataFrame,
+    colors: dict[str, tuple[float, float, float]],
+    names: dict[str, str],
+    method: str,
+) -> None:
+    """Each task's mean ± sd band of achievements, clipped to what an achievement can be:
+    at least 0 (a KPI is), and at most 1 (the potential) unless a trial passed it."""
+    top = max(1.0, float(rows["value"].max()))
+    for task, color in colors.items():
+        stats = rows[rows["task"] == names[task]].groupby("epoch")["value"].agg(["mean", "std"])
+        if stats.empty:
+            continue
+        spread = stats["std"].fillna(0)  # one trial: no band
+        ax.fill_between(
+            stats.index,
+            np.clip(stats["mean"] - spread, 0.0, top),
+            np.clip(stats["mean"] + spread, 0.0, top),
+            color=color,
+            alpha=0.2,
+            linewidth=0,
+            gid=f"{method}/achievement-band:{task}",
+        )
+    ax.axhline(1.0, color="0.35", linewidth=0.9, linestyle=":", zorder=1, gid="potential")
 
 
 def draw_weights(data: pd.DataFrame) -> Figure:
@@ -109,8 +140,9 @@ def draw_weights(data: pd.DataFrame) -> Figure:
         fig = Figure(layout="constrained", figsize=(4.2 * cols + 1.8, 3.3 * rows + 0.9))
         axes = _grid(fig, len(panels), cols)
         for ax, (method, metric) in zip(axes, panels, strict=True):
+            rows = shown[(shown["method"] == method) & (shown["metric"] == metric)]
             sns.lineplot(
-                data=shown[(shown["method"] == method) & (shown["metric"] == metric)],
+                data=rows,
                 x="epoch",
                 y="value",
                 hue="task",
@@ -120,10 +152,13 @@ def draw_weights(data: pd.DataFrame) -> Figure:
                 palette=palette,
                 markers=True,
                 dashes=True,
-                errorbar="sd",
+                errorbar="sd" if metric == "weight" else None,
                 ax=ax,
             )
             _tag_lines(ax, {t: palette[names[t]] for t in tasks}, f"{method}/{metric}:")
+            if metric == "achievement":
+                colors = {t: palette[names[t]] for t in tasks}
+                _achievement_bands(ax, rows, colors, names, method)
             ax.set_title(f"method: {method}" + ("" if metric == "weight" else ", achievements"))
             ax.set_xlabel("epoch")
             ax.set_ylabel(labels[metric])
@@ -156,10 +191,13 @@ def draw_parallel(data: pd.DataFrame) -> Figure:
         order = per_trial["color"].sort_values().index  # the best drawn last, on top
         for trial in order:
             ys = positions.loc[trial].to_numpy(dtype=float)
+            # Another method's parameters (NaN here) are skipped, not drawn as a value:
+            # the line passes their axes with no marker and joins the axes it has.
+            has = ~np.isnan(ys)
             dashed = per_trial.loc[trial, "status"] != "completed"
             ax.plot(
-                xs,
-                ys,
+                xs[has],
+                ys[has],
                 color=cmap(norm(per_trial.loc[trial, "color"])),
                 linewidth=1.8,
                 linestyle="--" if dashed else "-",

@@ -12,7 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from study.analysis._data import PlotDataError, multi_task_trials
-from study.analysis._figures import KINDS, make_plot, png_bytes
+from study.analysis._figures import KINDS, Plot, make_plot, png_bytes
+from study.analysis._importance import RELIABLE_TRIALS
+from study.analysis._interactive import parallel_coordinate_html
 from study.analysis._labels import param_label, sorted_params
 from study.analysis._pareto import configurations
 from study.analysis._results import StudyResults, load_results
@@ -61,18 +63,21 @@ CAPTIONS: dict[str, tuple[str, str]] = {
     "weights": (
         "Task weights",
         "The balancer's weight of each task per epoch (history rows train/<task>/weight), "
-        "mean ± sd over each method's trials. AMTL's achievements are not recorded.",
+        "mean ± sd over each method's trials.",
     ),
     "parallel": (
         "Sampled hyperparameters",
         "Each completed (solid) or stopped-early (dashed) trial as a line through its "
         "sampled hyperparameters, each axis scaled to [0, 1] (log scale where marked), "
-        "coloured by Δm (%). A method's own parameters appear only on its trials' lines.",
+        "coloured by Δm (%). A method's own parameters appear only on its trials' lines, "
+        "which pass other methods' axes without a marker.",
     ),
     "importance": (
         "Hyperparameter importance",
         "PED-ANOVA importance (Optuna's default evaluator) of each sampled hyperparameter "
-        "for the study's objective, from the Optuna journal, normalised to sum to 1.",
+        "for the study's objective, from the Optuna journal, normalised to sum to 1. "
+        f"A study with fewer than {RELIABLE_TRIALS} completed trials shows the order only, "
+        "with no values: its importances are too noisy to read as numbers.",
     ),
 }
 
@@ -94,7 +99,15 @@ table.leaderboard colgroup { border-left: 2px solid #d0d0d6; }
 td.error { text-align: left; white-space: normal; font-family: ui-monospace, monospace; }
 tr.reference td { background: #fafaf0; font-style: italic; }
 tbody tr:hover td { background: #f0f4fa; }
-.scroll { overflow-x: auto; }
+.scroll { overflow-x: auto; max-width: 100%; }
+/* A wide leaderboard scrolls inside its box, its method column pinned at the left. */
+table.leaderboard .pinned { position: sticky; left: 0; z-index: 1; background: #fff;
+                            box-shadow: inset -1px 0 #d0d0d6; }
+table.leaderboard th.pinned { background: #f4f4f6; z-index: 2; }
+table.leaderboard tr.reference td.pinned { background: #fafaf0; }
+table.leaderboard tbody tr:hover td.pinned { background: #f0f4fa; }
+details.interactive { overflow-x: auto; }
+details { margin: .6rem 0; } summary { cursor: pointer; color: #333; }
 b.best { color: #00468b; }
 figure { margin: 1.2rem 0; } figure img { max-width: 100%; height: auto;
          border: 1px solid #eee; }
@@ -138,11 +151,23 @@ def _spec_section(results: StudyResults) -> str:
         '<p class="note">What the store records about the study; the spec itself is not '
         "stored, so this is reconstructed from the trials.</p>"
         if not specs
-        else '<p class="note">The stored spec is below, after what the trials record.</p>'
+        else '<p class="note">What the trials record; the stored spec is '
+        '<a href="#spec">at the end</a>.</p>'
     )
     out.append(html_table(rows, ["field", "value"], ("text", "text")))
-    for path in specs:
-        out.append(f"<h3>{esc(path)}</h3><pre>{esc(path.read_text())}</pre>")
+    return "\n".join(out)
+
+
+def _spec_dump_section(results: StudyResults) -> str:
+    """Each stored spec, folded: the whole YAML is long and read last, if at all."""
+    specs = [d / "spec.yaml" for d in results.study_dirs if (d / "spec.yaml").is_file()]
+    if not specs:
+        return ""
+    out = ['<h2 id="spec">Spec</h2>']
+    out += [
+        f"<details><summary>{esc(path)}</summary><pre>{esc(path.read_text())}</pre></details>"
+        for path in specs
+    ]
     return "\n".join(out)
 
 
@@ -207,6 +232,25 @@ def _failed_section(trials: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
+def _caption(kind: str, plot: Plot) -> str:
+    """The kind's caption, and what this plot's data adds (e.g. which methods' achievements
+    are drawn)."""
+    caption = CAPTIONS[kind][1]
+    if kind == "weights" and plot.data is not None:
+        achieved = plot.data[plot.data["metric"] == "achievement"]
+        methods = sorted(achieved["method"].unique())
+        if methods:
+            caption += (
+                f" Below, the achievements of {', '.join(methods)} (history rows "
+                "train/<task>/achievement): each task's smoothed validation KPI ÷ its "
+                "single-task potential, the dotted line at 1 reaching it; the band is clipped "
+                "at 0 and at 1 (or the highest achievement, when one passed 1)."
+            )
+        else:
+            caption += " No method here records achievements (AMTL's KPI ÷ potential)."
+    return caption
+
+
 def _png_width(png: bytes) -> int:
     """A PNG's width in pixels, from its IHDR chunk."""
     return int.from_bytes(png[16:20], "big")
@@ -215,12 +259,13 @@ def _png_width(png: bytes) -> int:
 def _plots_section(results: StudyResults) -> str:
     out = ["<h2>Plots</h2>"]
     for kind in KINDS:
-        title, caption = CAPTIONS[kind]
+        title = CAPTIONS[kind][0]
         try:
             plot = make_plot(kind, results)
         except PlotDataError as err:
             out.append(f'<h3>{esc(title)}</h3><p class="note">Not drawn: {esc(err)}</p>')
             continue
+        caption = _caption(kind, plot)
         png = png_bytes(plot.figure)
         width = _png_width(png) * 2 // 3  # 150 dpi shown as 100 dpi: sharp on dense screens
         data = base64.b64encode(png).decode("ascii")
@@ -231,7 +276,21 @@ def _plots_section(results: StudyResults) -> str:
             f'alt="{esc(title)}: {esc(caption)}">'
             f"<figcaption>{esc(caption)}{note}</figcaption></figure>"
         )
+        if kind == "parallel":
+            out.append(_interactive_parallel(results))
     return "\n".join(out)
+
+
+def _interactive_parallel(results: StudyResults) -> str:
+    """Optuna's own interactive parallel coordinates, folded; nothing without plotly."""
+    fragment = parallel_coordinate_html(results.study_dirs)
+    if not fragment:
+        return ""
+    return (
+        '<details class="interactive" id="plot-parallel-interactive"><summary>Interactive '
+        "parallel coordinates (Optuna's plot_parallel_coordinate, from the journal: hover "
+        "a line for its trial, zoom on an axis)</summary>" + fragment + "</details>"
+    )
 
 
 def _seeds_section(trials: pd.DataFrame, limit: int) -> str:
@@ -276,7 +335,9 @@ def _seeds_section(trials: pd.DataFrame, limit: int) -> str:
 
 
 def render_report(results: StudyResults, sources: Sequence[str] = (), limit: int = 50) -> str:
-    """The report as one HTML document: no scripts, no external requests."""
+    """The report as one HTML document that requests nothing outside itself; its only
+    script is the interactive parallel coordinates' plotly (inlined, where installed); the
+    stored spec last, folded."""
     studies = ", ".join(unique(results.trials, "study")) or "study"
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     source = ", ".join(sources) or ", ".join(str(d) for d in results.study_dirs)
@@ -295,6 +356,7 @@ def render_report(results: StudyResults, sources: Sequence[str] = (), limit: int
         _best_section(results.trials),
         _failed_section(results.trials),
         _plots_section(results),
+        _spec_dump_section(results),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"

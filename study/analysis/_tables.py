@@ -163,7 +163,9 @@ def _header(metrics: Sequence[tuple[str, str, bool]], has_delta: bool) -> str:
     """Two header rows: each task over its metrics (with ↑/↓), as papers print them."""
     ids = ["#", "method", "architecture", "trial"]
     tail = ["GFLOPs", "params (M)"] + (["Δm (%) ↑"] if has_delta else [])
-    top = "".join(f'<th rowspan="2" class="text">{h}</th>' for h in ids)
+    top = "".join(
+        f'<th rowspan="2" class="text{" pinned" if h == "method" else ""}">{h}</th>' for h in ids
+    )
     groups: dict[str, int] = {}
     for task, _, _ in metrics:
         groups[task] = groups.get(task, 0) + 1
@@ -225,7 +227,7 @@ def leaderboard_html(trials: pd.DataFrame, limit: int = 50) -> str:
         header = _header(metrics, has_delta)
         out.append(
             title
-            + html_table(cells, header, ("", "text", "text", "text"), classes, "leaderboard")
+            + html_table(cells, header, ("", "text pinned", "text", "text"), classes, "leaderboard")
             + more
         )
     return "\n".join(out)

@@ -31,6 +31,7 @@ from study.run._search import StudySearch, optuna_study_name, search_storage, tp
 from study.run._setup import TrialSetup
 from study.run._signals import raise_if_stopped
 from study.run._signed_state import SignTuneState, checked_tune_state
+from study.run._tensorboard import TensorBoardLogger
 from study.run._trainable import CHECKPOINTS_KEPT, trainable
 from study.spec import StageSpec, StudySpec
 from study.store import load_trials
@@ -160,7 +161,10 @@ def _run_config(
     trials: int = 0,
     run: RunOptions = RunOptions(),
 ) -> tune.RunConfig:
-    callbacks: list[tune.Callback] = [StoreRecorder(root, setup, setup.epochs)]
+    callbacks: list[tune.Callback] = [
+        StoreRecorder(root, setup, setup.epochs),
+        TensorBoardLogger(setup),
+    ]
     if not store.is_uri(spec.results):
         callbacks.append(SignTuneState(spec.name, phase, root / spec.name / "tune" / phase))
     if run.progress is not None:

@@ -191,3 +191,30 @@ def test_the_spec_is_stored_with_the_results(finished_study: tuple[Path, Path]) 
     spec, _ = load_spec(spec_path)
     stored = yaml.safe_load((results / "spec.yaml").read_text())
     assert stored == spec.model_dump(mode="json")
+
+
+def test_each_trial_writes_tensorboard_events_under_the_stores_names(
+    finished_study: tuple[Path, Path],
+) -> None:
+    """TensorBoard's own reader finds each trial's epochs under the history's names (and
+    Tune's ``ray/tune/...`` ones), with the values the store holds."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    results, _ = finished_study
+    history = load_history(results)
+    trials = load_trials(results).set_index("trial_id")
+    folders = {p.parent for p in (results / "tune").glob("*/*/events.out.tfevents.*")}
+    assert len(folders) == len(trials)
+    for folder in folders:
+        events = EventAccumulator(str(folder))
+        events.Reload()
+        tags = set(events.Tags()["scalars"])
+        (trial_id,) = [t for t in trials.index if f"_{t}_" in folder.name]
+        rows = history[history["trial_id"] == trial_id]
+        assert "ray/tune/val_loss" in tags
+        for (split, task, metric), got in rows.groupby(["split", "task", "metric"]):
+            scalars = events.Scalars(f"{split}/{task}/{metric}")
+            assert [s.step for s in scalars] == list(got["epoch"])
+            assert [s.value for s in scalars] == pytest.approx(list(got["value"]), rel=1e-6)
+        if trials.loc[trial_id, "kind"] == "multi_task":
+            assert {"val/semseg/miou", "val/depth/rmse", "train/semseg/weight"} <= tags

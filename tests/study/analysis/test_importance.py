@@ -15,6 +15,7 @@ from optuna.storages.journal import JournalFileBackend
 
 from study.analysis import (
     MIN_TRIALS,
+    RELIABLE_TRIALS,
     NotEnoughTrials,
     importance_data,
     load_results,
@@ -76,3 +77,29 @@ def test_a_named_optuna_study_and_a_lower_minimum(
         importance_data([tmp_path / "s"], study_name="stage-x")
     data = importance_data([tmp_path / "s"], study_name="multi_task", min_trials=3)
     assert set(data["trials"]) == {3} and len(data) > 0
+
+
+@pytest.mark.parametrize("trials", [RELIABLE_TRIALS - 1, RELIABLE_TRIALS])
+def test_few_trials_draw_a_caution_and_no_numbers(
+    store: Path, tmp_path: Path, journal: Callable[[Path, int, int], None], trials: int
+) -> None:
+    """Under RELIABLE_TRIALS the bars keep their order but lose their values; from it on,
+    each bar is labelled with its importance and there is no caution."""
+    root = tmp_path / "results"
+    shutil.copytree(store / "hard_sharing-seed1", root / "hard_sharing-seed1")
+    journal(root / "hard_sharing-seed1" / "optuna.journal", trials, 3)
+    plot = make_plot("importance", load_results(root))
+    assert plot.data is not None and set(plot.data["trials"]) == {trials}
+    (ax,) = plot.figure.axes
+    cautions = [t for t in ax.texts if t.get_gid() == "caution"]
+    numbers = [t.get_text().strip() for t in ax.texts if t.get_gid() != "caution"]
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    want = plot.data.sort_values("importance", ascending=False)["importance"]
+    assert [p.get_width() for p in ax.patches] == pytest.approx(list(want))
+    if trials < RELIABLE_TRIALS:
+        (caution,) = cautions
+        assert f"only {trials} completed trials" in caution.get_text()
+        assert numbers == [] and not any(any(c.isdigit() for c in t) for t in ticks)
+    else:
+        assert cautions == []
+        assert numbers == [f"{v:.3f}" for v in want]

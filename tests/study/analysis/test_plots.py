@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from matplotlib.figure import Figure
 
 from study.analysis import KINDS, Plot, StudyResults, load_results, make_plot, save_figure
 from study.analysis._labels import TASK_NAMES
+from study.analysis._plots_runs import draw_weights
 
 
 @pytest.fixture(scope="module")
@@ -139,14 +142,18 @@ def test_parallel_lines_go_through_each_trials_positions(plots: dict[str, Plot])
     plot = plots["parallel"]
     data = plot.data
     assert data is not None
-    axes = data["axis"].max() + 1
+    conditional = 0
     for trial_id, rows in data.groupby("trial_id"):
         (line,) = _by_gid(plot.figure, f"trial-{trial_id}")
-        want = np.full(axes, np.nan)
-        want[rows["axis"].to_numpy()] = rows["position"].to_numpy()
-        np.testing.assert_allclose(np.asarray(line.get_ydata(), dtype=float), want)
+        # Through the axes of the parameters the trial has, in order: another method's
+        # parameters are passed by, neither drawn as 0 nor breaking the line.
+        rows = rows.sort_values("axis")
+        assert list(line.get_xdata()) == list(rows["axis"])
+        np.testing.assert_allclose(np.asarray(line.get_ydata(), dtype=float), rows["position"])
+        conditional += len(rows) < data["axis"].max() + 1
         stopped = rows["status"].iloc[0] == "stopped_early"
         assert (line.get_linestyle() == "--") == stopped
+    assert conditional > 0  # some trials lack some axes (ew has no own parameters)
 
 
 def test_importance_bars_are_the_importances(plots: dict[str, Plot]) -> None:
@@ -161,3 +168,72 @@ def test_importance_bars_are_the_importances(plots: dict[str, Plot]) -> None:
     assert [p.get_width() for p in ax.patches] == pytest.approx(list(want["importance"]))
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels == [p.replace("/", ".") for p in want["param"]]
+
+
+def _svg_dashes(figure: Figure, gid: str) -> str:
+    """The ``stroke-dasharray`` the saved SVG gives the line named ``gid`` (none if solid)."""
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg")
+    group = next(g for g in ET.fromstring(buffer.getvalue()).iter() if g.attrib.get("id") == gid)
+    style = next(p for p in group.iter() if p.tag.endswith("path")).attrib["style"]
+    found = re.search(r"stroke-dasharray: ([^;]+)", style)
+    return found.group(1) if found else "none"
+
+
+def test_curves_tell_methods_apart_by_marker_and_dashes_too(plots: dict[str, Plot]) -> None:
+    """Not by colour alone: two methods whose colours a colour-vision deficiency merges
+    still differ in marker and dash pattern, in the figure and in its SVG."""
+    figure = plots["curves"].figure
+    lines = {m: _by_gid(figure, f"semseg:{m}")[0] for m in ("amtl", "dwa", "ew")}
+    assert len({line.get_marker() for line in lines.values()}) == 3
+    dashes = {m: _svg_dashes(figure, f"semseg:{m}") for m in lines}
+    assert len(set(dashes.values())) == 3, dashes
+    # The shared legend shows the same marker and line for each method.
+    legend = figure.legends[0]
+    texts = [t.get_text() for t in legend.get_texts()]
+    shown = dict(zip(texts, legend.legend_handles, strict=True))
+    assert {m: shown[m].get_marker() for m in lines} == {
+        m: line.get_marker() for m, line in lines.items()
+    }
+
+
+def test_pareto_points_are_translucent_under_an_outline(plots: dict[str, Plot]) -> None:
+    """A point drawn over another leaves the one below visible: see-through fill, dark edge."""
+    (points,) = _by_gid(plots["pareto"].figure, "points")
+    faces, edges = np.asarray(points.get_facecolor()), np.asarray(points.get_edgecolor())
+    assert (faces[:, 3] < 1).all()
+    assert (np.asarray(points.get_linewidths()) > 0).all()
+    assert (edges[:, :3] < 0.3).all()  # dark, whatever the method's colour
+    assert (np.abs(faces[:, :3] - edges[:, :3]).max(axis=1) > 0.2).all()
+
+
+def test_pareto_of_one_architecture_has_no_architecture_legend(store: Path) -> None:
+    plot = make_plot("pareto", load_results(store / "hard_sharing-seed0"))
+    ax = plot.figure.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["method", "amtl", "dwa", "ew", "Pareto front"]
+    assert "(architecture: hard_sharing)" in ax.get_title()
+
+
+def test_achievement_bands_stay_between_0_and_1() -> None:
+    """mean ± sd of achievements in [0, 1] can pass 1 and 0: the band is clipped there."""
+    spread = {"semseg": [1.0, 0.4, 0.98], "depth": [0.0, 0.3, 0.02]}  # mean + sd > 1; − sd < 0
+    rows = [
+        {"trial_id": f"t{i}", "method": "amtl", "task": task, "epoch": epoch, "metric": metric,
+         "value": values[i] if metric == "achievement" else 0.5}
+        for task, values in spread.items()
+        for i in range(3)
+        for epoch in (1, 2)
+        for metric in ("weight", "achievement")
+    ]  # fmt: skip
+    figure = draw_weights(pd.DataFrame(rows))
+    for task, values in spread.items():
+        mean, sd = np.mean(values), np.std(values, ddof=1)
+        assert mean + sd > 1 or mean - sd < 0
+        (band,) = _by_gid(figure, f"amtl/achievement-band:{task}")
+        ys = np.concatenate([p.vertices[:, 1] for p in band.get_paths()])
+        assert ys.min() >= 0 and ys.max() <= 1
+        assert ys.max() == pytest.approx(min(1, mean + sd))
+        assert ys.min() == pytest.approx(max(0, mean - sd))
+        (line,) = _by_gid(figure, f"amtl/achievement:{task}")
+        assert list(line.get_ydata()) == pytest.approx([mean, mean])

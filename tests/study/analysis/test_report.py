@@ -26,7 +26,13 @@ ERROR = "RuntimeError: loss of <depth> & 'normals' is NaN"  # conftest.ERROR
 
 @pytest.fixture(scope="module")
 def report(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_report(store, tmp_path_factory.mktemp("report") / "report.html")
+    """The report of the whole store, one study of which has its spec stored, as a real
+    study does."""
+    root = tmp_path_factory.mktemp("report") / "results"
+    shutil.copytree(store, root)
+    spec = Path(__file__).parents[3] / "study" / "specs" / "demo.yaml"
+    shutil.copy(spec, root / "hard_sharing-seed0" / "spec.yaml")
+    return write_report(root, root.parent / "report.html")
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +40,22 @@ def text(report: Path) -> str:
     return report.read_text(encoding="utf-8")
 
 
+def _static(text: str) -> str:
+    """The report less its interactive block (plotly.js, inlined, names web addresses in
+    its code; the browser test checks that it requests none)."""
+    return re.sub(r'<details class="interactive".*?</details>', "", text, flags=re.S)
+
+
 def test_report_is_self_contained(text: str) -> None:
     assert text.startswith("<!DOCTYPE html>")
     images = re.findall(r'<img src="([^"]*)"', text)
     assert len(images) == len(KINDS)
     assert all(src.startswith("data:image/png;base64,") for src in images)
+    text = _static(text)
+    assert 'id="plot-importance"' in text  # only the interactive block was cut
     assert "<script" not in text
-    # No address outside the file: only data: URIs.
-    assert not re.search(r'(src|href)="(?!data:)', text)
+    # No address outside the file: only data: URIs (and in-page anchors).
+    assert not re.search(r'(src|href)="(?!data:|#)', text)
     assert "http://" not in text and "https://" not in text
 
 
@@ -203,8 +217,9 @@ _IMAGES_SHOW = (
 )
 
 
-async def _render(socket: str, url: str) -> dict[str, Any]:
-    """Load ``url``; return its console messages, errors, requests and images."""
+async def _render(socket: str, url: str, width: int = 1400, probe: str = "null") -> dict[str, Any]:
+    """Load ``url`` in a window ``width`` CSS pixels wide; return its console messages,
+    errors, requests and images, and the value of the JavaScript expression ``probe``."""
     import aiohttp
 
     events: list[dict[str, Any]] = []
@@ -225,6 +240,13 @@ async def _render(socket: str, url: str) -> dict[str, Any]:
 
             for domain in ("Page", "Runtime", "Log", "Network"):
                 await call(f"{domain}.enable")
+            await call(
+                "Emulation.setDeviceMetricsOverride",
+                width=width,
+                height=900,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
             await call("Page.navigate", url=url)
             deadline = time.monotonic() + 60
             while not any(e.get("method") == "Page.loadEventFired" for e in events):
@@ -232,6 +254,7 @@ async def _render(socket: str, url: str) -> dict[str, Any]:
                 events.append(json.loads((await ws.receive(timeout=60)).data))
             await asyncio.sleep(0.5)  # late console messages
             result = await call("Runtime.evaluate", expression=_IMAGES_SHOW, returnByValue=True)
+            probed = await call("Runtime.evaluate", expression=probe, returnByValue=True)
             # Drain what arrived meanwhile.
             await call("Runtime.evaluate", expression="1")
     console = [
@@ -253,6 +276,7 @@ async def _render(socket: str, url: str) -> dict[str, Any]:
         ],
         "failed": [e["params"] for e in events if e.get("method") == "Network.loadingFailed"],
         "images": result["result"]["value"],
+        "probe": probed["result"].get("value"),
     }
 
 
@@ -264,6 +288,78 @@ def test_chromium_shows_every_image_with_no_console_error(browser: str, report: 
     assert all(i["complete"] and i["width"] > 0 and i["shown"] > 0 for i in images)
     # Nothing but the file itself and its data: URIs.
     assert all(u.startswith(("file:", "data:")) for u in page["requests"])
+
+
+# The page's width against the window's, and the leaderboard's box: its widths, and where
+# its method cell is before and after scrolling the box to its right end.
+_LAYOUT = """(() => {
+  const page = document.documentElement;
+  const box = document.querySelector("table.leaderboard").parentElement;
+  const cell = box.querySelector("tbody td.pinned");
+  const before = cell.getBoundingClientRect().left - box.getBoundingClientRect().left;
+  box.scrollLeft = box.scrollWidth;
+  const after = cell.getBoundingClientRect().left - box.getBoundingClientRect().left;
+  const spec = document.querySelector("#spec ~ details");
+  return {page: page.scrollWidth, window: page.clientWidth, box: box.clientWidth,
+          table: box.scrollWidth, overflow: getComputedStyle(box).overflowX,
+          position: getComputedStyle(cell).position, before, after,
+          scrolled: box.scrollLeft, spec_open: spec ? spec.open : null,
+          spec_last: spec ? !spec.nextElementSibling : null,
+          last_h2: Array.from(document.querySelectorAll("h2")).pop().textContent};
+})()"""
+
+
+@pytest.mark.parametrize("width", [1400, 700])
+def test_the_page_fits_the_window_and_the_leaderboard_scrolls_in_its_box(
+    browser: str, report: Path, width: int
+) -> None:
+    """Nothing makes the page wider than a 1400-px (or 700-px) window: a leaderboard wider
+    than its box scrolls inside it with the method column pinned; the spec is last, folded."""
+    page = asyncio.run(_render(browser, report.as_uri(), width, _LAYOUT))
+    assert page["errors"] == [] and page["exceptions"] == []
+    layout = page["probe"]
+    assert layout["page"] <= layout["window"] <= width, layout
+    assert layout["box"] <= layout["window"]
+    assert layout["overflow"] == "auto" and layout["position"] == "sticky"
+    if layout["table"] > layout["box"]:
+        assert layout["scrolled"] > 0 and layout["after"] == pytest.approx(0, abs=1)
+    assert layout["spec_open"] is False and layout["spec_last"] is True
+    assert layout["last_h2"] == "Spec"
+    if width == 700:  # the narrow window does overflow the table: the box scrolls
+        assert layout["table"] > layout["box"] and layout["before"] > 0
+
+
+_PLOTLY = """Array.from(document.querySelectorAll(".js-plotly-plot")).map(p => ({
+  traces: p.data.length, axes: p.layout.xaxis.ticktext,
+  study: p.closest("[data-study]").dataset.study}))"""
+
+
+def test_the_interactive_parallel_coordinates_are_optunas_from_the_journal(
+    browser: str, report: Path, text: str
+) -> None:
+    """With plotly installed, each journal's Optuna study is drawn by Optuna's
+    plot_parallel_coordinate; Chromium renders it with no error and no request."""
+    assert text.count('<div class="interactive" data-study=') == 2  # two journals
+    section = text[text.index('id="plot-parallel"') : text.index('id="plot-importance"')]
+    assert 'id="plot-parallel-interactive"' in section
+    page = asyncio.run(_render(browser, report.as_uri(), probe=_PLOTLY))
+    assert page["errors"] == [] and page["exceptions"] == [] and page["failed"] == []
+    assert all(u.startswith(("file:", "data:")) for u in page["requests"])
+    plots = page["probe"]
+    assert len(plots) == 2 and {p["study"] for p in plots} == {"multi_task"}
+    # hard_sharing-seed0's journal (8 trials, every method) and rcm_resnet-seed0's (2):
+    # each parameter an axis, a method's own only where a trial sampled it.
+    axes = sorted((p["axes"] for p in plots), key=len)
+    assert axes[0] == [
+        "Objective Value",
+        "dwa/temperature",
+        "method",
+        "model/head_channels",
+        "optim/lr",
+        "optim/weight_decay",
+    ]
+    assert {"amtl/gamma", "amtl/margin", "dwa/temperature"} <= set(axes[1])
+    assert max(p["traces"] for p in plots) > 8  # a line per trial (and the colour bar)
 
 
 def test_the_browser_check_sees_a_broken_page(browser: str, tmp_path: Path) -> None:
@@ -303,3 +399,16 @@ def test_over_seeds_section_shows_each_configuration_and_the_comparison(
     assert "paired BCa bootstrap" in html and "permutation" in html
     single = pd.DataFrame(rows).assign(config_id=lambda t: t["trial_id"])
     assert _seeds_section(single, limit=10) == ""
+
+
+def test_weights_caption_says_whose_achievements_are_drawn(store: Path, text: str) -> None:
+    from study.analysis import Plot, load_results, make_plot
+    from study.analysis._report import _caption
+
+    figure = text[text.index('<figure id="plot-weights">') :]
+    caption = figure[figure.index("<figcaption>") : figure.index("</figcaption>")]
+    assert "the achievements of amtl" in caption and "not recorded" not in caption
+    plot = make_plot("weights", load_results(store / "hard_sharing-seed0"))
+    assert plot.data is not None
+    weights_only = Plot("weights", plot.figure, plot.data[plot.data["metric"] == "weight"])
+    assert "No method here records achievements" in _caption("weights", weights_only)

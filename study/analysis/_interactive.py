@@ -1,0 +1,62 @@
+"""Interactive plots for the report, drawn by Optuna's own plotly visualisations from a
+study's journal; empty where plotly is not installed (the extra ``viz``)."""
+
+from __future__ import annotations
+
+import html
+import importlib.util
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import optuna
+
+from study.analysis._importance import _storage, journal_studies
+
+__all__ = ["has_plotly", "parallel_coordinate_html"]
+
+
+def has_plotly() -> bool:
+    """Whether plotly, which Optuna's interactive plots need, is installed."""
+    return importlib.util.find_spec("plotly") is not None
+
+
+def parallel_coordinate_html(study_dirs: Iterable[Path]) -> str:
+    """Per Optuna study in each journal with a completed trial, Optuna's
+    ``plot_parallel_coordinate`` as an HTML fragment (plotly.js inlined once, so the report
+    stays one file that requests nothing); its first objective where there are several.
+    Empty without plotly or journals."""
+    if not has_plotly():
+        return ""
+    parts: list[str] = []
+    for store_study, path in journal_studies(study_dirs):
+        storage = _storage(path)
+        for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+            study = optuna.load_study(study_name=summary.study_name, storage=storage)
+            done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if not done:
+                continue
+            several = len(study.directions) > 1
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # ExperimentalWarning and the like
+                figure = optuna.visualization.plot_parallel_coordinate(
+                    study,
+                    target=(lambda t: t.values[0]) if several else None,
+                    target_name="objective 1" if several else "Objective Value",
+                )
+            figure.update_layout(
+                title=f"{store_study} · Optuna study '{summary.study_name}' · "
+                f"{len(done)} completed trials",
+                width=1100,
+            )
+            parts.append(
+                f'<div class="interactive" data-study="{html.escape(summary.study_name)}">'
+                + figure.to_html(
+                    full_html=False,
+                    include_plotlyjs=not parts,  # the library once, then only the figures
+                    include_mathjax=False,
+                    config={"displaylogo": False},
+                )
+                + "</div>"
+            )
+    return "\n".join(parts)
