@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/mtlstudy demo
 
+# Test files spread over TEST_WORKERS processes (pytest-xdist), each file whole in one.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-all: $(STAMP)
 	$(PY) -m pytest -m ""

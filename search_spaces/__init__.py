@@ -8,9 +8,16 @@ from search_spaces._space import (
     builtin_space_path,
     load_space,
 )
-from search_spaces._yaml import describe_validation_error, one_line, read_model, short_repr
+from search_spaces._yaml import (
+    MAX_MESSAGE,
+    describe_validation_error,
+    one_line,
+    read_model,
+    short_repr,
+)
 
 __all__ = [
+    "MAX_MESSAGE",
     "OPTIM_PARAMS",
     "SearchSpace",
     "SearchSpaceError",

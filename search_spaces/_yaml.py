@@ -15,7 +15,14 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["MAX_BYTES", "describe_validation_error", "one_line", "read_model", "short_repr"]
+__all__ = [
+    "MAX_BYTES",
+    "MAX_MESSAGE",
+    "describe_validation_error",
+    "one_line",
+    "read_model",
+    "short_repr",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -26,15 +33,21 @@ _MAX_ALIASES = 100
 #: Values (scalars, lists, mappings) of the document with every alias expanded.
 _MAX_EXPANDED = 100_000
 _MAX_INT_DIGITS = 30
-_MAX_MESSAGE = 300
+#: The longest error message: one terminal line or two, whatever paths it names.
+MAX_MESSAGE = 400
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _TYPE_TAG = re.compile(r"^(str|int|float|bool|none|constrained-str|.*\[.*\])$")
 
 
-def one_line(text: str, limit: int = _MAX_MESSAGE) -> str:
-    """``text`` on one line (control characters become spaces) of at most ``limit`` chars."""
+def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` on one line (control characters become spaces) of at most ``limit`` chars;
+    a longer one loses its middle, so that what it is about and the advice that ends it
+    both remain."""
     text = _CONTROL.sub(" ", text).strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) * 2 // 5
+    return text[:head] + "…" + text[len(text) - (limit - 1 - head) :]
 
 
 def short_repr(value: object, limit: int = 60) -> str:

@@ -19,18 +19,8 @@ from pathlib import Path
 
 import pytest
 
-_TESTS = Path(__file__).parent
-
-
-#: Folders whose tests start Ray clusters or whole studies: with ``-n 2`` (pytest-xdist)
-#: they run one at a time on one worker, beside the other worker's lighter tests.
-_SERIAL = ("integration", "cluster")
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if any(part in _SERIAL for part in item.path.relative_to(_TESTS).parts[:1]):
-            item.add_marker(pytest.mark.xdist_group("ray"))
     gpu = [item for item in items if item.get_closest_marker("gpu")]
     if gpu:
         import torch

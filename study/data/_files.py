@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from search_spaces import one_line
 from study.errors import UserError
 
 __all__ = ["DatasetError", "read_rgb", "read_split", "require_dir"]
@@ -15,11 +16,10 @@ __all__ = ["DatasetError", "read_rgb", "read_split", "require_dir"]
 
 class DatasetError(UserError):
     """A dataset folder or file that cannot be read; the message names the path, on one
-    line of at most 300 characters."""
+    line of at most ``MAX_MESSAGE`` characters."""
 
     def __init__(self, message: str) -> None:
-        message = " ".join(message.split())
-        super().__init__(message if len(message) <= 300 else message[:299] + "…")
+        super().__init__(one_line(" ".join(message.split())))
 
 
 def require_dir(path: Path, what: str) -> Path:

@@ -20,7 +20,8 @@ from study.errors import UserError
 
 
 class SpecError(UserError):
-    """A spec that cannot be run; its message is one line of at most 300 characters."""
+    """A spec that cannot be run; its message is one line of at most ``MAX_MESSAGE``
+    characters."""
 
     def __init__(self, message: str) -> None:
         super().__init__(one_line(message))

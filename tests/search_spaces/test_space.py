@@ -94,3 +94,13 @@ def test_an_override_replaces_only_its_parameters() -> None:
     assert all(5e-4 <= t.params["optim/lr"] <= 1e-3 for t in study.trials)
     with pytest.raises(SearchSpaceError, match=r"optim parameter\(s\) \['momentum'\]"):
         space.overridden(SpaceOverride(optim={"momentum": override.optim["lr"]}))
+
+
+def test_a_long_message_keeps_its_start_and_its_advice() -> None:
+    from search_spaces import MAX_MESSAGE, one_line
+
+    text = "spec.yaml: dataset folder /" + "very/long/" * 60 + "nyud not found; run 'x'"
+    short = one_line(text)
+    assert len(short) == MAX_MESSAGE and "…" in short
+    assert short.startswith("spec.yaml: dataset folder /") and short.endswith("run 'x'")
+    assert one_line("a\nb\tc") == "a b c"

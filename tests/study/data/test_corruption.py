@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from search_spaces import MAX_MESSAGE
 from study.cli import main
 from study.data import DatasetError, get_format, synthesize
 
@@ -111,7 +112,7 @@ def test_a_corrupt_file_is_reported_and_refused(
             dataset[index]
     message = str(caught.value)
     assert str(path) in message and word in message and "\n" not in message
-    assert len(message) <= 300
+    assert len(message) <= MAX_MESSAGE
 
 
 def test_sample_decodes_only_some(

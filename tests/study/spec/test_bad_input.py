@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from search_spaces import MAX_MESSAGE
 from study.spec import SpecError, load_spec
 
 VALID = "name: s1\ntasks: [semseg, depth]\ntrials: 4\n"
@@ -27,7 +28,7 @@ def _refused(tmp_path: Path, text: str | bytes) -> str:
         load_spec(path)
     assert time.perf_counter() - start < 2.0
     message = str(caught.value)
-    assert "\n" not in message and len(message) <= 300, message
+    assert "\n" not in message and len(message) <= MAX_MESSAGE, message
     return message
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from search_spaces import read_model
+from search_spaces import MAX_MESSAGE, read_model
 from study.spec import SpecError, StudySpec, load_spec
 
 DEMO = Path(__file__).parents[3] / "study" / "specs" / "demo.yaml"
@@ -148,7 +148,7 @@ def _check(path: Path, text: str | bytes, load: Any) -> None:
         load(path)
     except SpecError as err:
         message = str(err)
-        assert "\n" not in message and len(message) <= 300, (text[:200], message)
+        assert "\n" not in message and len(message) <= MAX_MESSAGE, (text[:200], message)
     except Exception as err:  # the point: anything else fails the case
         raise AssertionError(f"{type(err).__name__}: {err!s:.200} for spec {text[:300]!r}") from err
     elapsed = time.perf_counter() - start

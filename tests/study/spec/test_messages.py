@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from search_spaces import MAX_MESSAGE
 from study.spec import SpecError, load_spec
 
 VALID = "name: s1\ntasks: [semseg, depth]\ntrials: 4\n"
@@ -68,4 +69,4 @@ def test_a_missing_dataset_root_shows_its_path_and_the_commands(
     assert f"dataset folder {tmp_path / 'data' / 'nyud'} not found" in message
     assert "mtlstudy data synth OUT --format nyud" in message
     assert "mtlstudy data check ROOT --format nyud" in message
-    assert len(message) <= 300
+    assert len(message) <= MAX_MESSAGE

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from search_spaces import MAX_MESSAGE
 from study.metrics import MetricOptions
 from study.run._setup import TrialSetup
 from study.spec import DatasetSpec, MetricsSpec, SpecError, StudySpec, load_spec
@@ -75,4 +76,4 @@ def test_a_bad_metric_option_is_one_line(tmp_path: Path, field: str, expected: s
         load_spec(path)
     assert time.perf_counter() - start < 2.0
     message = str(caught.value)
-    assert "\n" not in message and len(message) <= 300 and expected in message, message
+    assert "\n" not in message and len(message) <= MAX_MESSAGE and expected in message, message
