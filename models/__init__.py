@@ -8,7 +8,7 @@ metrics (:mod:`models.task_metrics`) are read without importing torch.
 
 from typing import TYPE_CHECKING
 
-from models._exports import lazy_exports
+from models.exports import lazy_exports
 
 if TYPE_CHECKING:
     from models._capabilities import (

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from models.task_metrics import Metric, task_metrics
+from models.task_metrics import Metric, TaskMetrics, task_metrics
 
 __all__ = [
     "HUMAN_PARTS_CLASSES",
@@ -45,25 +45,12 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
-class Task:
-    """One task: output channels, loss, metrics with their direction, and its KPI.
+class Task(TaskMetrics):
+    """One task: its metrics with their direction, headline and KPI
+    (:class:`models.task_metrics.TaskMetrics`), and its output channels and loss."""
 
-    ``kpi`` names the metric (in (0, 1], higher is better) that achievement-style
-    balancers read; ``headline`` is the metric a leaderboard shows.
-    """
-
-    name: str
     channels: int
     loss: LossFn
-    metrics: tuple[Metric, ...]
-    headline: str
-    kpi: str
-
-    def metric(self, name: str) -> Metric:
-        for metric in self.metrics:
-            if metric.name == name:
-                return metric
-        raise KeyError(f"task {self.name!r} has no metric {name!r}")
 
 
 def _semseg_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -100,7 +87,14 @@ def _binary_loss(pos_weight: float) -> LossFn:
 
 def _task(name: str, channels: int, loss: LossFn) -> Task:
     scoring = task_metrics(name)
-    return Task(name, channels, loss, scoring.metrics, scoring.headline, scoring.kpi)
+    return Task(
+        name=name,
+        metrics=scoring.metrics,
+        headline=scoring.headline,
+        kpi=scoring.kpi,
+        channels=channels,
+        loss=loss,
+    )
 
 
 def _make_tasks(num_classes: int) -> dict[str, Task]:

@@ -8,7 +8,7 @@ when a method is first created.
 
 from typing import TYPE_CHECKING
 
-from models._exports import lazy_exports
+from models.exports import lazy_exports
 
 if TYPE_CHECKING:
     from models.balancing._base import Balancer

@@ -1,6 +1,8 @@
-"""Lazy re-exports for a package's ``__init__``, as :mod:`study.exports` (which ``models``
-may not import): the names imported under ``if TYPE_CHECKING:`` are imported on first
-use, so reading the balancing catalogue or the task metrics does not import torch."""
+"""Lazy re-exports for a package's ``__init__``: the names it imports for type checkers
+(under ``if TYPE_CHECKING:``) are imported on first use, so importing one part of a
+package (the balancing catalogue, a Ray worker importing the trial) does not import the
+rest (torch, the tuner, the plotting stack). The one list of a package's public names is
+that block. ``models`` holds it because every other package may import ``models``."""
 
 from __future__ import annotations
 
