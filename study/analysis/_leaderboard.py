@@ -97,7 +97,7 @@ def leaderboard(
     if hidden or (hp and not wide):
         lines.append(
             f"({hidden} more metric column(s) and the hyperparameters: "
-            "leaderboard(..., wide=True), mtlstudy table --wide, mtlstudy query)"
+            "mtlstudy run --wide, table --wide, leaderboard(wide=True), query)"
         )
     if unranked:
         lines.append(f"not ranked: {unranked}")
@@ -205,14 +205,16 @@ def study_summary(
     tasks: Sequence[str],
     objectives: Sequence[tuple[str, str]],
     repeats: int = 1,
+    wide: bool = False,
 ) -> str:
     """What ``mtlstudy run`` prints at the end: the leaderboard (per configuration, with
     the spread over seeds, when there are repeats), the Pareto front of several
-    objectives, and whether the best method's lead survives the seeds."""
+    objectives, and whether the best method's lead survives the seeds. ``wide`` shows
+    every metric and the hyperparameters in the leaderboard of single runs."""
     blocks = [
         configuration_table(trials, tasks, objectives)
         if repeats > 1
-        else leaderboard(trials, tasks)
+        else leaderboard(trials, tasks, wide=wide)
     ]
     rows = trials[trials["kind"] == "multi_task"] if "kind" in trials else trials
     if repeats > 1 and "delta_m" in rows and rows["delta_m"].notna().any():

@@ -73,7 +73,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if spec.stages is not None:
         print(stage_table(trials, [(stage.name, stage.task) for stage in spec.stages]))
     else:
-        print(study_summary(trials, spec.tasks, spec.search_objectives, spec.repeats))
+        print(
+            study_summary(trials, spec.tasks, spec.search_objectives, spec.repeats, wide=args.wide)
+        )
     if spec.baselines != "none":
         model = ", ".join(f"{k}={v}" for k, v in spec.baseline_model.items())
         print(f"Δm against single-task {spec.architecture}{f' ({model})' if model else ''}")
@@ -123,6 +125,11 @@ def add_commands(commands: Any) -> None:
         )
         sub.add_argument(
             "--verbose", action="store_true", help="also show Ray Tune's own status table"
+        )
+        sub.add_argument(
+            "--wide",
+            action="store_true",
+            help="the final leaderboard with every metric and the hyperparameters",
         )
     run.set_defaults(func=_cmd_run)
     demo.set_defaults(func=_cmd_demo)

@@ -3,6 +3,8 @@ and the line that defines Δm, on the shared analysis store."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import pandas as pd
@@ -47,6 +49,20 @@ def test_wide_adds_every_metric_and_the_hyperparameters(study: pd.DataFrame) -> 
     for name in ("depth log RMSE ↓", "depth δ<1.25³ ↑", "lr", "dwa.temperature"):
         assert name in header
     assert len(header) > 120
+
+
+def test_run_wide_prints_the_wide_leaderboard(study: pd.DataFrame) -> None:
+    """``mtlstudy run --wide``: the summary's leaderboard with every column."""
+    objectives = [("delta_m", "max")]
+    narrow = study_summary(study, TASKS, objectives).splitlines()[0]
+    wide = study_summary(study, TASKS, objectives, wide=True).splitlines()[0]
+    assert "lr" not in narrow.split() and "lr" in wide.split()
+    assert wide == leaderboard(study, TASKS, wide=True).splitlines()[0]
+    from study.cli import main
+
+    with pytest.raises(SystemExit), contextlib.redirect_stdout(io.StringIO()) as out:
+        main(["run", "--help"])
+    assert "--wide" in out.getvalue()
 
 
 def test_the_summary_over_repeats_defines_delta_m_too(study: pd.DataFrame) -> None:
