@@ -11,14 +11,21 @@ a crash finishes the deletions; a compaction with nothing new to merge changes n
 A study at a URI is compacted through a local mirror: the compacted file is uploaded (an
 object appears whole), then the merged objects are deleted when their size and time are
 still those that were pulled.
+
+One compaction of a study runs at a time on a machine (an advisory lock in the study's
+folder or mirror); a second one is refused in one line. Compactions of one study at a URI
+from two machines are not guarded.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +41,10 @@ from study.store._parts import PART_PREFIX, REPLACES_KEY, Identity, Listing, dig
 from study.store._remote import RemoteRoot, _upload, is_uri
 from study.store._schema import HISTORY_SCHEMA, read_schema
 
-__all__ = ["CompactResult", "compact"]
+__all__ = ["COMPACT_LOCK", "CompactResult", "compact"]
+
+#: In a study folder (or a URI study's local mirror): held while a compaction runs.
+COMPACT_LOCK = ".compact.lock"
 
 #: Rows per row group: a whole study's trials in one or a few, history in groups of about
 #: 10 MiB, sorted by trial so that a filter on ``trial_id`` skips groups by their statistics.
@@ -247,7 +257,26 @@ def _compact_dir(study_dir: Path, name: str, store: _LocalStore) -> CompactResul
     result = CompactResult(study=name)
     if not any((study_dir / k).is_dir() for k in KINDS):
         raise UserError(f"compact: {name} holds no trials; expected RESULTS/STUDY")
-    for kind in KINDS:
-        if (study_dir / kind).is_dir():
-            _compact_kind(study_dir, kind, store, result)
+    with _only_compaction(study_dir, name):
+        for kind in KINDS:
+            if (study_dir / kind).is_dir():
+                _compact_kind(study_dir, kind, store, result)
     return result
+
+
+@contextmanager
+def _only_compaction(study_dir: Path, name: str) -> Iterator[None]:
+    """Hold the study's compaction lock (an advisory lock on ``.compact.lock``): two
+    compactions of one study at once would both merge the same files."""
+    with open(study_dir / COMPACT_LOCK, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"compact: another compaction of {name} is running on this machine; "
+                "run it again once that one ends"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from study import store
+from study.errors import UserError
 from study.store import (
     RemoteRoot,
     compact,
@@ -175,3 +176,18 @@ def test_compaction_on_an_s3_endpoint(
     monkeypatch.setenv("MTLSTUDY_CACHE", str(tmp_path / "reader"))
     assert _rows(store.readable(f"{uri}/s")) == before
     assert compact(f"{uri}/s").merged == {"trials": 0, "history": 0}
+
+
+def test_a_second_compaction_at_once_is_refused(tmp_path: Path) -> None:
+    """Two at once would merge the same files twice; the second is one line, and changes
+    nothing."""
+    import fcntl
+
+    folder = _study(tmp_path)
+    before = {k: _names(folder, k) for k in ("trials", "history")}
+    with open(folder / compaction.COMPACT_LOCK, "a") as running:  # another compaction
+        fcntl.flock(running, fcntl.LOCK_EX)
+        with pytest.raises(UserError, match="another compaction of s is running"):
+            compact(folder)
+        assert {k: _names(folder, k) for k in ("trials", "history")} == before
+    assert compact(folder).merged == {"trials": 5, "history": 5}  # once it has ended
