@@ -61,6 +61,15 @@ class Balancer:
         ``gramian`` is the T×T matrix ``J Jᵀ`` of the task gradients, given when the
         method's :attr:`gradients` is not ``"none"``.
         """
+        weights = self.weigh(losses, gramian)
+        return (weights.to(losses.dtype) * losses).sum() + self.penalty()
+
+    def weigh(self, losses: torch.Tensor, gramian: torch.Tensor | None = None) -> torch.Tensor:
+        """This step's checked effective weights (T,), as :meth:`combine` applies them.
+
+        They carry gradient to the method's own parameters only; a trainer that forms the
+        update from the task gradients itself applies ``weights.detach()`` to them.
+        """
         _check_finite(self.tasks, losses.detach(), "loss")
         if losses.device != self.device:
             self.to(losses.device)
@@ -72,7 +81,18 @@ class Balancer:
         weights = self.weights(losses.detach(), gramian)
         _check_finite(self.tasks, weights.detach(), "weight")
         self.last_weights = weights.detach().float().cpu()
-        return (weights.to(losses.dtype) * losses).sum() + self.penalty()
+        return weights
+
+    def direction(self, losses: torch.Tensor, jacobian: torch.Tensor) -> torch.Tensor:
+        """For a method whose :attr:`gradients` is ``"jacobian"``: the update direction
+        (N,) of the shared space from this step's detached losses (T,) and the T×N task
+        Jacobian, in the Jacobian's dtype and on its device.
+
+        The trainer calls it before :meth:`combine` (with ``J Jᵀ``) in the same step; the
+        weights :meth:`weights` then returns are what the task-private parameters (the
+        heads) are weighted by, and what reports show.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not read the task Jacobian")
 
     def step(self) -> None:
         """After the network's optimiser step: train the method's own parameters, if any."""

@@ -30,9 +30,11 @@ __all__ = [
     "reads",
 ]
 
-#: Which task-gradient Gramian a method reads: none, the shared parameters (or shared
-#: features, as the trial's ``gradient_space`` says), or the last shared layer only.
-GradientSource = Literal["none", "shared", "last_shared"]
+#: Which task gradients a method reads: none; the Gramian over the shared parameters (or
+#: shared features, as the trial's ``gradient_space`` says); the last shared layer's
+#: Gramian only; or the whole T×N Jacobian over the same space, from which the method
+#: returns the shared update direction itself (``Balancer.direction``).
+GradientSource = Literal["none", "shared", "last_shared", "jacobian"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class MethodInfo:
             "none": "losses",
             "shared": "losses, Gramian",
             "last_shared": "losses, last-layer Gramian",
+            "jacobian": "losses, Jacobian",
         }
         return needs[self.gradients] + (", KPIs" if self.uses_kpis else "")
 
