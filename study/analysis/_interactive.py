@@ -1,5 +1,7 @@
 """Interactive plots for the report, drawn by Optuna's own plotly visualisations from a
-study's journal; empty where plotly is not installed (the extra ``viz``)."""
+study's journal; empty where plotly is not installed (the extra ``viz``). The figures load
+plotly.js from ``plotly.min.js`` beside the report (:func:`write_plotlyjs`), not inlined:
+the library is about 4.6 MB, and written once it serves every report in the folder."""
 
 from __future__ import annotations
 
@@ -12,8 +14,12 @@ from pathlib import Path
 import optuna
 
 from study.analysis._importance import _storage, journal_studies
+from study.store import write_atomically
 
-__all__ = ["has_plotly", "parallel_coordinate_html"]
+__all__ = ["PLOTLY_JS", "has_plotly", "parallel_coordinate_html", "write_plotlyjs"]
+
+PLOTLY_JS = "plotly.min.js"
+"""The file name, beside the report, its interactive figures load plotly.js from."""
 
 
 def has_plotly() -> bool:
@@ -23,9 +29,9 @@ def has_plotly() -> bool:
 
 def parallel_coordinate_html(study_dirs: Iterable[Path]) -> str:
     """Per Optuna study in each journal with a completed trial, Optuna's
-    ``plot_parallel_coordinate`` as an HTML fragment (plotly.js inlined once, so the report
-    stays one file that requests nothing); its first objective where there are several.
-    Empty without plotly or journals."""
+    ``plot_parallel_coordinate`` as an HTML fragment that loads plotly.js once from
+    :data:`PLOTLY_JS`, a relative address (so the report requests nothing outside its
+    folder); its first objective where there are several. Empty without plotly or journals."""
     if not has_plotly():
         return ""
     parts: list[str] = []
@@ -53,10 +59,26 @@ def parallel_coordinate_html(study_dirs: Iterable[Path]) -> str:
                 f'<div class="interactive" data-study="{html.escape(summary.study_name)}">'
                 + figure.to_html(
                     full_html=False,
-                    include_plotlyjs=not parts,  # the library once, then only the figures
+                    # The library once, then only the figures.
+                    include_plotlyjs=False if parts else PLOTLY_JS,
                     include_mathjax=False,
                     config={"displaylogo": False},
                 )
                 + "</div>"
             )
     return "\n".join(parts)
+
+
+def write_plotlyjs(folder: Path) -> Path:
+    """Write the installed plotly's ``plotly.min.js`` into ``folder`` (atomically; left
+    alone where the same bytes are there already) and return its path."""
+    from plotly.offline import get_plotlyjs
+
+    code = get_plotlyjs()
+    path = folder / PLOTLY_JS
+    try:
+        if path.read_text(encoding="utf-8") == code:
+            return path
+    except (OSError, UnicodeDecodeError):
+        pass  # missing or unreadable: write it
+    return write_atomically(path, lambda tmp: tmp.write_text(code, encoding="utf-8"))

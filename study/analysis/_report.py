@@ -1,5 +1,6 @@
-"""One self-contained HTML report of a study: spec, leaderboard, best configuration,
-failed trials and every plot, with images embedded as PNG data URIs and CSS inline."""
+"""One HTML report of a study that opens offline: spec, leaderboard, best configuration,
+failed trials and every plot, with images embedded as PNG data URIs and CSS inline (and
+plotly.min.js beside it for the interactive figures)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pandas as pd
 from study.analysis._data import PlotDataError, multi_task_trials
 from study.analysis._figures import KINDS, Plot, make_plot, png_bytes
 from study.analysis._importance import RELIABLE_TRIALS
-from study.analysis._interactive import parallel_coordinate_html
+from study.analysis._interactive import PLOTLY_JS, parallel_coordinate_html, write_plotlyjs
 from study.analysis._labels import param_label, sorted_params
 from study.analysis._pareto import configurations
 from study.analysis._results import StudyResults, load_results
@@ -335,9 +336,9 @@ def _seeds_section(trials: pd.DataFrame, limit: int) -> str:
 
 
 def render_report(results: StudyResults, sources: Sequence[str] = (), limit: int = 50) -> str:
-    """The report as one HTML document that requests nothing outside itself; its only
-    script is the interactive parallel coordinates' plotly (inlined, where installed); the
-    stored spec last, folded."""
+    """The report as one HTML document that requests nothing outside its folder; its only
+    script is the interactive parallel coordinates' plotly (where installed), loaded from
+    ``plotly.min.js`` beside it; the stored spec last, folded."""
     studies = ", ".join(unique(results.trials, "study")) or "study"
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     source = ", ".join(sources) or ", ".join(str(d) for d in results.study_dirs)
@@ -366,10 +367,13 @@ def write_report(
     paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], out: Path
 ) -> Path:
     """Render the report of ``paths`` and write it to ``out`` atomically (a hidden temporary
-    name in the same folder, then a rename)."""
+    name in the same folder, then a rename); with its interactive figures, plotly.js once
+    beside it as ``plotly.min.js``."""
     items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
     results = load_results(items)
     if multi_task_trials(results.trials, ("completed", "stopped_early", "running", "error")).empty:
         raise PlotDataError(f"report: no multi-task trials in {', '.join(map(str, items))}")
     text = render_report(results, sources=[str(p) for p in items])
+    if f'src="{PLOTLY_JS}"' in text:  # first, so the report never names a missing file
+        write_plotlyjs(out.parent)
     return write_atomically(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -180,7 +180,12 @@ def add_commands(commands: Any) -> None:
         "such as final.semseg.miou",
     )
     plot.set_defaults(func=_cmd_plot)
-    report = commands.add_parser("report", help="write a self-contained HTML report")
+    report = commands.add_parser("report", help="write an HTML report that opens offline")
     report.add_argument("results", nargs="+", help=_RESULTS_HELP)
-    report.add_argument("--out", type=Path, required=True, help="the HTML file to write")
+    report.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="the HTML file to write (with plotly installed, plotly.min.js is written beside it)",
+    )
     report.set_defaults(func=_cmd_report)
