@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         methods_markdown,
         needs_gradients,
         paper,
+        params_only,
         reads,
     )
     from models.balancing._registry import create, register_balancer

@@ -21,6 +21,7 @@ _BUILTIN_MODULES = (
     "models.balancing._kpi_weighting",
     "models.balancing._gradient_weighting",
     "models.balancing._gradient_recent",
+    "models.balancing._jacobian",
 )
 
 #: What a built-in method's catalogue entry says and its class must not say again.

@@ -53,6 +53,15 @@ def check_runnable(path: Path, spec: StudySpec, space: SearchSpace) -> None:
     _check_temporal(path, spec, space, model)
     _check_eval_resolution(path, spec, searched or [model])
     gradient_methods = [m for m in space.methods if balancing.needs_gradients(m)]
+    params_only = [m for m in gradient_methods if balancing.params_only(m)]
+    if params_only and spec.gradient_space == "representation":
+        # Their state is per shared parameter; the shared features are new samples each step.
+        raise _refuse(
+            path,
+            "gradient_space",
+            f"methods {params_only} keep state per shared parameter and read the parameters' "
+            "gradients only; use gradient_space 'params' or restrict 'methods'",
+        )
     if gradient_methods and spec.deepspeed.zero_stage == 3:
         # ZeRO-3 frees each layer's weights after use; a task-gradient pass cannot see them.
         raise _refuse(

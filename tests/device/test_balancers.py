@@ -48,6 +48,9 @@ def _train(balancer: Balancer, put: Any, steps: int = 3, seed: int = 0) -> torch
     for step in range(steps):
         losses = (jacobian @ theta).exp()
         gramian = (jacobian @ jacobian.T).double() if balancer.gradients != "none" else None
+        if balancer.gradients == "jacobian":
+            direction = balancer.direction(losses.detach(), jacobian)
+            assert direction.device == jacobian.device and direction.shape == theta.shape
         total = balancer.combine(losses, gramian)
         assert total.device == losses.device
         total.backward()

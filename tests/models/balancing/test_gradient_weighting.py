@@ -52,10 +52,14 @@ def test_the_loss_gradient_is_the_weighted_sum(method: str) -> None:
     assert torch.isfinite(balancer.last_weights).all()
 
 
-@pytest.mark.parametrize("method", _methods())
+def _jacobian_methods() -> list[str]:
+    return [m for m in balancing.list_methods() if "Jacobian" in balancing.reads(m)]
+
+
+@pytest.mark.parametrize("method", _methods() + _jacobian_methods())
 @pytest.mark.parametrize(
     "case",
-    ["zero_gradient", "unlabelled", "collinear", "opposite", "zero_matrix"],
+    ["zero_gradient", "unlabelled", "collinear", "opposite", "rank_deficient", "zero_matrix"],
 )
 def test_degenerate_input_gives_finite_weights(method: str, case: str) -> None:
     g = torch.tensor([1.0, 2.0, -0.5], dtype=torch.float64)
@@ -66,12 +70,15 @@ def test_degenerate_input_gives_finite_weights(method: str, case: str) -> None:
         "unlabelled": torch.stack([g, h, torch.zeros(3, dtype=torch.float64)]),
         "collinear": torch.stack([g, 2 * g, 0.5 * g]),
         "opposite": torch.stack([g, -g, h]),
+        "rank_deficient": torch.stack([g, h, g - 2 * h]),
         "zero_matrix": torch.zeros(3, 3, dtype=torch.float64),
     }[case]
     if case == "unlabelled":
         losses = torch.tensor([0.5, 1.0, 0.0])
     balancer = _create(method)
     for _ in range(3):  # stateful methods must stay finite step after step
+        if balancer.gradients == "jacobian":
+            assert torch.isfinite(balancer.direction(losses, jacobian)).all()
         balancer.combine(losses.clone().requires_grad_(), jacobian @ jacobian.T).backward()
         balancer.step()
         assert torch.isfinite(balancer.last_weights).all(), balancer.last_weights

@@ -46,6 +46,11 @@ def test_defaults_fill_a_small_spec(tmp_path: Path) -> None:
         ("search_space: missing.yaml", "search_space", "not found"),
         ("deepspeed: {zero_stage: 3}\nmethods: [ew, mgda]", "deepspeed", "['mgda']"),
         (
+            "gradient_space: representation\nmethods: [ew, graddrop, moco, excess_mtl]",
+            "gradient_space",
+            "['moco', 'excess_mtl']",
+        ),
+        (
             "architecture: rcm_resnet\nmodel: {variant: rc, decoder_width: 16}",
             "model",
             "head_channels",  # the default space's model argument, unknown to RCM
@@ -118,6 +123,12 @@ def test_gradient_methods_on_frozen_banks_are_refused(tmp_path: Path) -> None:
     trained = path.read_text() + "model: {train_bank: true}\n"
     spec, _ = load_spec(_write(tmp_path, trained))
     assert spec.model == {"train_bank": True}
+
+
+def test_graddrop_reads_the_shared_features(tmp_path: Path) -> None:
+    text = VALID + "gradient_space: representation\nmethods: [ew, graddrop]\n"
+    spec, space = load_spec(_write(tmp_path, text))
+    assert spec.gradient_space == "representation" and list(space.methods) == ["ew", "graddrop"]
 
 
 def test_rcm_variants_spec_runs_every_variant_once() -> None:
