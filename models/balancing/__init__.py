@@ -26,5 +26,6 @@ if TYPE_CHECKING:
     )
     from models.balancing._registry import create, register_balancer
     from models.balancing.task_gradients import GradientSpace, TaskGramian
+    from models.balancing.task_jacobian import StepGradients, TaskJacobian
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, __file__)

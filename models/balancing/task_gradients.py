@@ -18,7 +18,7 @@ from torch import nn
 
 from models.balancing._base import GradientSource
 
-__all__ = ["GradientSpace", "SharedTrunk", "TaskGramian"]
+__all__ = ["FeatureRecorder", "GradientSpace", "SharedTrunk", "TaskGramian"]
 
 #: ``params``: gradients of the shared parameters; ``representation``: gradients of the
 #: shared features (MGDA-UB style), cheaper when the trunk is big.
@@ -31,19 +31,63 @@ class SharedTrunk(Protocol):
     def last_shared_module(self) -> nn.Module: ...
 
 
-def _aliased(output: object) -> tuple[object, list[torch.Tensor], list[torch.Tensor]]:
-    """The output with each feature replaced by a view that only the heads read.
+def _stand_ins(output: object, cut: bool) -> tuple[object, list[torch.Tensor], list[torch.Tensor]]:
+    """The output with each feature replaced by a stand-in that only the heads read: a
+    view (``cut=False``: the graph goes on into the trunk) or a detached leaf.
 
     A trunk's later stages consume its earlier features too; the gradient with respect
-    to the aliases is the heads' share alone, so the trunk's is not counted twice.
+    to the stand-ins is the heads' share alone, so the trunk's is not counted twice.
     """
+
+    def stand_in(t: torch.Tensor) -> torch.Tensor:
+        return t.detach().requires_grad_() if cut else t.view_as(t)
+
     if isinstance(output, torch.Tensor):
-        alias = output.view_as(output)
+        alias = stand_in(output)
         return alias, [output], [alias]
     if isinstance(output, list | tuple):
-        aliases = [t.view_as(t) for t in output]
+        aliases = [stand_in(t) for t in output]
         return type(output)(aliases), list(output), aliases
     raise TypeError(f"a representation module must return tensors, got {type(output).__name__}")
+
+
+class FeatureRecorder:
+    """The shared features of a model's latest forward with gradients, each replaced by a
+    stand-in for the heads. A model that calls its representation module once per task
+    (RCM's task-conditional stem) gives one set of features per call."""
+
+    def __init__(self, model: nn.Module, representation: nn.Module, cut: bool) -> None:
+        self.cut = cut
+        self.features: list[torch.Tensor] = []
+        self.stand_ins: list[torch.Tensor] = []
+        self._fresh = True
+        self._hooks = [
+            model.register_forward_pre_hook(self._start),
+            representation.register_forward_hook(self._record),
+        ]
+
+    def _start(self, module: nn.Module, inputs: object) -> None:
+        self._fresh = True
+
+    def _record(self, module: nn.Module, inputs: object, output: object) -> object:
+        if not torch.is_grad_enabled():
+            return None
+        if self._fresh:
+            self.features, self.stand_ins, self._fresh = [], [], False
+        output, features, stand_ins = _stand_ins(output, self.cut)
+        self.features += features
+        self.stand_ins += stand_ins
+        return output
+
+    def take(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The recorded features and their stand-ins."""
+        if not self.features:
+            raise RuntimeError("no forward pass with gradients was recorded")
+        return self.features, self.stand_ins
+
+    def close(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
 
 
 class TaskGramian:
@@ -63,18 +107,14 @@ class TaskGramian:
         else:
             self.parameters = [p for p in model.shared_parameters()]  # type: ignore[attr-defined]
         self.parameters = [p for p in self.parameters if p.requires_grad]
-        self._features: list[torch.Tensor] = []
-        self._aliases: list[torch.Tensor] = []
-        self._hook = model.representation_module().register_forward_hook(self._record)
+        self._recorder = FeatureRecorder(model, model.representation_module(), cut=False)  # type: ignore[arg-type]
 
-    def _record(self, module: nn.Module, inputs: object, output: object) -> object:
-        if not torch.is_grad_enabled():
-            return None
-        output, self._features, self._aliases = _aliased(output)
-        return output
+    @property
+    def _aliases(self) -> list[torch.Tensor]:
+        return self._recorder.stand_ins
 
     def close(self) -> None:
-        self._hook.remove()
+        self._recorder.close()
 
     def __call__(self, losses: Sequence[torch.Tensor], scale: float = 1.0) -> torch.Tensor:
         """The T×T float64 Gramian of the task losses' gradients (the graph is kept).
@@ -87,11 +127,9 @@ class TaskGramian:
         to zero on the way back, and the Gramian divided by its square. A gradient that
         overflowed at this scale makes the Gramian non-finite: the caller skips the step.
         """
-        if not self._features:
-            raise RuntimeError("no forward pass with gradients was recorded")
         if not scale > 0:
             raise ValueError(f"the loss scale must be > 0, got {scale}")
-        features, aliases = self._features, self._aliases
+        features, aliases = self._recorder.take()
         num_tasks = len(losses)
         # Stage 1: one backward per task through its own head only.
         per_task = [

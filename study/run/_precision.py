@@ -16,6 +16,7 @@ from study.spec import TOKEN_ARCHITECTURES, StudySpec
 __all__ = [
     "gpu_switches",
     "balanced_loss",
+    "balanced_update",
     "drop_grads",
     "unscaled_grads",
     "uses_channels_last",
@@ -65,6 +66,58 @@ def balanced_loss(
     if fp16 and not bool(gramian.isfinite().all()):
         return losses.sum() * torch.nan
     return balancer.combine(losses, gramian)
+
+
+def balanced_update(
+    balancer: balancing.Balancer,
+    task_jacobian: balancing.TaskJacobian,
+    preds: object,
+    task_losses: Sequence[torch.Tensor],
+    scale: float = 1.0,
+    fp16: bool = False,
+) -> torch.Tensor:
+    """A scalar whose backward gives every parameter of the network its balanced update,
+    from the task gradients the method reads, with no second pass through the network.
+
+    The scalar is ``Σ_p ⟨p, g_p⟩ / scale`` for the update ``g_p`` (at fp16's loss
+    ``scale``): ``engine.backward`` of it costs one product per parameter, and DeepSpeed
+    keeps owning the gradients (its hooks, ZeRO's partitions, loss scaling, reduction
+    over data-parallel workers). The method's own parameters get their gradients here.
+    Under ``fp16`` a task gradient that overflowed makes the scalar NaN, so that
+    DeepSpeed skips the step on every rank and lowers the scale.
+    """
+    losses = torch.stack([loss.detach() for loss in task_losses])
+    with side_backward(preds):
+        grads = task_jacobian(task_losses, scale)
+        # Every rank must weigh the tasks alike: the mean of the per-rank Gramians.
+        gramian = all_reduced(grads.gramian(), mean=True)
+        if fp16 and not bool(gramian.isfinite().all()):
+            return sum(p.float().sum() for p in task_jacobian.parameters) * torch.nan
+        if balancer.device != losses.device:
+            balancer.to(losses.device)
+        direction = None
+        if balancer.gradients == "jacobian":
+            jacobian = all_reduced(grads.jacobian(), mean=True)
+            direction = balancer.direction(losses, jacobian)
+        weights = balancer.weigh(losses, gramian)
+        _own_gradients(balancer, weights, losses)
+        update = grads.update(weights, direction)
+    return sum((p.float() * g.float()).sum() for p, g in update) / scale
+
+
+def _own_gradients(
+    balancer: balancing.Balancer, weights: torch.Tensor, losses: torch.Tensor
+) -> None:
+    """What backpropagating ``Σ w_t L_t`` plus the penalty adds to the method's own
+    parameters (UW's log-variances, IMTL's scales), unscaled."""
+    own = balancer.parameters()
+    if not own or not weights.requires_grad:
+        return
+    total = (weights.to(losses.dtype) * losses).sum() + balancer.penalty()
+    grads = torch.autograd.grad(total, own, allow_unused=True)
+    for param, grad in zip(own, grads, strict=True):
+        if grad is not None:
+            param.grad = grad if param.grad is None else param.grad + grad
 
 
 @contextlib.contextmanager

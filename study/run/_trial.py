@@ -28,7 +28,13 @@ from study.metrics import MultiTaskMeter, delta_m
 from study.run._costs import model_costs
 from study.run._engine import all_reduced, build_engine, labelled_mean, loss_scale, trial_device
 from study.run._optim import build_optimizer, optimizer_hp, schedule_for, steps_per_epoch
-from study.run._precision import balanced_loss, drop_grads, gpu_switches, unscaled_grads
+from study.run._precision import (
+    balanced_loss,
+    balanced_update,
+    drop_grads,
+    gpu_switches,
+    unscaled_grads,
+)
 from study.run._setup import TrialSetup
 from study.run._splits import (
     Batch,
@@ -79,7 +85,8 @@ class TrialRunner:
             images, _, _ = next(iter(self.train.batches(spec.batch_size, self.seed)))
             self.model.initialise_from_data(images)
         self.balancer = setup.balancer_for(self.config, names)
-        self.task_gramian = None
+        self.task_gramian: balancing.TaskGramian | None = None
+        self.task_jacobian: balancing.TaskJacobian | None = None
         self.epoch = 0
         #: The epoch of the checkpoint this run went on from (0: it started afresh).
         self.restored_from_epoch = 0
@@ -93,7 +100,10 @@ class TrialRunner:
             self._start_stage(setup.stage, setup.init_from)
         else:
             self._build_engine()
-        if self.balancer.gradients != "none":
+        if self.balancer.gradients in ("shared", "jacobian"):
+            # The task gradients become the update: no second backward.
+            self.task_jacobian = balancing.TaskJacobian(self.engine.module, spec.gradient_space)
+        elif self.balancer.gradients != "none":
             self.task_gramian = balancing.TaskGramian(
                 self.engine.module, self.balancer.gradients, spec.gradient_space
             )
@@ -201,7 +211,12 @@ class TrialRunner:
         task_losses = self._task_losses(preds, targets)
         scale = loss_scale(self.engine)  # fp16's; 1 otherwise
         fp16 = self.engine.fp16_enabled()
-        total = balanced_loss(self.balancer, self.task_gramian, preds, task_losses, scale, fp16)
+        if self.task_jacobian is not None:
+            total = balanced_update(
+                self.balancer, self.task_jacobian, preds, task_losses, scale, fp16
+            )
+        else:
+            total = balanced_loss(self.balancer, self.task_gramian, preds, task_losses, scale, fp16)
         params = self.balancer.parameters()
         with unscaled_grads(params, scale):
             self.engine.backward(total)
