@@ -1,8 +1,8 @@
 """Analysis of a study's Parquet store: tidy plot data, seaborn plots, an HTML report.
 
 Everything reads only the store (:mod:`study.store`) and, for hyperparameter
-importance, the study's Optuna journal, so a study run on a cluster is analysed anywhere
-the folder is copied to::
+importance, the study's Optuna history (its journal, or the database its spec names), so a
+study run on a cluster is analysed anywhere the folder is copied to::
 
     from study.analysis import load_results, make_plot, save_figure, write_report
 

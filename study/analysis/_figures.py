@@ -95,7 +95,9 @@ def make_plot(kind: str, results: StudyResults, x: str = "gflops", y: str = "del
         except NotEnoughTrials as err:
             note = str(err)
             title = "Hyperparameter importance: not enough trials"
-            if "no Optuna" in note:
+            if err.unreachable:
+                title = "Hyperparameter importance: the search storage cannot be reached"
+            elif "no Optuna" in note:
                 title = "Hyperparameter importance: no Optuna study"
             return Plot(kind, draw_message(title, note), None, note)
         return Plot(kind, draw_importance(data, RELIABLE_TRIALS), data, data.attrs.get("skipped"))

@@ -1,7 +1,8 @@
 """Interactive plots for the report, drawn by Optuna's own plotly visualisations from a
-study's journal; empty where plotly is not installed (the extra ``viz``). The figures load
-plotly.js from ``plotly.min.js`` beside the report (:func:`write_plotlyjs`), not inlined:
-the library is about 4.6 MB, and written once it serves every report in the folder."""
+study's Optuna history (its journal or database); empty where plotly is not installed (the
+extra ``viz``). The figures load plotly.js from ``plotly.min.js`` beside the report
+(:func:`write_plotlyjs`), not inlined: the library is about 4.6 MB, and written once it
+serves every report in the folder."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import optuna
 
-from study.analysis._importance import _storage, journal_studies
+from study.analysis._importance import search_histories
 from study.store import write_atomically
 
 __all__ = ["PLOTLY_JS", "has_plotly", "parallel_coordinate_html", "write_plotlyjs"]
@@ -28,17 +29,17 @@ def has_plotly() -> bool:
 
 
 def parallel_coordinate_html(study_dirs: Iterable[Path]) -> str:
-    """Per Optuna study in each journal with a completed trial, Optuna's
+    """Per Optuna study in each search history with a completed trial, Optuna's
     ``plot_parallel_coordinate`` as an HTML fragment that loads plotly.js once from
     :data:`PLOTLY_JS`, a relative address (so the report requests nothing outside its
-    folder); its first objective where there are several. Empty without plotly or journals."""
+    folder); its first objective where there are several. Empty without plotly or a history."""
     if not has_plotly():
         return ""
     parts: list[str] = []
-    for store_study, path in journal_studies(study_dirs):
-        storage = _storage(path)
-        for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-            study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    histories, _ = search_histories(study_dirs)  # the importance says which are unreachable
+    for history in histories:
+        for name, phase in history.studies():
+            study = optuna.load_study(study_name=name, storage=history.storage)
             done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
             if not done:
                 continue
@@ -51,12 +52,11 @@ def parallel_coordinate_html(study_dirs: Iterable[Path]) -> str:
                     target_name="objective 1" if several else "Objective Value",
                 )
             figure.update_layout(
-                title=f"{store_study} · Optuna study '{summary.study_name}' · "
-                f"{len(done)} completed trials",
+                title=f"{history.study} · Optuna study '{phase}' · {len(done)} completed trials",
                 width=1100,
             )
             parts.append(
-                f'<div class="interactive" data-study="{html.escape(summary.study_name)}">'
+                f'<div class="interactive" data-study="{html.escape(phase)}">'
                 + figure.to_html(
                     full_html=False,
                     # The library once, then only the figures.

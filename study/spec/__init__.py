@@ -2,6 +2,7 @@
 :func:`load_spec`, with the checks that need the model and search space. A bad field is one
 :class:`SpecError` line naming it, before Ray starts."""
 
+from study.optuna_storage import REDIS_PASSWORD_ENV, storage_kind
 from study.spec._base import TOKEN_ARCHITECTURES, SpecError
 from study.spec._checks import check_runnable, missing_neighbours
 from study.spec._dataset import DatasetSpec, PartSpec
@@ -16,7 +17,6 @@ from study.spec._objectives import (
 )
 from study.spec._reference import spec_markdown
 from study.spec._training import (
-    REDIS_PASSWORD_ENV,
     DeepSpeedSpec,
     MetricsSpec,
     OptimizerSpec,
@@ -24,7 +24,6 @@ from study.spec._training import (
     SchedulerSpec,
     ScheduleSpec,
     StageSpec,
-    storage_kind,
 )
 
 __all__ = [

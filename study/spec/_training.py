@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from search_spaces import SpaceOverride
+from study.optuna_storage import REDIS_PASSWORD_ENV
 from study.spec._base import (
     MAX_EPOCHS,
     MAX_TRIALS,
@@ -77,20 +78,10 @@ class SamplerSpec(_Strict):
         return self
 
 
-#: The environment variable a Redis password is read from (redis-py reads none itself).
-REDIS_PASSWORD_ENV = "MTLSTUDY_REDIS_PASSWORD"
 _SQL = re.compile(r"^(sqlite|postgresql)(\+[a-z0-9_]+)?$")
 _STORAGE_FORMS = (
     "`journal`, `sqlite:///PATH`, `postgresql://USER@HOST:PORT/DB` or `redis://HOST:PORT/N`"
 )
-
-
-def storage_kind(storage: str) -> Literal["journal", "sql", "redis"]:
-    """Which Optuna storage a valid ``search_storage`` names: the study's journal file, an
-    SQL database (Optuna's ``RDBStorage``) or a journal in Redis."""
-    if storage == "journal":
-        return "journal"
-    return "redis" if urlsplit(storage).scheme in ("redis", "rediss") else "sql"
 
 
 def _search_storage(storage: str) -> str:
@@ -116,7 +107,7 @@ def _search_storage(storage: str) -> str:
     return storage
 
 
-#: Where Optuna keeps the search's history (see :func:`storage_kind`).
+#: Where Optuna keeps the search's history (see :func:`study.optuna_storage.storage_kind`).
 SearchStorage = Annotated[
     str, StringConstraints(min_length=1, max_length=2048), AfterValidator(_search_storage)
 ]
