@@ -1,8 +1,8 @@
 """Compaction: a study's per-trial files merged into one large file per kind.
 
 ``compact(study)`` reads every file of ``trials/`` (and of ``history/``) that is not yet
-merged, writes their rows, sorted (trials by ``trial_id``; history by trial, epoch, split,
-task and metric), into ``compacted-<stamp>.parquet`` under a hidden name, and renames it
+merged, writes their rows, sorted (trials by ``trial_id``; history by split, task, metric, trial
+and epoch), into ``compacted-<stamp>.parquet`` under a hidden name, and renames it
 into place: that rename is the commit (see :mod:`study.store._parts`). Only then are the
 merged files deleted, each only if its bytes are still the ones merged: a trial that reports
 again meanwhile keeps its new file, which readers prefer to the compacted rows. A rerun after
@@ -46,12 +46,14 @@ __all__ = ["COMPACT_LOCK", "CompactResult", "compact"]
 #: In a study folder (or a URI study's local mirror): held while a compaction runs.
 COMPACT_LOCK = ".compact.lock"
 
-#: Rows per row group: a whole study's trials in one or a few, history in groups of about
-#: 10 MiB, sorted by trial so that a filter on ``trial_id`` skips groups by their statistics.
-ROW_GROUP_ROWS = {"trials": 20_000, "history": 1_000_000}
+#: Rows per row group: a whole study's trials in one or a few; history in groups of about
+#: 1 MiB, sorted by split, task and metric, then trial and epoch, so that a filter on what
+#: a history row measures (``metric == 'miou'``), or on a trial, skips groups by their
+#: statistics: most queries of the history read one metric of many trials.
+ROW_GROUP_ROWS = {"trials": 20_000, "history": 100_000}
 _SORT = {
     "trials": ["trial_id"],
-    "history": ["trial_id", "epoch", "split", "task", "metric"],
+    "history": ["split", "task", "metric", "trial_id", "epoch"],
 }
 
 

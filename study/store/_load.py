@@ -136,18 +136,51 @@ def _is_string(kind: pa.DataType) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
-def _dataset(files: list[Path], schema: pa.Schema) -> ds.Dataset:
+_LOCAL = pafs.LocalFileSystem()
+
+
+def _row_groups(path: Path, schema: pa.Schema, filter: pc.Expression) -> list[int]:
+    """The row groups of ``path`` whose statistics leave room for a row that ``filter``
+    keeps (all of them when the statistics cannot say)."""
+    fragment = ds.ParquetFileFormat().make_fragment(str(path), filesystem=_LOCAL)
+    try:
+        return [group.id for group in fragment.subset(filter, schema=schema).row_groups]
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return [group.id for group in fragment.row_groups]
+
+
+def _dataset(
+    files: list[Path],
+    schema: pa.Schema,
+    filter: pc.Expression | None = None,
+    large: Iterable[Path] = (),
+) -> ds.Dataset:
     """The files as one dataset of ``schema``, string columns read as dictionaries.
 
     The store's string columns (split, task, metric, status, method, study, trial_id, …)
     repeat a few values; Parquet keeps them dictionary-encoded and reading them as Arrow
     dictionaries skips building millions of strings, most of which a filter drops.
+
+    Arrow does not compare a dictionary column with a file's statistics, so the row groups
+    of the ``large`` files (compacted ones, sorted) that ``filter`` rules out by their
+    statistics are chosen here, against the plain schema, and never read.
     """
     strings = [f.name for f in schema if _is_string(f.type)]
     physical = pa.schema([(f.name, _DICTIONARY) if f.name in strings else f for f in schema])
     read = ds.ParquetReadOptions(dictionary_columns=strings)
     form = ds.ParquetFileFormat(read_options=read)
-    return ds.dataset([str(f) for f in files], schema=physical, format=form)
+    if filter is None:
+        return ds.dataset([str(f) for f in files], schema=physical, format=form)
+    pruned = set(large)
+    fragments = [
+        form.make_fragment(
+            str(f),
+            filesystem=_LOCAL,
+            row_groups=_row_groups(f, schema, filter) if f in pruned else None,
+        )
+        for f in files
+    ]
+    return ds.FileSystemDataset(fragments, physical, form, _LOCAL)
 
 
 def _strings(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -202,16 +235,16 @@ def load_table(
         needed += [c for c in ("study", "trial_id") if c not in needed]
     schema = schemas.schema(needed)
     try:
+        parts = [f for listing in listings.values() for f in listing.parts]
         if superseded is None:
-            table = _scan(_dataset(files, schema), columns, filter)
+            table = _scan(_dataset(files, schema, filter, parts), columns, filter)
         else:
             # Per-trial files as they are; compacted files less the rows they supersede.
             plain = [f for listing in listings.values() for f in listing.plain]
-            parts = [f for listing in listings.values() for f in listing.parts]
             kept = ~superseded if filter is None else filter & ~superseded
-            tables = [_scan(_dataset(parts, schema), columns, kept)]
+            tables = [_scan(_dataset(parts, schema, filter, parts), columns, kept)]
             if plain:
-                tables.append(_scan(_dataset(plain, schema), columns, filter))
+                tables.append(_scan(_dataset(plain, schema, filter), columns, filter))
             table = pa.concat_tables(tables)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
         line = (str(err).strip().splitlines() or [type(err).__name__])[0]

@@ -67,8 +67,9 @@ def test_compaction_merges_sorts_and_is_idempotent(tmp_path: Path) -> None:
         assert name.startswith("compacted-") and name.endswith(".parquet")
     assert _rows(folder) == before
     history = pq.read_table(next((folder / "history").iterdir()))
-    keys = list(zip(history["trial_id"].to_pylist(), history["epoch"].to_pylist(), strict=True))
-    assert keys == sorted(keys)  # by trial, then epoch
+    names = ["split", "task", "metric", "trial_id", "epoch"]
+    keys = list(zip(*(history[n].to_pylist() for n in names), strict=True))
+    assert keys == sorted(keys)  # by what each row measures, then trial and epoch
     files = {k: _names(folder, k) for k in ("trials", "history")}
     again = compact(folder)
     assert again.merged == {"trials": 0, "history": 0}
@@ -191,3 +192,31 @@ def test_a_second_compaction_at_once_is_refused(tmp_path: Path) -> None:
             compact(folder)
         assert {k: _names(folder, k) for k in ("trials", "history")} == before
     assert compact(folder).merged == {"trials": 5, "history": 5}  # once it has ended
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "split == 'val' and task == 'depth' and metric == 'loss'",
+        "trial_id == 't3'",
+        "task == 'semseg' and epoch >= 2",
+        "trial_id == 'nobody'",
+    ],
+)
+def test_a_filter_reads_only_the_row_groups_that_may_match(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    from study.store import _load
+
+    folder = _study(tmp_path)
+    want = load_history(folder, where=where).sort_values(["trial_id", "epoch", "task"])
+    monkeypatch.setitem(compaction.ROW_GROUP_ROWS, "history", 4)  # 30 rows: 8 groups
+    compact(folder)
+    (path,) = (folder / "history").iterdir()
+    schema = pq.read_schema(path)
+    types = dict(zip(schema.names, schema.types, strict=True))
+    expression, _ = store.where_expression(where, types)
+    groups = _load._row_groups(path, schema, expression)
+    assert len(groups) < pq.ParquetFile(path).num_row_groups  # the others are never read
+    got = load_history(folder, where=where).sort_values(["trial_id", "epoch", "task"])
+    assert got.to_dict("records") == want.to_dict("records")
