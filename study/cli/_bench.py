@@ -35,6 +35,7 @@ def _cmd_bench_balancers(args: argparse.Namespace) -> int:
             image_size=args.image_size,
             batch_size=args.batch_size,
             rounds=args.rounds,
+            compare_torchjd=args.compare_torchjd,
         )
     print(json.dumps(figures, indent=2) if args.json else format_table(figures))
     return 0
@@ -220,6 +221,11 @@ def add_commands(commands: Any) -> None:
     balancers.add_argument("--image-size", type=_positive_int, default=64)
     balancers.add_argument("--batch-size", type=_positive_int, default=16)
     balancers.add_argument("--rounds", type=_positive_int, default=5)
+    balancers.add_argument(
+        "--compare-torchjd",
+        action="store_true",
+        help="also time torchjd's mtl_backward + jac_to_grad on the same network (mgda, upgrad)",
+    )
     balancers.add_argument("--json", action="store_true", help="print JSON, not a table")
     balancers.set_defaults(func=_cmd_bench_balancers)
     step = benches.add_parser(

@@ -111,9 +111,13 @@ def _own_gradients(
     """What backpropagating ``Σ w_t L_t`` plus the penalty adds to the method's own
     parameters (UW's log-variances, IMTL's scales), unscaled."""
     own = balancer.parameters()
-    if not own or not weights.requires_grad:
+    if not own:
         return
-    total = (weights.to(losses.dtype) * losses).sum() + balancer.penalty()
+    total = balancer.penalty()
+    if weights.requires_grad:
+        total = total + (weights.to(losses.dtype) * losses).sum()
+    if not (isinstance(total, torch.Tensor) and total.requires_grad):
+        return
     grads = torch.autograd.grad(total, own, allow_unused=True)
     for param, grad in zip(own, grads, strict=True):
         if grad is not None:

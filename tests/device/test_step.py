@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from models import count_gflops, create_model, list_models
-from models.balancing import TaskGramian, create
+from models.balancing import TaskGramian, TaskJacobian, create
 from models.tasks import get_task
 from study.metrics import MultiTaskMeter, delta_m
 from study.run import to_device
+from study.run._precision import balanced_update
 from study.run._trial import load_state
 
 SMALL: dict[str, dict[str, Any]] = {
@@ -86,6 +87,40 @@ def test_cost_counting_probes_the_model_where_it_lives(name: str) -> None:
     model = create_model(name, ["semseg", "depth"], num_classes=4, **SMALL[name])
     expected = count_gflops(model, 32)
     assert count_gflops(model.to("meta"), 32) == expected > 0
+
+
+@pytest.mark.parametrize(
+    ("method", "space"),
+    [("upgrad", "params"), ("imtl", "representation"), ("graddrop", "params"), ("moco", "params")],
+)
+def test_a_step_made_from_the_task_gradients_stays_on_the_models_device(
+    method: str, space: str, stand_in: Any
+) -> None:
+    names = ("semseg", "depth")
+    tasks = {n: get_task(n, 4) for n in names}
+    torch.manual_seed(0)
+    with stand_in.building():
+        model = create_model("hard_sharing", names, num_classes=4, head_channels=8)
+    model.to(stand_in.device)
+    balancer = create(method, names)
+    jacobian = TaskJacobian(model, space)
+    images, targets, _ = to_device(
+        (
+            torch.randn(2, 3, 32, 32),
+            {"semseg": torch.randint(0, 4, (2, 32, 32)), "depth": torch.rand(2, 1, 32, 32) + 0.5},
+            {n: torch.ones(2, dtype=torch.bool) for n in names},
+        ),
+        stand_in.device,
+    )
+    preds = model(images)
+    task_losses = [tasks[n].loss(preds[n].float(), targets[n]) for n in names]
+    surrogate = balanced_update(balancer, jacobian, preds, task_losses)
+    surrogate.backward()
+    balancer.step()
+    assert surrogate.device == stand_in.device
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(g.device == stand_in.device for g in grads)
+    assert all(p.device == stand_in.device for p in balancer.parameters())
 
 
 @pytest.mark.parametrize("method", ["upgrad", "uw", "gradnorm"])
