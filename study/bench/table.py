@@ -25,9 +25,13 @@ fixed shuffled order, so a partial table is a uniform sample of the grid.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import functools
 import itertools
 import json
 import math
+import multiprocessing
 import os
 import platform
 import random
@@ -56,6 +60,7 @@ __all__ = [
     "read_table",
     "table_space",
     "train_table",
+    "write_table",
 ]
 
 #: The search bench's methods: loss-level and KPI methods, one backward a step.
@@ -195,7 +200,8 @@ def _key(flat: Mapping[str, Any]) -> str:
     return json.dumps(dict(flat), sort_keys=True)
 
 
-def _write(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+def write_table(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    """The rows as ``out`` (whole or not at all), ``meta`` in its Parquet metadata."""
     frame = pd.DataFrame.from_records(records)
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.replace_schema_metadata(
@@ -218,10 +224,12 @@ def train_table(
     setting: Setting | None = None,
     methods: Sequence[str] = METHODS,
     limit: int | None = None,
+    jobs: int = 1,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train the grid (or its first ``limit`` configurations in the shuffled order) into
-    ``out``, going on from the log beside it; the table's metadata."""
+    ``out``, ``jobs`` configurations at a time, going on from the log beside it; the
+    table's metadata."""
     import torch
 
     setting = setting or Setting()
@@ -246,10 +254,6 @@ def train_table(
         log(f"references: {len(setting.tasks)} single-task trials × {setting.epochs} epochs")
         head = {"setting": _plain(setting), "references": _references(setting, log)}
         journal.write_text(json.dumps(head) + "\n")
-    from study.run import TrialSetup
-
-    spec = setting.spec()
-    setup = TrialSetup(spec=spec, tasks=tuple(spec.tasks), references=head["references"])
     meta = {
         **head,
         "configurations": len(configs),
@@ -257,36 +261,69 @@ def train_table(
         "date": date.today().isoformat(),
     }
     records = [r for config in configs for r in done.get(_key(config), [])]
-    for config in configs:
-        if _key(config) in done:
-            continue
-        started = time.perf_counter()
-        rows = []
-        for seed in range(setting.seeds):
-            trial = {**nested(config), "repeat": seed}
-            for report in _train(setup, trial, setting.epochs):
-                rows.append(
-                    {
-                        **config,
-                        "seed": seed,
-                        "epoch": int(report["epoch"]),
-                        "delta_m": float(report.get("delta_m", math.nan)),
-                        **_metrics(report, setting.tasks),
-                    }
-                )
-        with journal.open("a") as file:
-            file.write(json.dumps({"config": config, "records": rows}) + "\n")
-        done[_key(config)] = rows
-        records.extend(rows)
-        _write(out, records, {**meta, "trained": len(done)})
-        final = [r["delta_m"] for r in rows if r["epoch"] == setting.epochs]
-        log(
-            f"{len(done)}/{len(configs)} {config}: final Δm "
-            f"{sum(final) / len(final):+.1f} %, {time.perf_counter() - started:.0f} s"
-        )
+    todo = [config for config in configs if _key(config) not in done]
+    train = functools.partial(_train_config, setting, head["references"])
+    with _pool(jobs) as pool:
+        for config, rows, seconds in pool(train, todo):
+            with journal.open("a") as file:
+                file.write(json.dumps({"config": config, "records": rows}) + "\n")
+            done[_key(config)] = rows
+            records.extend(rows)
+            write_table(out, records, {**meta, "trained": len(done)})
+            final = [r["delta_m"] for r in rows if r["epoch"] == setting.epochs]
+            log(
+                f"{len(done)}/{len(configs)} {config}: final Δm "
+                f"{sum(final) / len(final):+.1f} %, {seconds:.0f} s"
+            )
     meta["trained"] = len(done)
-    _write(out, records, meta)
+    write_table(out, records, meta)
     return meta
+
+
+def _train_config(
+    setting: Setting, references: Mapping[str, Mapping[str, float]], config: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]], float]:
+    """One configuration, every seed: its rows and the seconds it took."""
+    import torch
+
+    from study.run import TrialSetup
+
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    spec = setting.spec()
+    setup = TrialSetup(spec=spec, tasks=tuple(spec.tasks), references=references)
+    rows = []
+    for seed in range(setting.seeds):
+        trial = {**nested(config), "repeat": seed}
+        for report in _train(setup, trial, setting.epochs):
+            rows.append(
+                {
+                    **config,
+                    "seed": seed,
+                    "epoch": int(report["epoch"]),
+                    "delta_m": float(report.get("delta_m", math.nan)),
+                    **_metrics(report, setting.tasks),
+                }
+            )
+    return config, rows, time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def _pool(jobs: int) -> Iterator[Callable[..., Iterator[Any]]]:
+    """``map`` in finishing order over ``jobs`` processes (in this one where it is 1)."""
+    if jobs == 1:
+        yield map
+        return
+    # Spawned: a forked child would inherit the parent's torch threads and DeepSpeed state.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as executor:
+
+        def run(function: Callable[..., Any], items: Sequence[Any]) -> Iterator[Any]:
+            futures = [executor.submit(function, item) for item in items]
+            for future in concurrent.futures.as_completed(futures):
+                yield future.result()
+
+        yield run
 
 
 def _plain(setting: Setting) -> dict[str, Any]:

@@ -203,6 +203,7 @@ def _cmd_bench_table(args: argparse.Namespace) -> int:
             return train_table(
                 args.out,
                 limit=args.limit,
+                jobs=args.jobs,
                 log=lambda line: print(line, file=sys.stderr, flush=True),
             )
 
@@ -394,5 +395,8 @@ def add_commands(commands: Any) -> None:
     table.add_argument("--out", type=Path, required=True, help="the table's Parquet file")
     table.add_argument(
         "--limit", type=_positive_int, help="only the first configurations (a trial run)"
+    )
+    table.add_argument(
+        "--jobs", type=_positive_int, default=1, help="configurations trained at a time"
     )
     table.set_defaults(func=_cmd_bench_table)
