@@ -50,8 +50,10 @@ __all__ = [
     "format_replay",
     "measure_replay",
     "replay",
+    "replay_with_tune",
     "run_strategies",
     "run_strategy",
+    "strategy_parts",
 ]
 
 #: Strategy name: (sampler, scheduler, multivariate TPE with the constant liar).
@@ -197,7 +199,15 @@ class _Controller:
 class Replay:
     """One search's state: the searcher, the scheduler and the trials they were given."""
 
-    def __init__(self, table: TableCurves, searcher: Any, scheduler: Any, concurrency: int):
+    def __init__(
+        self,
+        table: TableCurves,
+        searcher: Any,
+        scheduler: Any,
+        concurrency: int,
+        max_trials: int | None = None,
+    ) -> None:
+        self.max_trials = max_trials
         self.table = table
         self.searcher = searcher
         self.scheduler = scheduler
@@ -219,6 +229,8 @@ class Replay:
     def _new_trial(self) -> Any | None:
         from ray.tune.experiment import Trial
 
+        if self.max_trials is not None and len(self.trials) >= self.max_trials:
+            return None
         trial_id = f"{len(self.trials):05d}"
         config = self.searcher.suggest(trial_id)
         if config is None:
@@ -332,11 +344,64 @@ def replay(
     scheduler: Any,
     budget: int,
     concurrency: int = 4,
+    max_trials: int | None = None,
 ) -> Search:
-    """Run one search against the table for ``budget`` trial-epochs."""
+    """Run one search against the table for ``budget`` trial-epochs (and no more than
+    ``max_trials`` trials, as Tune's ``num_samples``)."""
     if getattr(scheduler, "_metric", None) is None and hasattr(scheduler, "set_search_properties"):
         scheduler.set_search_properties(_METRIC, "max")
-    return Replay(table, searcher, scheduler, concurrency).run(budget)
+    return Replay(table, searcher, scheduler, concurrency, max_trials).run(budget)
+
+
+def _table_trainable(config: dict[str, Any], table: TableCurves) -> None:
+    from ray import tune
+
+    curve = table.curves[table.lookup(config)]
+    for epoch, value in enumerate(curve, start=1):
+        tune.report({_METRIC: float(value), "table_index": table.lookup(config), "epoch": epoch})
+
+
+def replay_with_tune(
+    table: TableCurves, searcher: Any, scheduler: Any, trials: int, storage: Path
+) -> Search:
+    """The same replay through Tune's own controller (``Tuner.fit``), one trial at a time,
+    on a Ray already started: what :func:`replay`'s loop stands in for."""
+    from ray import tune
+
+    record = Search()
+    order: dict[str, int] = {}
+
+    class _Reports(tune.Callback):
+        def on_trial_result(
+            self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+        ) -> None:
+            if trial.trial_id not in order:
+                order[trial.trial_id] = len(order)
+                record.trials.append(int(result["table_index"]))
+            epoch = int(result[_TIME])
+            value = float(result[_METRIC])
+            record.reports.append((len(record.reports) + 1, order[trial.trial_id], epoch, value))
+            if epoch == table.epochs:
+                record.finals.append((len(record.reports), value))
+
+    tuner = tune.Tuner(
+        tune.with_parameters(_table_trainable, table=table),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            # The searcher and the scheduler carry the metric and the mode.
+            scheduler=scheduler,
+            num_samples=trials,
+            max_concurrent_trials=1,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            storage_path=str(storage), name="replay", verbose=0, callbacks=[_Reports()]
+        ),
+    )
+    errors = [result.error for result in tuner.fit() if result.error is not None]
+    if errors:
+        raise RuntimeError(f"{len(errors)} replayed trial(s) failed: {errors[0]}")
+    return record
 
 
 def run_strategy(
@@ -346,17 +411,29 @@ def run_strategy(
     budget: int,
     concurrency: int = 4,
     grace_period: int = 1,
-    reduction_factor: float = 3.0,
+    reduction_factor: float = 2.0,
     startup_trials: int = 10,
 ) -> Search:
     """One search of ``strategy`` with this sampler seed."""
+    searcher, scheduler = strategy_parts(
+        table, strategy, seed, grace_period, reduction_factor, startup_trials
+    )
+    return replay(table, searcher, scheduler, budget, concurrency)
+
+
+def strategy_parts(
+    table: TableCurves,
+    strategy: str,
+    seed: int,
+    grace_period: int = 1,
+    reduction_factor: float = 2.0,
+    startup_trials: int = 10,
+) -> tuple[Any, Any]:
+    """A strategy's Tune searcher (Optuna's sampler with this seed) and scheduler."""
     sampler, stopping, joint = STRATEGIES[strategy]
-    return replay(
-        table,
+    return (
         _searcher(table, sampler, seed, startup_trials, joint),
         _scheduler(stopping, table.epochs, grace_period, reduction_factor),
-        budget,
-        concurrency,
     )
 
 

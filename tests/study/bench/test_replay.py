@@ -172,3 +172,42 @@ def test_bad_replay_arguments_are_one_line(
     assert main(["bench", "search", "--table", str(path), *argv]) == 2
     err = capsys.readouterr().err
     assert says in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.slow  # Tune's own controller on a local Ray
+def test_the_loop_stops_the_same_trials_at_the_same_epochs_as_tune(tmp_path: Path) -> None:
+    import ray
+
+    from study.bench.replay import replay_with_tune, strategy_parts
+
+    # Twelve configurations whose curves cross, so ASHA's rungs matter.
+    rng = np.random.default_rng(0)
+    rows = [
+        {
+            "method": "ew",
+            "optim/lr": float(lr),
+            "optim/weight_decay": float(wd),
+            "seed": 0,
+            "epoch": epoch,
+            "delta_m": float(level - 8 / epoch * slope),
+        }
+        for lr in np.geomspace(3e-4, 1e-2, 4)
+        for wd in np.geomspace(1e-6, 1e-2, 3)
+        for level, slope in [rng.normal(size=2)]
+        for epoch in range(1, 7)
+    ]
+    table = TableCurves.from_frame(pd.DataFrame(rows))
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        for seed in (0, 1):
+            parts = strategy_parts(table, "tpe+asha", seed, startup_trials=3)
+            loop = replay(table, *parts, budget=10 * 6, concurrency=1, max_trials=10)
+            parts = strategy_parts(table, "tpe+asha", seed, startup_trials=3)
+            tuned = replay_with_tune(table, *parts, trials=10, storage=tmp_path / f"s{seed}")
+            assert tuned.trials == loop.trials
+            assert tuned.stops() == loop.stops()
+            assert tuned.finals == loop.finals
+            assert min(loop.stops().values()) < 6  # ASHA stopped something
+    finally:
+        ray.shutdown()
