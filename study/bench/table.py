@@ -232,6 +232,10 @@ def train_table(
     table's metadata."""
     import torch
 
+    from study.run import torch_extensions_dir
+
+    # DeepSpeed's ops compiled once per installation, not again by each process.
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))
     setting = setting or Setting()
     # One core a process: the table's setting is far too small to gain from threads.
     torch.set_num_threads(1)
