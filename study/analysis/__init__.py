@@ -67,7 +67,12 @@ if TYPE_CHECKING:
         method_colors,
     )
     from study.analysis._plots_cd import draw_cd
-    from study.analysis._plots_runs import draw_curves, draw_parallel, draw_weights
+    from study.analysis._plots_runs import (
+        draw_anytime,
+        draw_curves,
+        draw_parallel,
+        draw_weights,
+    )
     from study.analysis._report import render_report, write_report
     from study.analysis._results import StudyResults, load_results
     from study.analysis._uncertainty import (

@@ -1,5 +1,6 @@
-"""Seaborn figures of the search's runs: validation curves, task weights, and parallel
-coordinates of the sampled hyperparameters (styles and colours from :mod:`._plots`)."""
+"""Seaborn figures of the search's runs: validation curves, task weights, parallel
+coordinates of the sampled hyperparameters, and search strategies' anytime curves (styles
+and colours from :mod:`._plots`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from matplotlib.ticker import MaxNLocator
 from study.analysis._labels import TASK_NAMES, column_label, metric_label
 from study.analysis._plots import method_colors, method_lines, style
 
-__all__ = ["draw_curves", "draw_parallel", "draw_weights"]
+__all__ = ["draw_anytime", "draw_curves", "draw_parallel", "draw_weights"]
 
 
 def _columns(count: int) -> int:
@@ -248,5 +249,37 @@ def draw_parallel(data: pd.DataFrame) -> Figure:
         )
         ax.set_title(
             "Sampled hyperparameters, coloured by " + column_label(color), fontweight="bold"
+        )
+    return fig
+
+
+def draw_anytime(data: pd.DataFrame, target: float | None = None) -> Figure:
+    """Per search strategy, the best final Δm found against the trial-epochs spent: the
+    median over its searches with the interquartile band (columns ``strategy``,
+    ``trial_epochs``, ``median``, ``q25``, ``q75``; non-finite values are not drawn), and
+    ``target`` as a horizontal line."""
+    strategies = list(dict.fromkeys(data["strategy"]))
+    colors = method_colors(strategies)
+    _, dashes = method_lines(strategies)
+    finite = data.replace([np.inf, -np.inf], np.nan)
+    with style():
+        fig = Figure(layout="constrained", figsize=(7.5, 4.6))
+        ax = fig.add_subplot()
+        for name in strategies:
+            rows = finite[finite["strategy"] == name]
+            ax.fill_between(
+                rows["trial_epochs"], rows["q25"], rows["q75"], color=colors[name], alpha=0.15
+            )
+            (line,) = ax.plot(rows["trial_epochs"], rows["median"], color=colors[name], label=name)
+            if dashes[name]:
+                line.set_dashes(dashes[name])
+        if target is not None:
+            ax.axhline(target, color="0.3", linewidth=1, linestyle=":", label="target")
+        ax.set_xlabel("trial-epochs spent")
+        ax.set_ylabel("best final Δm found (%)")
+        ax.legend(title="strategy", loc="lower right")
+        fig.suptitle(
+            "Anytime performance (median and interquartile range over searches)",
+            fontweight="bold",
         )
     return fig

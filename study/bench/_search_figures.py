@@ -1,5 +1,7 @@
 """The search bench's figures: pure functions of each search's reports, in report order,
-as (cumulative trial-epochs, Δm), and the table that prints them."""
+as (cumulative trial-epochs, Δm), and the table that prints them; and the replayed
+searches' figures as the HPO literature reports them (the anytime curve of the best final
+Δm found, the speed-up to reach random search's median result, the regret at a budget)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MARGIN", "Reach", "Reports", "format_table", "reach", "summarise", "threshold"]
+import numpy as np
+
+__all__ = [
+    "MARGIN",
+    "Reach",
+    "Reports",
+    "anytime",
+    "anytime_bands",
+    "format_table",
+    "reach",
+    "regret",
+    "speedups",
+    "summarise",
+    "threshold",
+]
 
 #: Within this many Δm points (Δm is in %) of the best any search found counts as reached.
 MARGIN = 1.0
@@ -178,3 +194,63 @@ def format_table(figures: dict[str, Any]) -> str:
     errors = sum(s["errors"] for s in figures["searches"])
     lines.append(f"failed trials: {errors}; bench wall {figures['wall_s']:.0f} s")
     return "\n".join(lines)
+
+
+#: A finished trial: (trial-epochs spent when it finished, its final Δm).
+Finals = Sequence[tuple[int, float]]
+
+
+def anytime(finals: Finals, budget: int) -> np.ndarray:
+    """The best final Δm found after each trial-epoch 1 … ``budget`` (−inf before the
+    first trial finished)."""
+    curve = np.full(budget, -np.inf)
+    for epochs, value in finals:
+        if epochs <= budget and math.isfinite(value):
+            curve[epochs - 1] = max(curve[epochs - 1], value)
+    return np.maximum.accumulate(curve)
+
+
+def anytime_bands(searches: Sequence[Finals], budget: int) -> dict[str, np.ndarray]:
+    """Over the searches, after each trial-epoch: the median and the quartiles of the best
+    final Δm found (−inf where that share of the searches has found none yet)."""
+    curves = np.stack([anytime(finals, budget) for finals in searches])
+    # The empirical quantile is one search's own value: nothing interpolates with −inf.
+    q25, median, q75 = np.quantile(curves, [0.25, 0.5, 0.75], axis=0, method="inverted_cdf")
+    return {"trial_epochs": np.arange(1, budget + 1), "median": median, "q25": q25, "q75": q75}
+
+
+def _first_reach(curve: np.ndarray, target: float) -> int | None:
+    reached = np.flatnonzero(curve >= target)
+    return int(reached[0]) + 1 if reached.size else None
+
+
+def speedups(
+    runs: Mapping[str, Sequence[Finals]], budget: int, baseline: str = "random"
+) -> dict[str, Any]:
+    """The target is ``baseline``'s median best final Δm at the budget; per strategy, the
+    trial-epochs its median curve needs to reach it, and the speed-up: the baseline's
+    trial-epochs ÷ the strategy's (``None`` where it does not reach it within the budget;
+    the speed-up is then below ``upper``)."""
+    medians = {name: anytime_bands(searches, budget)["median"] for name, searches in runs.items()}
+    target = float(medians[baseline][-1])
+    if not math.isfinite(target):
+        raise ValueError(f"most {baseline} searches finished no trial within {budget}")
+    base = _first_reach(medians[baseline], target)
+    assert base is not None  # its own median reaches its last value
+    figures: dict[str, Any] = {"target": target, "baseline": baseline, "strategies": {}}
+    for name, median in medians.items():
+        epochs = _first_reach(median, target)
+        figures["strategies"][name] = {
+            "epochs_to_target": epochs,
+            "speedup": None if epochs is None else base / epochs,
+            "upper": base / budget if epochs is None else None,
+        }
+    return figures
+
+
+def regret(searches: Sequence[Finals], budget: int, best: float) -> dict[str, float]:
+    """``best`` (the table's best final Δm) less the best final Δm each search found within
+    the budget: the median and quartiles over the searches (inf: found none)."""
+    values = np.array([best - anytime(finals, budget)[-1] for finals in searches])
+    q25, median, q75 = np.quantile(values, [0.25, 0.5, 0.75], method="inverted_cdf")
+    return {"median": float(median), "q25": float(q25), "q75": float(q75)}

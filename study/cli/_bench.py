@@ -136,6 +136,16 @@ def _cmd_bench_startup(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_search(args: argparse.Namespace) -> int:
+    if not args.live:
+        return _replay_search(args)
+    live_only = [f"--{k.replace('_', '-')}" for k in ("table", "plot", "strategies")]
+    given = [
+        flag
+        for flag, k in zip(live_only, ("table", "plot", "strategies"), strict=True)
+        if getattr(args, k) is not None
+    ]
+    if given:
+        raise UserError(f"bench search: {', '.join(given)} replay the table; not with --live")
     from study.bench.search import Levers, format_table, measure_search
 
     def measure() -> dict[str, Any]:
@@ -148,13 +158,13 @@ def _cmd_bench_search(args: argparse.Namespace) -> int:
         )
         with _stdout_to_stderr():
             figures = measure_search(
-                seeds=args.seeds,
-                budget=args.budget,
+                seeds=args.seeds or 3,
+                budget=args.budget or 80,
                 epochs=args.epochs,
                 results=args.results,
                 train_samples=args.train_samples,
                 image_size=args.image_size,
-                concurrency=args.concurrency,
+                concurrency=args.concurrency or 2,
                 margin=args.margin,
                 levers=levers,
                 log=lambda line: print(line, file=sys.stderr, flush=True),
@@ -162,6 +172,43 @@ def _cmd_bench_search(args: argparse.Namespace) -> int:
         return {"command": shlex.join(["mtlstudy", *sys.argv[1:]]), **figures}
 
     return _measured("search", measure, format_table, args.json)
+
+
+def _replay_search(args: argparse.Namespace) -> int:
+    from study.bench.replay import STRATEGIES, format_replay, measure_replay
+
+    def measure() -> dict[str, Any]:
+        with _stdout_to_stderr():
+            figures = measure_replay(
+                table_path=args.table,
+                strategies=args.strategies or tuple(STRATEGIES),
+                seeds=args.seeds or 100,
+                budget=args.budget or 360,
+                concurrency=args.concurrency or 4,
+                grace_period=args.grace_period,
+                reduction_factor=args.reduction_factor,
+                startup_trials=args.startup_trials,
+                plot=args.plot,
+                log=lambda line: print(line, file=sys.stderr, flush=True),
+            )
+        return {"command": shlex.join(["mtlstudy", *sys.argv[1:]]), **figures}
+
+    return _measured("search", measure, format_replay, args.json)
+
+
+def _cmd_bench_table(args: argparse.Namespace) -> int:
+    from study.bench.table import train_table
+
+    def measure() -> dict[str, Any]:
+        with _stdout_to_stderr():
+            return train_table(
+                args.out,
+                limit=args.limit,
+                jobs=args.jobs,
+                log=lambda line: print(line, file=sys.stderr, flush=True),
+            )
+
+    return _measured("table", measure, lambda meta: json.dumps(meta, indent=2), True)
 
 
 def _cmd_bench_scaling(args: argparse.Namespace) -> int:
@@ -278,11 +325,26 @@ def add_commands(commands: Any) -> None:
     # The defaults, without importing Ray and Optuna with the parser.
     levers = _SearchLevers()
     search = benches.add_parser(
-        "search", help="TPE+ASHA, TPE and random search at a fixed trial-epoch budget"
+        "search",
+        help="search strategies replayed on the tabular benchmark (--live: trained live)",
     )
-    search.add_argument("--seeds", type=_positive_int, default=3, help="search seeds")
-    search.add_argument("--budget", type=_positive_int, default=80, help="trial-epochs per search")
-    search.add_argument("--epochs", type=_positive_int, default=4, help="epochs of a trial")
+    search.add_argument(
+        "--live", action="store_true", help="train every trial through Ray Tune (20 minutes)"
+    )
+    search.add_argument("--table", type=Path, help="the table to replay (default: the one shipped)")
+    search.add_argument(
+        "--strategies", nargs="+", help="replayed strategies (default: all; random among them)"
+    )
+    search.add_argument("--plot", type=Path, help="draw the anytime curve to this file")
+    search.add_argument(
+        "--seeds", type=_positive_int, help="search seeds (default: 100 replayed, 3 live)"
+    )
+    search.add_argument(
+        "--budget",
+        type=_positive_int,
+        help="trial-epochs per search (default: 360 replayed, 80 live)",
+    )
+    search.add_argument("--epochs", type=_positive_int, default=4, help="epochs of a live trial")
     search.add_argument(
         "--results", type=Path, help="write the results here (empty or new; default: temporary)"
     )
@@ -293,7 +355,11 @@ def add_commands(commands: Any) -> None:
         help="synthetic training images (validation: a quarter, at least 8)",
     )
     search.add_argument("--image-size", type=_positive_int, default=32)
-    search.add_argument("--concurrency", type=_positive_int, default=2, help="trials at a time")
+    search.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        help="trials at a time (default: 4 replayed, 2 live)",
+    )
     search.add_argument(
         "--margin", type=float, default=1.0, help="Δm points below the best that count as reached"
     )
@@ -329,3 +395,14 @@ def add_commands(commands: Any) -> None:
     )
     search.add_argument("--json", action="store_true", help="print JSON, not a table")
     search.set_defaults(func=_cmd_bench_search)
+    table = benches.add_parser(
+        "table", help="train the tabular search benchmark (resumable; about an hour of a core)"
+    )
+    table.add_argument("--out", type=Path, required=True, help="the table's Parquet file")
+    table.add_argument(
+        "--limit", type=_positive_int, help="only the first configurations (a trial run)"
+    )
+    table.add_argument(
+        "--jobs", type=_positive_int, default=1, help="configurations trained at a time"
+    )
+    table.set_defaults(func=_cmd_bench_table)

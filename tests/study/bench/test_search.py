@@ -165,13 +165,14 @@ def test_every_strategy_runs_within_its_budget(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
-        (["--seeds", "0"], "expected a positive integer, got 0"),
-        (["--budget", "3", "--epochs", "4"], "less than one trial"),
-        (["--image-size", "8"], "expected 16 to 1024"),
-        (["--margin", "0"], "expected a positive number of Δm points"),
-        (["--grace-period", "5", "--epochs", "4"], "expected 1 to the trial's 4 epochs"),
-        (["--reduction-factor", "1"], "expected more than 1"),
-        (["--startup-trials", "0"], "expected a positive integer, got 0"),
+        (["--live", "--seeds", "0"], "expected a positive integer, got 0"),
+        (["--live", "--budget", "3", "--epochs", "4"], "less than one trial"),
+        (["--live", "--image-size", "8"], "expected 16 to 1024"),
+        (["--live", "--margin", "0"], "expected a positive number of Δm points"),
+        (["--live", "--grace-period", "5", "--epochs", "4"], "expected 1 to the trial's 4"),
+        (["--live", "--reduction-factor", "1"], "expected more than 1"),
+        (["--live", "--startup-trials", "0"], "expected a positive integer, got 0"),
+        (["--live", "--plot", "a.png"], "--plot replay the table; not with --live"),
     ],
 )
 def test_bad_arguments_are_one_line(
