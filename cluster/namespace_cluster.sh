@@ -51,7 +51,8 @@ node_ip() { # head -> SUBNET.1, w1 -> SUBNET.2, ...
     done
 }
 
-# Run a command on a node: in its namespace, with its own Ray folder and the token.
+# Run a command on a node: in its namespace, with its own Ray folder and the token. A worker
+# takes the head's temporary folder unless told its own (--temp-dir below).
 on_node() {
     local node=$1 dir=$2
     shift 2
@@ -86,13 +87,13 @@ ray_up() {
     # shellcheck disable=SC2086  # RAY_START_ARGS is a list of words
     on_node head "$dir" "$RAY" start --head --node-ip-address "$head_ip" --port 6379 \
         --num-cpus "$NUM_CPUS" --include-dashboard true --dashboard-host "$head_ip" \
-        --dashboard-port 8265 --disable-usage-stats ${RAY_START_ARGS:-} \
+        --dashboard-port 8265 --temp-dir "$dir/head" --disable-usage-stats ${RAY_START_ARGS:-} \
         >"$dir/head.log" 2>&1 || { tail -n 30 "$dir/head.log" >&2; die "the head did not start"; }
     for node in "${NODES[@]:1}"; do
         # shellcheck disable=SC2086
         on_node "$node" "$dir" "$RAY" start --address "$head_ip:6379" \
             --node-ip-address "$(node_ip "$node")" --num-cpus "$NUM_CPUS" \
-            --disable-usage-stats ${RAY_START_ARGS:-} >"$dir/$node.log" 2>&1 ||
+            --temp-dir "$dir/$node" --disable-usage-stats ${RAY_START_ARGS:-} >"$dir/$node.log" 2>&1 ||
             { tail -n 30 "$dir/$node.log" >&2; die "worker $node did not join"; }
     done
     # Ready when the Jobs API answers and every node is alive.
