@@ -1,55 +1,27 @@
-"""Optuna's storage of a study's search, opened in one place: the study's journal file, an
-SQL database or a journal in Redis (the spec's ``search_storage``).
-
-The driver opens it when a search starts and when a resumed driver rebinds its searcher;
-the report opens it to read the hyperparameters' importance. Credentials come from the
-environment, never from the URL. This module imports neither Ray nor torch.
-"""
+"""Optuna's storage of a study's search, opened: the study's journal file, an SQL database
+or a journal in Redis (the spec's ``search_storage``)."""
 
 from __future__ import annotations
 
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 
-from study.errors import UserError, first_line
+from study.errors import first_line
+from study.optuna_storage._names import (
+    CONNECT_TIMEOUT,
+    JOURNAL,
+    REDIS_PASSWORD_ENV,
+    StorageUnreachable,
+    storage_kind,
+)
 
-__all__ = [
-    "CONNECT_TIMEOUT",
-    "JOURNAL",
-    "REDIS_PASSWORD_ENV",
-    "RedisBackend",
-    "StorageUnreachable",
-    "journal_storage",
-    "optuna_study_name",
-    "search_storage",
-    "storage_kind",
-]
-
-#: The environment variable a Redis password is read from (redis-py reads none itself).
-REDIS_PASSWORD_ENV = "MTLSTUDY_REDIS_PASSWORD"
-#: The journal's file name in a study folder.
-JOURNAL = "optuna.journal"
-#: Seconds to wait for a database server before saying it cannot be reached.
-CONNECT_TIMEOUT = 10
-
-
-class StorageUnreachable(UserError):
-    """The spec's ``search_storage`` database cannot be opened."""
-
-
-def storage_kind(storage: str) -> Literal["journal", "sql", "redis"]:
-    """Which Optuna storage a valid ``search_storage`` names: the study's journal file, an
-    SQL database (Optuna's ``RDBStorage``) or a journal in Redis."""
-    if storage == "journal":
-        return "journal"
-    return "redis" if urlsplit(storage).scheme in ("redis", "rediss") else "sql"
+__all__ = ["RedisBackend", "journal_storage", "search_storage"]
 
 
 def journal_storage(root: Path, study: str) -> JournalStorage:
@@ -58,12 +30,6 @@ def journal_storage(root: Path, study: str) -> JournalStorage:
     path = root / study / JOURNAL
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
-
-
-def optuna_study_name(storage: str, study: str, phase: str) -> str:
-    """The Optuna study of a search phase: the phase's name in the study's own journal,
-    ``<study>/<phase>`` in a database that may hold other studies."""
-    return phase if storage_kind(storage) == "journal" else f"{study}/{phase}"
 
 
 def _redis_client(url: str) -> Any:
