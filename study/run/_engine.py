@@ -48,6 +48,20 @@ def torch_extensions_dir() -> Path:
     return Path(os.environ.get("TORCH_EXTENSIONS_DIR", default))
 
 
+def prefer_own_ninja() -> None:
+    """Put this environment's ninja (the pinned ``ninja`` package) first on ``PATH``.
+
+    Ninja versions hash a build's command differently: processes that found another ninja
+    on their ``PATH`` (the system's) would each rebuild the op the other had just built.
+    """
+    own = Path(sys.executable).parent
+    if not (own / "ninja").exists():
+        return
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] != str(own):
+        os.environ["PATH"] = os.pathsep.join([str(own), path]) if path else str(own)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -122,6 +136,7 @@ def ensure_distributed(launched: bool = False) -> None:
     if _JOINED:
         return
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))
+    prefer_own_ninja()
     launched = launched or (torch.distributed.is_available() and torch.distributed.is_initialized())
     if not launched:
         os.environ.update(
