@@ -175,7 +175,8 @@ def _cmd_bench_search(args: argparse.Namespace) -> int:
 
 
 def _replay_search(args: argparse.Namespace) -> int:
-    from study.bench.replay import STRATEGIES, format_replay, measure_replay
+    from study.bench.replay import STRATEGIES
+    from study.bench.replay_search import format_replay, measure_replay
 
     def measure() -> dict[str, Any]:
         with _stdout_to_stderr():
