@@ -91,6 +91,21 @@ def test_pcgrad_matches_torchjd_with_the_same_draws() -> None:
     assert worst <= TOL
 
 
+@pytest.mark.parametrize("leak", [0.0, 0.3])
+def test_graddrop_matches_torchjd_with_the_same_draws(leak: float) -> None:
+    def gap(seed: int, kind: str, J: torch.Tensor) -> float:
+        tasks = [f"t{i}" for i in range(J.shape[0])]
+        ours = balancing.create("graddrop", tasks, leak=leak)
+        ours.generator.manual_seed(seed)
+        mine = ours.direction(torch.ones(len(tasks), dtype=J.dtype), J)
+        torch.manual_seed(seed)  # torchjd draws its uniforms from the global generator
+        theirs = jd.GradDrop(leak=torch.full((len(tasks),), leak, dtype=J.dtype))(J)
+        return (mine - theirs).norm().item() / max(J.norm(dim=1).max().item(), 1e-300)
+
+    worst, seen = _worst(gap)
+    assert seen == len(CASES) and worst <= TOL
+
+
 def test_imtl_g_matches_torchjd_where_its_weights_are_unique() -> None:
     # On singular Gramians (parallel, opposite, rank-deficient) the equal-projection system
     # has many solutions: torchjd takes pinv(G)·‖g‖, the project the least-norm solution of
