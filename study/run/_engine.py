@@ -51,8 +51,9 @@ def torch_extensions_dir() -> Path:
 def prefer_own_ninja() -> None:
     """Put this environment's ninja (the pinned ``ninja`` package) first on ``PATH``.
 
-    Ninja versions hash a build's command differently: processes that found another ninja
-    on their ``PATH`` (the system's) would each rebuild the op the other had just built.
+    Processes that found different ninjas on their ``PATH`` (the system's, the
+    environment's) were seen to rebuild the op each after the other, ninja reporting a
+    changed command for an unchanged build file; one ninja per environment builds it once.
     """
     own = Path(sys.executable).parent
     if not (own / "ninja").exists():
