@@ -50,14 +50,21 @@ def matched_edge_pixels(predicted: np.ndarray, truth: np.ndarray, radius: float)
     costs more than any match, so its number of pairs is this maximum (SciPy's Hopcroft-Karp
     on the sparse graph of the pairs within reach, found by k-d trees).
     """
+    if not predicted.any() or not truth.any():
+        return 0
+    if radius < 1:
+        # Within less than a pixel only a pixel itself is in reach: the matching is the overlap.
+        return int(np.count_nonzero(predicted & truth))
+    return _matched_by_graph(predicted, truth, radius)
+
+
+def _matched_by_graph(predicted: np.ndarray, truth: np.ndarray, radius: float) -> int:
     # SciPy's graph and spatial modules load on first use: most processes that import the
     # meters never score edges.
     from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import maximum_bipartite_matching
     from scipy.spatial import cKDTree
 
-    if not predicted.any() or not truth.any():
-        return 0
     ours, theirs = np.argwhere(predicted), np.argwhere(truth)
     pairs = cKDTree(ours).sparse_distance_matrix(cKDTree(theirs), radius, output_type="ndarray")
     # Pixels in raster order make long augmenting paths for SciPy's greedy start; relabelled
@@ -127,7 +134,8 @@ class EdgesMeter(TaskMeter):
         prob, edges = _mosaic(prob, frame), _mosaic(truth, frame)
         # A predicted pixel farther than the radius from every true one never matches:
         # thinning sees the whole map, matching only the pixels that can match.
-        reachable = distance_transform_edt(~edges) <= radius if edges.any() else edges
+        far = radius >= 1 and edges.any()
+        reachable = distance_transform_edt(~edges) <= radius if far else edges
         lines = thin_stack(prob > edge_thresholds(self.thresholds)[:, None, None])
         predicted = lines.sum(axis=(1, 2)).astype(np.float64)
         matched = np.array(

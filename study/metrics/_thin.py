@@ -79,16 +79,22 @@ def thin_stack(maps: np.ndarray) -> np.ndarray:
     framed = np.zeros((*maps.shape[:-2], height + 2, words * _WORD), dtype=bool)
     framed[..., 1:-1, :width] = maps
     rows = np.packbits(framed, axis=-1, bitorder="little").view("<u8")
-    quiet = 0
+    stack = rows.reshape(-1, *rows.shape[-2:])
+    # Maps converge after very different numbers of sub-iterations (an empty one at once, a
+    # filled one after about half its height), so each leaves the loop when it converges.
+    active = np.arange(len(stack))
+    quiet = np.zeros(len(stack), dtype=np.int64)
     second = False
     # Sub-iterations alternate until two in a row delete nothing.
-    while quiet < 2:
-        gone = _deletable(rows, second)
-        if gone.any():
-            rows[..., 1:-1, :] &= ~gone
-            quiet = 0
-        else:
-            quiet += 1
+    while active.size:
+        working = stack[active]
+        gone = _deletable(working, second)
+        changed = gone.reshape(len(active), -1).any(axis=1)
+        working[:, 1:-1, :] &= ~gone
+        stack[active] = working
+        quiet[active] = np.where(changed, 0, quiet[active] + 1)
+        active = active[quiet[active] < 2]
         second = not second
+    rows = stack.reshape(rows.shape)
     unpacked = np.unpackbits(rows.view(np.uint8), axis=-1, bitorder="little")
     return unpacked[..., 1:-1, :width].astype(bool)

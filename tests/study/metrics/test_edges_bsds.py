@@ -17,7 +17,7 @@ from study.metrics import (
     create_meter,
     edge_tolerance,
 )
-from study.metrics._edges import edge_thresholds, matched_edge_pixels
+from study.metrics._edges import _matched_by_graph, edge_thresholds, matched_edge_pixels
 
 TASK = get_task("edges", 5)
 SURE, UNSURE, OFF = 0.9, 0.3, 1e-6  # probabilities of predicted pixels
@@ -81,6 +81,18 @@ def test_matching_is_one_to_one() -> None:
     )
     assert _odsf(pred, truth, max_dist=_max_dist(1.5, 14, 12)) == pytest.approx(2 / 3)
     assert matched_edge_pixels(pred > 0.5, truth > 0.5, 1.5) == 10
+
+
+@pytest.mark.parametrize("radius", [0.0, 0.68, 0.999])
+def test_under_a_pixel_the_matching_is_the_overlap(radius: float) -> None:
+    # The shortcut against the full matching, on maps where neighbours abound.
+    rng = np.random.default_rng(1)
+    pred, truth = rng.random((2, 40, 50)) > 0.6
+    expected = _matched_by_graph(pred, truth, radius)
+    assert expected == np.count_nonzero(pred & truth) > 0
+    assert matched_edge_pixels(pred, truth, radius) == expected
+    # One pixel or more away, neighbours match too.
+    assert _matched_by_graph(pred, truth, 1.0) > expected
 
 
 def test_a_thick_prediction_is_thinned_first() -> None:
