@@ -20,6 +20,7 @@ __all__ = [
     "CPU_FALLBACK",
     "FP16_LOSS_SCALING",
     "all_reduced",
+    "backward",
     "build_engine",
     "deepspeed_config",
     "ensure_distributed",
@@ -279,6 +280,29 @@ def loss_scale(engine: Any) -> float:
     if not engine.fp16_enabled():
         return 1.0
     return float(engine.optimizer.loss_scale)
+
+
+def backward(engine: Any, loss: torch.Tensor) -> None:
+    """``engine.backward(loss)`` with fp16's loss scale applied wherever DeepSpeed leaves it out.
+
+    Without ZeRO, DeepSpeed's fp16 optimiser divides the gradients by the loss scale at its
+    step, but ``engine.backward`` never multiplied the loss by it (deepspeedai/DeepSpeed#8393):
+    updates came out 65536 times too small and overflows went unseen. ZeRO's optimisers
+    scale the loss themselves.
+    """
+    engine.backward(loss * _scale_left_out(engine))
+
+
+def _scale_left_out(engine: Any) -> float:
+    if not engine.fp16_enabled():
+        return 1.0
+    from deepspeed.runtime.base_optimizer import ZeROOptimizer
+
+    if isinstance(engine.optimizer, ZeROOptimizer) or getattr(
+        engine, "torch_autocast_z0_gradscaler", None
+    ):
+        return 1.0
+    return loss_scale(engine)
 
 
 @contextlib.contextmanager

@@ -51,12 +51,17 @@ _REPORT_KEYS = {
 }
 
 
+#: Whole-model training rows of fp16 trials: the epoch's skipped steps, its last loss scale.
+_FP16_KEYS = ("skipped_steps", "loss_scale")
+
+
 def history_rows(result: Mapping[str, Any], tasks: Mapping[str, Task]) -> list[dict[str, Any]]:
     """Tidy rows (epoch, split, task, metric, value) of one epoch's report."""
     epoch = int(result["epoch"])
     rows = [("val", "all", "loss", result["val_loss"])]
     if "delta_m" in result:
         rows.append(("val", "all", "delta_m", result["delta_m"]))
+    rows += [("train", "all", key, result[key]) for key in _FP16_KEYS if key in result]
     for name, task in _reported(result, tasks).items():
         for (split, metric), key in _REPORT_KEYS.items():
             if key.format(task=name) in result:

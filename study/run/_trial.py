@@ -26,7 +26,14 @@ from models import (
 from study import store
 from study.metrics import MultiTaskMeter, delta_m
 from study.run._costs import model_costs
-from study.run._engine import all_reduced, build_engine, labelled_mean, loss_scale, trial_device
+from study.run._engine import (
+    all_reduced,
+    backward,
+    build_engine,
+    labelled_mean,
+    loss_scale,
+    trial_device,
+)
 from study.run._optim import build_optimizer, optimizer_hp, schedule_for, steps_per_epoch
 from study.run._precision import (
     balanced_loss,
@@ -219,7 +226,7 @@ class TrialRunner:
             total = balanced_loss(self.balancer, self.task_gramian, preds, task_losses, scale, fp16)
         params = self.balancer.parameters()
         with unscaled_grads(params, scale):
-            self.engine.backward(total)
+            backward(self.engine, total)
         if self._step():
             self.balancer.step()
         else:
@@ -242,7 +249,7 @@ class TrialRunner:
         if neighbours is not None:  # video: the frame's activations against its neighbour's
             frames = self._inputs(images), self._inputs(neighbours)
             total = total + self.model.temporal_penalty(*frames)
-        self.engine.backward(total)
+        backward(self.engine, total)
         self._step()
         losses = loss.new_full((len(self.tasks),), torch.nan)
         losses[list(self.tasks).index(task)] = loss.detach()
@@ -327,6 +334,7 @@ class TrialRunner:
 
     def run_epoch(self) -> dict[str, Any]:
         started = time.perf_counter()
+        skipped_before = self.engine.skipped_steps
         if self.setup.incremental and self._task_of_epoch(self.epoch) != self.training_task:
             self._start_task(self._task_of_epoch(self.epoch))
         train_losses = self.train_epoch()
@@ -345,6 +353,10 @@ class TrialRunner:
             "restored_from_epoch": self.restored_from_epoch,
             "node": platform.node(),
         }
+        if self.engine.fp16_enabled():
+            # fp16's overflows skip steps silently; a trial that skips many hardly trained.
+            report["skipped_steps"] = self.engine.skipped_steps - skipped_before
+            report["loss_scale"] = loss_scale(self.engine)
         if self.training_task is not None:
             report["training_task"] = self.training_task
         if self.setup.stage is not None:

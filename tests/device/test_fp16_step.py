@@ -79,3 +79,53 @@ def test_an_fp16_trial_trains(fp16_runs: None, method: str) -> None:
     if method == "uw":
         (log_variances,) = runner.balancer.parameters()
         assert log_variances.isfinite().all() and log_variances.abs().max() > 0
+
+
+def test_an_epochs_skipped_steps_and_loss_scale_are_reported_and_stored(
+    fp16_runs: None,
+) -> None:
+    from study.run import history_rows
+
+    runner = _runner("ew")
+    runner.engine.optimizer.loss_scale = 2.0**60  # both steps of the epoch overflow
+    report = runner.run_epoch()
+    assert report["skipped_steps"] == 2 and runner.engine.skipped_steps == 2
+    assert report["loss_scale"] == runner.engine.optimizer.loss_scale < 2.0**60
+    rows = {
+        (r["split"], r["task"], r["metric"]): r["value"] for r in history_rows(report, runner.tasks)
+    }
+    assert rows["train", "all", "skipped_steps"] == 2
+    assert rows["train", "all", "loss_scale"] == report["loss_scale"]
+    # The next epoch counts its own.
+    runner.engine.optimizer.loss_scale = 2.0**8
+    assert runner.run_epoch()["skipped_steps"] == 0
+
+
+@pytest.mark.parametrize("zero_stage", [0, 2])
+def test_an_fp16_sgd_step_moves_the_weights_as_fp32_does(fp16_runs: None, zero_stage: int) -> None:
+    # Plain SGD is not invariant to a gradient's scale (Adam nearly is): an update 65536×
+    # too small, as DeepSpeed's ZeRO-0 fp16 path gives where the loss goes in unscaled,
+    # shows here.
+    def moved(precision: str) -> torch.Tensor:
+        spec = StudySpec.model_validate(
+            _runner("ew").setup.spec.model_dump()
+            | {
+                "deepspeed": {"precision": precision, "zero_stage": zero_stage},
+                "gpus_per_worker": 1 if precision == "fp16" else 0,
+                "optimizer": {"name": "sgd", "momentum": 0.0},
+            }
+        )
+        config = {**load_space("default").default_config("ew"), "optim": {"lr": 0.1}}
+        runner = TrialRunner(TrialSetup(spec=spec, tasks=tuple(spec.tasks)), config)
+        params = list(runner.engine.module.parameters())
+        before = [p.detach().float().clone() for p in params]
+        images, targets, _ = next(iter(runner.train.batches(8, 0)))
+        runner.train_step(images, targets)
+        assert runner.engine.was_step_applied()
+        return torch.cat(
+            [(p.detach().float() - b).flatten() for p, b in zip(params, before, strict=True)]
+        )
+
+    fp16, fp32 = moved("fp16"), moved("fp32")
+    assert fp32.norm() > 0
+    assert fp16.norm() / fp32.norm() == pytest.approx(1.0, rel=0.05)
