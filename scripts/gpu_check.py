@@ -171,12 +171,14 @@ def train(architecture: str, method: str, precision: str, tiny: bool) -> dict[st
     }
 
 
-def bench_step(tiny: bool) -> dict[str, Any]:
+def bench_step(tiny: bool, precision: str) -> dict[str, Any]:
     from study.bench.step import measure_step
 
-    if tiny:
+    if tiny:  # the CPU trains in fp32 only
         return measure_step("vmm", batch_size=2, image_size=32, steps=2, warmup=1)
-    return measure_step("vmm", batch_size=32, image_size=256, steps=30, warmup=5, precision="bf16")
+    return measure_step(
+        "vmm", batch_size=32, image_size=256, steps=30, warmup=5, precision=precision
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,7 +220,11 @@ def main(argv: list[str] | None = None) -> int:
             f"train {architecture} ({method}, {precision})",
             lambda a=architecture, m=method, p=precision: train(a, m, p, tiny),  # type: ignore[misc]
         )
-    parts["bench_step/vmm"] = ("bench step vmm bf16", lambda: bench_step(tiny))
+    for precision in ("bf16", "fp16"):
+        parts[f"bench_step/vmm/{precision}"] = (
+            f"bench step vmm {precision}",
+            lambda p=precision: bench_step(tiny, p),  # type: ignore[misc]
+        )
     for key, (title, run) in parts.items():
         figures["parts"][key] = _part(title, run)
         # Who imported each watched package first ("" where nothing did).

@@ -59,6 +59,8 @@ def measure_step(
     visible; ``precision`` defaults to bf16 there and fp32 on the CPU."""
     cuda = torch.cuda.is_available()
     precision = precision or ("bf16" if cuda else "fp32")
+    if precision == "fp16" and not cuda:
+        raise ValueError("--precision fp16 needs a GPU (DeepSpeed's fp16 runs on none here)")
     tasks = list(SYNTHETIC_TASKS[:num_tasks])
     spec = StudySpec(
         name="bench-step",
@@ -68,6 +70,7 @@ def measure_step(
         dataset=DatasetSpec(image_size=image_size, train_samples=batch_size, val_samples=1),
         batch_size=batch_size,
         deepspeed=DeepSpeedSpec(precision=precision),
+        gpus_per_worker=1 if cuda else 0,
     )
     potentials = {t: 0.8 for t in tasks}
     runner = _runner(spec, method, "params", potentials)
@@ -89,16 +92,20 @@ def measure_step(
     optimizer = torch.optim.AdamW(
         [p for p in plain.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0
     )
-    autocast = precision == "bf16"
+    # The plain loop's mixed precision is torch's AMP: autocast, and for fp16 its own
+    # dynamic loss scaling (GradScaler), as DeepSpeed's fp16 has.
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     def plain_step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(device.type, dtype=half or torch.float32, enabled=half is not None):
             preds = plain(images)
         # Equal weights: ew's combination, without a balancer.
         loss = torch.stack([r.loss(preds[t].float(), targets[t]) for t, r in records.items()])
         optimizer.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        optimizer.step()
+        scaler.scale(loss.sum()).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
     def trial_step() -> None:
         runner.train_step(images, targets)

@@ -286,7 +286,9 @@ def add_commands(commands: Any) -> None:
     step.add_argument("--steps", type=_positive_int, default=20, help="timed steps of each loop")
     step.add_argument("--warmup", type=_non_negative_int, default=3, help="untimed steps first")
     step.add_argument(
-        "--precision", choices=["fp32", "bf16"], help="default: bf16 on a GPU, fp32 on the CPU"
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        help="default: bf16 on a GPU, fp32 on the CPU; fp16 needs a GPU",
     )
     step.add_argument("--json", action="store_true", help="print JSON, not a table")
     step.set_defaults(func=_cmd_bench_step)

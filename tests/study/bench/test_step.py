@@ -47,6 +47,13 @@ def test_unknown_architecture_is_one_line(capsys: pytest.CaptureFixture[str]) ->
     assert len(err) == 1 and "unknown architecture 'nope'" in err[0]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU's refusal")
+def test_fp16_without_a_gpu_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "step", "--precision", "fp16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fp16 needs a GPU" in err[0]
+
+
 def test_peaks_by_device_name() -> None:
     assert peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
     assert peak_tflops("NVIDIA H100 PCIe") == 756.0
@@ -56,8 +63,10 @@ def test_peaks_by_device_name() -> None:
 
 
 @pytest.mark.gpu
-def test_step_on_the_gpu(capsys: pytest.CaptureFixture[str]) -> None:
-    figures = _step(capsys, "--architecture", "vmm", "--precision", "bf16")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_step_on_the_gpu(capsys: pytest.CaptureFixture[str], precision: str) -> None:
+    figures = _step(capsys, "--architecture", "vmm", "--precision", precision)
+    assert figures["precision"] == precision
     assert figures["device"] == torch.cuda.get_device_name()
     assert figures["ratio"] > 0
     if figures["peak_tflops"] is not None:
