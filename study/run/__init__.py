@@ -34,7 +34,7 @@ if TYPE_CHECKING:
         search_storage,
         tpe_sampler,
     )
-    from study.run._setup import TrialKind, TrialSetup
+    from study.run._setup import TrialKind, TrialSetup, checkpoint_epochs
     from study.run._signals import StudyInterrupted
     from study.run._splits import (
         Batch,

@@ -3,6 +3,7 @@ tasks, the architecture and its arguments, the balancer, and the repeat's seed."
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -11,7 +12,7 @@ from models import Task, balancing, get_task
 from study.metrics import MetricOptions
 from study.spec import StageSpec, StudySpec
 
-__all__ = ["TrialKind", "TrialSetup"]
+__all__ = ["TrialKind", "TrialSetup", "checkpoint_epochs"]
 
 TrialKind = Literal["multi_task", "single_task"]
 
@@ -38,6 +39,12 @@ class TrialSetup:
         if self.stage is not None:
             return self.spec.stage_epochs(self.stage)
         return self.spec.total_epochs if self.kind == "multi_task" else self.spec.epochs
+
+    @property
+    def checkpoint_epochs(self) -> frozenset[int]:
+        """The epochs after which a trial of this phase saves a checkpoint (a restarted or
+        resumed trial goes on from the last one), always including its last."""
+        return checkpoint_epochs(self.spec, self.epochs)
 
     @property
     def incremental(self) -> bool:
@@ -80,3 +87,24 @@ class TrialSetup:
         balancer = balancing.create(method, tasks, **hp)
         balancer.generator.manual_seed(self.seed_for(config))
         return balancer
+
+
+def checkpoint_epochs(spec: StudySpec, epochs: int) -> frozenset[int]:
+    """Where trials of ``epochs`` epochs checkpoint: every ``checkpoint_every`` epochs as the
+    spec says; by default where the scheduler decides (ASHA's rungs at grace × η^k; every
+    epoch under HyperBand, which pauses trials and resumes them from one), at least every
+    quarter of the epochs so a failure loses no more, and always the last."""
+    if spec.checkpoint_every is not None:
+        every = spec.checkpoint_every
+        return frozenset(range(every, epochs, every)) | {epochs}
+    scheduler = spec.scheduler
+    if scheduler.name == "hyperband":
+        return frozenset(range(1, epochs + 1))
+    quarter = math.ceil(epochs / 4)
+    chosen = set(range(quarter, epochs, quarter)) | {epochs}
+    if scheduler.name == "asha":
+        rung = float(min(scheduler.grace_period, epochs))
+        while rung < epochs:
+            chosen.add(math.ceil(rung))
+            rung *= scheduler.reduction_factor
+    return frozenset(chosen)

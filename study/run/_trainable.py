@@ -1,6 +1,7 @@
 """A trial under Ray Tune: the function trainable that drives a :class:`TrialRunner`,
-reporting once per epoch with a checkpoint, and the resources it asks for: the spec's
-CPUs and GPUs, from the spec alone (never from what the driver's machine has).
+reporting once per epoch (with a checkpoint at the phase's checkpoint epochs), and the
+resources it asks for: the spec's CPUs and GPUs, from the spec alone (never from what the
+driver's machine has).
 
 With ``workers_per_trial > 1`` the function trainable launches a Ray Train
 ``TorchTrainer`` of that many workers (DeepSpeed at that world size) and waits for it;
@@ -78,6 +79,9 @@ def _train(
         if runner.epoch == setup.epochs and setup.models_dir is not None and lead:
             # Before the last report: once Tune has it, the next stage may look for this.
             runner.save_model(store.join(setup.models_dir, f"{trial_id}.pt"))
+        if runner.epoch not in setup.checkpoint_epochs:
+            report({**metrics, **placement})
+            continue
         with tempfile.TemporaryDirectory() as directory:
             runner.save(directory)  # every rank: DeepSpeed writes each rank's part
             report({**metrics, **placement}, checkpoint=tune.Checkpoint.from_directory(directory))

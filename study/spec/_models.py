@@ -215,6 +215,14 @@ class StudySpec(_Strict):
     max_failures: int = Field(
         1, ge=0, le=MAX_TRIALS, description="restarts of a failed trial from a checkpoint"
     )
+    checkpoint_every: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="epochs between a trial's checkpoints, and its last epoch (null: at the "
+        "scheduler's rungs, every epoch under `hyperband`, which pauses trials, at least "
+        "every quarter of the epochs, and the last)",
+    )
     results: PathText = Field(
         "results", description="the results root: a folder or an object-store URI (`s3://…`)"
     )

@@ -66,3 +66,48 @@ def test_killed_trial_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     assert list(trials["status"]) == ["completed"] and list(trials["epochs"]) == [3]
     history = load_history(tmp_path / spec.name, where="metric == 'rmse'")
     assert sorted(history["epoch"]) == [1, 2, 3]
+
+
+class _Checkpoints(tune.Callback):
+    def __init__(self) -> None:
+        self.epochs: list[int] = []
+        self.checkpointed: list[int] = []
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        self.epochs.append(int(result["epoch"]))
+
+    def on_checkpoint(
+        self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any
+    ) -> None:
+        self.checkpointed.append(self.epochs[-1])
+
+
+def test_a_trial_reports_every_epoch_and_checkpoints_at_its_checkpoint_epochs(
+    tmp_path: Path,
+) -> None:
+    spec = StudySpec(
+        name="sparse",
+        tasks=["depth"],
+        dataset=DatasetSpec(image_size=32, train_samples=16, val_samples=8),
+        model={"backbone": "regnetx_002"},
+        batch_size=16,
+        epochs=5,
+        checkpoint_every=2,
+        scheduler={"name": "fifo"},
+        baselines="none",
+        results=str(tmp_path),
+    )
+    setup = TrialSetup(spec=spec, tasks=tuple(spec.tasks))
+    seen = _Checkpoints()
+    run_config = _run_config(spec, tmp_path, "multi_task", setup)
+    run_config.callbacks.append(seen)
+    config = load_space("default").default_config("ew")
+    with ray_session():
+        results = tune.Tuner(trainable(setup), param_space=config, run_config=run_config).fit()
+    assert results.errors == []
+    assert seen.epochs == [1, 2, 3, 4, 5]
+    assert seen.checkpointed == [2, 4, 5]
+    history = load_history(tmp_path / spec.name, where="metric == 'rmse'")
+    assert sorted(history["epoch"]) == [1, 2, 3, 4, 5]
