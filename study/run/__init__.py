@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from study.run._baselines import Baselines, find_baselines, single_task_trials
     from study.run._costs import ModelCosts, model_costs
     from study.run._engine import (
+        WARM_UP_TIMEOUT_S,
+        OpBuildStuck,
         build_engine,
         deepspeed_config,
         ensure_distributed,

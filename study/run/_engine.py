@@ -16,9 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from study.errors import UserError
+
 __all__ = [
     "CPU_FALLBACK",
     "FP16_LOSS_SCALING",
+    "WARM_UP_TIMEOUT_S",
+    "OpBuildStuck",
     "all_reduced",
     "backward",
     "build_engine",
@@ -181,16 +185,42 @@ def _unlink(path: Path) -> None:
         path.unlink()
 
 
-def warm_up() -> None:
+#: How long an op's build may take on one node: a minute or two, many more on a loaded
+#: machine; beyond this a build lock that a killed build left behind is the likely cause.
+WARM_UP_TIMEOUT_S = 1800.0
+
+
+class OpBuildStuck(UserError):
+    """DeepSpeed's op did not build in time on a node, most often behind a stale lock."""
+
+
+def warm_up(timeout_s: float = WARM_UP_TIMEOUT_S) -> None:
     """Compile DeepSpeed's communication op once, in a child process, before trials start.
 
-    Trials then load it from the cache instead of compiling concurrently.
+    Trials then load it from the cache instead of compiling concurrently. torch waits for
+    ever on a build lock, and a build killed mid-way leaves its lock behind, so the wait is
+    bounded and the lock named.
     """
-    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(torch_extensions_dir())}
+    directory = torch_extensions_dir()
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(directory)}
     code = "from study.run import ensure_distributed; ensure_distributed()"
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
-    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        locks = sorted(str(lock) for lock in directory.glob("*/lock"))
+        hint = (
+            f"; if no build is running there, remove the lock {', '.join(locks)}" if locks else ""
+        )
+        raise OpBuildStuck(
+            f"DeepSpeed's op did not build within {timeout_s:.0f} s on {socket.gethostname()}{hint}"
+        ) from None
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
         raise RuntimeError(f"DeepSpeed warm-up failed: {' '.join(tail)}")

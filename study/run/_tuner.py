@@ -53,14 +53,19 @@ def _warm_up_every_node() -> None:
 
     task = ray.remote(num_cpus=0)(warm_up)
     nodes = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
-    ray.get(
-        [
-            task.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
-            ).remote()
-            for node in nodes
-        ]
-    )
+    try:
+        ray.get(
+            [
+                task.options(
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
+                ).remote()
+                for node in nodes
+            ]
+        )
+    except ray.exceptions.RayTaskError as err:
+        if isinstance(err.cause, UserError):
+            raise err.cause from None  # its one line, not the node's traceback
+        raise
 
 
 def _check_cluster(spec: StudySpec) -> None:
