@@ -22,6 +22,7 @@ __all__ = [
     "format_table",
     "reach",
     "regret",
+    "run_header",
     "speedups",
     "summarise",
     "threshold",
@@ -150,14 +151,22 @@ def _ratio_text(ratio: Mapping[str, Any], budget: int) -> str:
     return f"{text}; target ≤ 1/3: {verdict}"
 
 
-def format_table(figures: dict[str, Any]) -> str:
-    """The settings, the threshold, then one row per strategy and the ratio to random."""
-    settings, summary, load = figures["settings"], figures["summary"], figures["load_average"]
-    budget = settings["budget"]
-    lines = [
+def run_header(figures: Mapping[str, Any], default_command: str) -> list[str]:
+    """A search benchmark's first lines: the machine, date and load, then the command."""
+    load = figures["load_average"]
+    return [
         f"{figures['machine']}; {figures['date']}; load average {load['before']:.1f} before, "
         f"{load['after']:.1f} after",
-        f"command: {figures.get('command', '(measure_search)')}",
+        f"command: {figures.get('command', default_command)}",
+    ]
+
+
+def format_table(figures: dict[str, Any]) -> str:
+    """The settings, the threshold, then one row per strategy and the ratio to random."""
+    settings, summary = figures["settings"], figures["summary"]
+    budget = settings["budget"]
+    lines = [
+        *run_header(figures, "(measure_search)"),
         f"synthetic {settings['image_size']} px, {settings['train_samples']}+"
         f"{settings['val_samples']} images, tasks {', '.join(settings['tasks'])}; methods "
         f"{', '.join(settings['methods'])}; {settings['epochs']} epochs a trial, "

@@ -145,12 +145,12 @@ def _draw(bands: Mapping[str, Mapping[str, np.ndarray]], target: float, path: Pa
 
 def format_replay(figures: Mapping[str, Any]) -> str:
     """The settings, then one row per strategy: speed-up, regret and trials."""
-    settings, load, speed = figures["settings"], figures["load_average"], figures["speedup"]
+    from study.bench._search_figures import run_header
+
+    settings, speed = figures["settings"], figures["speedup"]
     budget = settings["budget"]
     lines = [
-        f"{figures['machine']}; {figures['date']}; load average {load['before']:.1f} before, "
-        f"{load['after']:.1f} after",
-        f"command: {figures.get('command', '(measure_replay)')}",
+        *run_header(figures, "(measure_replay)"),
         f"table {settings['table']}: {settings['configurations']} configurations × "
         f"{settings['epochs']} epochs (best final Δm {figures['table_best_final_delta_m']:+.2f} %)",
         f"{settings['seeds']} searches a strategy × {budget} trial-epochs, "
