@@ -101,21 +101,23 @@ def test_an_epochs_skipped_steps_and_loss_scale_are_reported_and_stored(
     assert runner.run_epoch()["skipped_steps"] == 0
 
 
-@pytest.mark.parametrize("zero_stage", [0, 2])
-def test_an_fp16_sgd_step_moves_the_weights_as_fp32_does(fp16_runs: None, zero_stage: int) -> None:
+@pytest.mark.parametrize(("method", "zero_stage"), [("ew", 0), ("ew", 2), ("upgrad", 0)])
+def test_an_fp16_sgd_step_moves_the_weights_as_fp32_does(
+    fp16_runs: None, method: str, zero_stage: int
+) -> None:
     # Plain SGD is not invariant to a gradient's scale (Adam nearly is): an update 65536×
     # too small, as DeepSpeed's ZeRO-0 fp16 path gives where the loss goes in unscaled,
-    # shows here.
+    # shows here. UPGrad's update goes through the fused step's surrogate loss.
     def moved(precision: str) -> torch.Tensor:
         spec = StudySpec.model_validate(
-            _runner("ew").setup.spec.model_dump()
+            _runner(method).setup.spec.model_dump()
             | {
                 "deepspeed": {"precision": precision, "zero_stage": zero_stage},
                 "gpus_per_worker": 1 if precision == "fp16" else 0,
                 "optimizer": {"name": "sgd", "momentum": 0.0},
             }
         )
-        config = {**load_space("default").default_config("ew"), "optim": {"lr": 0.1}}
+        config = {**load_space("default").default_config(method), "optim": {"lr": 0.1}}
         runner = TrialRunner(TrialSetup(spec=spec, tasks=tuple(spec.tasks)), config)
         params = list(runner.engine.module.parameters())
         before = [p.detach().float().clone() for p in params]
