@@ -295,6 +295,10 @@ def build_engine(
     if channels_last and _own_storages(engine.module):
         # After initialize: DeepSpeed's broadcast of the weights takes contiguous ones.
         engine.module.to(memory_format=torch.channels_last)
+    if zero_stage == 0 and torch.distributed.get_world_size() == 1:
+        # One process holds every gradient already: the all-reduce would only copy them.
+        # (ZeRO's optimisers move gradients into their partitions on that path: kept.)
+        engine.enable_backward_allreduce = False
     return engine
 
 

@@ -86,3 +86,24 @@ def test_a_jacobian_method_trains() -> None:
     losses = runner.train_step(batch.images, batch.targets)
     assert torch.isfinite(losses).all()
     assert any(not torch.equal(a, b) for a, b in zip(before, _params(runner), strict=True))
+
+
+@pytest.mark.parametrize("zero_stage", [0, 1, 2])
+def test_a_one_process_step_equals_plain_sgd(zero_stage: int) -> None:
+    # One process skips DeepSpeed's all-reduce at ZeRO 0 (nothing to reduce); the step
+    # must still be exactly torch's, at every stage.
+    runner = _runner("ew", "params", zero_stage)
+    plain = copy.deepcopy(runner.engine.module)
+    batch = runner.train
+    runner.train_step(batch.images, batch.targets)
+    preds = plain(batch.images)
+    losses = runner._task_losses(preds, batch.targets)
+    total = sum(w * loss for w, loss in zip(runner.balancer.last_weights, losses, strict=True))
+    total.backward()
+    with torch.no_grad():
+        for p in plain.parameters():
+            if p.grad is not None:
+                p -= 0.05 * p.grad
+    for a, b in zip(runner.engine.module.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-4, atol=1e-6)
+    assert not runner.engine.enable_backward_allreduce or zero_stage > 0
