@@ -20,6 +20,7 @@ __all__ = [
     "anytime",
     "anytime_bands",
     "format_table",
+    "landscape",
     "reach",
     "regret",
     "run_header",
@@ -263,3 +264,28 @@ def regret(searches: Sequence[Finals], budget: int, best: float) -> dict[str, fl
     values = np.array([best - anytime(finals, budget)[-1] for finals in searches])
     q25, median, q75 = np.quantile(values, [0.25, 0.5, 0.75], method="inverted_cdf")
     return {"median": float(median), "q25": float(q25), "q75": float(q75)}
+
+
+def landscape(curves: np.ndarray, seed_finals: np.ndarray) -> dict[str, Any]:
+    """What decides whether early stopping can work on a table (LCBench's analysis): the
+    Spearman correlation, across configurations, of each epoch's Δm (the mean over seeds)
+    with the final one, and of one seed's final Δm with another's.
+
+    ``curves`` is (configurations, epochs); ``seed_finals`` (configurations, seeds).
+    """
+    from scipy.stats import spearmanr
+
+    final = curves[:, -1]
+    to_final = {
+        str(epoch + 1): float(spearmanr(curves[:, epoch], final, nan_policy="omit").statistic)
+        for epoch in range(curves.shape[1] - 1)
+    }
+    pairs = [
+        float(spearmanr(seed_finals[:, a], seed_finals[:, b], nan_policy="omit").statistic)
+        for a in range(seed_finals.shape[1])
+        for b in range(a + 1, seed_finals.shape[1])
+    ]
+    return {
+        "spearman_to_final": to_final,
+        "spearman_between_seeds": float(np.mean(pairs)) if pairs else None,
+    }

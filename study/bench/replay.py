@@ -69,18 +69,27 @@ class TableCurves:
     configs: list[dict[str, Any]]
     curves: np.ndarray  # (configurations, epochs)
     space: SearchSpace
+    #: Each configuration's final Δm per seed (configurations, seeds), where known.
+    seed_finals: np.ndarray | None = None
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, space: SearchSpace | None = None) -> TableCurves:
         params = [c for c in frame.columns if c == "method" or "/" in c and _is_param(c)]
         means = frame.groupby([*params, "epoch"], dropna=False)[_METRIC].mean().unstack("epoch")
+        last = frame[frame["epoch"] == frame["epoch"].max()]
+        finals = None
+        if "seed" in frame.columns:
+            finals = last.groupby([*params, "seed"], dropna=False)[_METRIC].mean().unstack("seed")
+            finals = finals.to_numpy(dtype=float) if finals.index.equals(means.index) else None
         configs = [
             {k: v for k, v in zip(params, key, strict=True) if not _missing(v)}
             for key in means.index
         ]
         present = sorted({c["method"] for c in configs})
         space = space or table_space([m for m in METHODS if m in present] or present)
-        return cls(configs=configs, curves=means.to_numpy(dtype=float), space=space)
+        return cls(
+            configs=configs, curves=means.to_numpy(dtype=float), space=space, seed_finals=finals
+        )
 
     @property
     def epochs(self) -> int:

@@ -57,7 +57,7 @@ def measure_replay(
 ) -> dict[str, Any]:
     """``seeds`` searches of each strategy against the table; the anytime bands, the
     speed-ups to random search's median result and the regret at the budget."""
-    from study.bench._search_figures import anytime_bands, regret, speedups
+    from study.bench._search_figures import anytime_bands, landscape, regret, speedups
     from study.bench.table import TABLE_PATH, read_table
 
     unknown = [s for s in strategies if s not in STRATEGIES]
@@ -110,6 +110,9 @@ def measure_replay(
             "startup_trials": startup_trials,
         },
         "table_best_final_delta_m": table.best_final,
+        "landscape": landscape(
+            table.curves, table.seed_finals if table.seed_finals is not None else np.empty((0, 0))
+        ),
         "speedup_vs_random": {n: c["speedup"] for n, c in speed["strategies"].items()},
         "speedup": speed,
         "regret": {n: regret(f, budget, table.best_final) for n, f in finals.items()},
@@ -175,6 +178,13 @@ def format_replay(figures: Mapping[str, Any]) -> str:
         "to target: trial-epochs the median curve needs; speed-up: random's ÷ the "
         "strategy's; regret: the table's best final Δm less the best found at the budget "
         "(Δm points); trials: median per search"
+    )
+    shape = figures["landscape"]
+    epochs = ", ".join(f"{k}: {v:.2f}" for k, v in shape["spearman_to_final"].items())
+    between = shape["spearman_between_seeds"]
+    lines.append(
+        f"Spearman of each epoch's Δm with the final one, across configurations: {epochs}"
+        + ("" if between is None else f"; of one seed's final Δm with another's: {between:.2f}")
     )
     if figures.get("plot"):
         lines.append(f"anytime curve: {figures['plot']}")

@@ -12,7 +12,7 @@ import pytest
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 
-from study.bench._search_figures import anytime, anytime_bands, regret, speedups
+from study.bench._search_figures import anytime, anytime_bands, landscape, regret, speedups
 from study.bench.replay import TableCurves, replay, run_strategy
 from study.bench.table import grid, table_space, write_table
 from study.cli import main
@@ -70,6 +70,22 @@ def test_the_table_averages_the_seeds_and_finds_the_nearest_configuration() -> N
     assert table.configs[near]["optim/lr"] == 3e-3
     with pytest.raises(ValueError, match="no configuration of 'dwa'"):
         table.lookup({"method": "dwa", "optim": {"lr": 1e-3, "weight_decay": 1e-4}})
+
+
+def test_the_landscape_says_how_early_epochs_and_seeds_rank_configurations() -> None:
+    table = TableCurves.from_frame(_frame())
+    # Each configuration's seeds end at its value −1, +0, +1: one order for every seed.
+    assert table.seed_finals is not None
+    np.testing.assert_array_equal(table.seed_finals[:, 1], table.curves[:, -1])
+    shape = landscape(table.curves, table.seed_finals)
+    assert shape["spearman_to_final"] == {"1": 1.0, "2": 1.0, "3": 1.0}
+    assert shape["spearman_between_seeds"] == 1.0
+    # An early epoch that ranks the configurations backwards: −1.
+    curves = np.array([[4.0, 1.0], [3.0, 2.0], [2.0, 3.0], [1.0, 4.0]])
+    seeds = np.array([[1.0, 2.0], [2.0, 1.0], [3.0, 4.0], [4.0, 3.0]])
+    shape = landscape(curves, seeds)
+    assert shape["spearman_to_final"] == {"1": pytest.approx(-1.0)}
+    assert shape["spearman_between_seeds"] == pytest.approx(0.6)
 
 
 def test_asha_stops_the_trial_below_the_rung_median_at_its_first_rung() -> None:
@@ -154,6 +170,7 @@ def test_the_cli_prints_the_speedups_as_json_and_draws_the_curve(
     assert len(figures["anytime"]["random"]["median"]) == 30
     assert plot.read_bytes().startswith(b"\x89PNG")
     assert np.isfinite(figures["table_best_final_delta_m"])
+    assert set(figures["landscape"]["spearman_to_final"]) == {"1", "2", "3", "4", "5"}
 
 
 @pytest.mark.parametrize(
