@@ -37,26 +37,30 @@ class _KillAfterFirstCheckpoint(tune.Callback):
             os.kill(self.pid, signal.SIGKILL)
 
 
-def test_killed_trial_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+def _one_trial(tmp_path: Path, callback: tune.Callback, **fields: Any) -> StudySpec:
+    """One ``ew`` trial on depth through Tune, watched by ``callback``; its spec."""
     spec = StudySpec(
-        name="recover",
         tasks=["depth"],
         dataset=DatasetSpec(image_size=32, train_samples=32, val_samples=16),
         model={"backbone": "regnetx_002"},
         batch_size=16,
-        epochs=3,
-        max_failures=1,
         baselines="none",
         results=str(tmp_path),
+        **fields,
     )
     setup = TrialSetup(spec=spec, tasks=tuple(spec.tasks))
-    killer = _KillAfterFirstCheckpoint()
     run_config = _run_config(spec, tmp_path, "multi_task", setup)
-    run_config.callbacks.append(killer)
+    run_config.callbacks.append(callback)
     config = load_space("default").default_config("ew")
     with ray_session():
         results = tune.Tuner(trainable(setup), param_space=config, run_config=run_config).fit()
     assert results.errors == []
+    return spec
+
+
+def test_killed_trial_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    killer = _KillAfterFirstCheckpoint()
+    spec = _one_trial(tmp_path, killer, name="recover", epochs=3, max_failures=1)
     # The next report continues from the checkpointed epoch; a restart would report 1 again.
     assert killer.killed_after is not None
     checkpointed = killer.epochs[killer.killed_after - 1]
@@ -87,26 +91,10 @@ class _Checkpoints(tune.Callback):
 def test_a_trial_reports_every_epoch_and_checkpoints_at_its_checkpoint_epochs(
     tmp_path: Path,
 ) -> None:
-    spec = StudySpec(
-        name="sparse",
-        tasks=["depth"],
-        dataset=DatasetSpec(image_size=32, train_samples=16, val_samples=8),
-        model={"backbone": "regnetx_002"},
-        batch_size=16,
-        epochs=5,
-        checkpoint_every=2,
-        scheduler={"name": "fifo"},
-        baselines="none",
-        results=str(tmp_path),
-    )
-    setup = TrialSetup(spec=spec, tasks=tuple(spec.tasks))
     seen = _Checkpoints()
-    run_config = _run_config(spec, tmp_path, "multi_task", setup)
-    run_config.callbacks.append(seen)
-    config = load_space("default").default_config("ew")
-    with ray_session():
-        results = tune.Tuner(trainable(setup), param_space=config, run_config=run_config).fit()
-    assert results.errors == []
+    spec = _one_trial(
+        tmp_path, seen, name="sparse", epochs=5, checkpoint_every=2, scheduler={"name": "fifo"}
+    )
     assert seen.epochs == [1, 2, 3, 4, 5]
     assert seen.checkpointed == [2, 4, 5]
     history = load_history(tmp_path / spec.name, where="metric == 'rmse'")
