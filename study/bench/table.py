@@ -19,7 +19,8 @@ initialisation, the batch order and the balancer's draws; the data is the same).
 The table is tidy, one row per (configuration, seed, epoch), with the references and the
 setting in the Parquet file's metadata. Training appends each finished configuration to a
 ``.jsonl`` log beside the table and rewrites the table, so a killed run loses at most one
-configuration and the same command goes on where it stopped. Configurations train in a
+configuration and the same command goes on where it stopped (from the table alone where
+the log is gone: the shipped table comes without it). Configurations train in a
 fixed shuffled order, so a partial table is a uniform sample of the grid.
 """
 
@@ -254,6 +255,13 @@ def train_table(
             if head["setting"] != _plain(setting):
                 raise ValueError(f"{journal}: trained with another setting; remove it first")
             done = {_key(e["config"]): e["records"] for e in entries}
+    elif out.exists():
+        head, done = _from_table(out, configs)
+        if head["setting"] != _plain(setting):
+            raise ValueError(f"{out}: trained with another setting; remove it first")
+        # The log again, so that a run from here appends to it.
+        entries = [{"config": c, "records": done[_key(c)]} for c in configs if _key(c) in done]
+        journal.write_text("".join(json.dumps(line) + "\n" for line in [head, *entries]))
     if head is None:
         log(f"references: {len(setting.tasks)} single-task trials × {setting.epochs} epochs")
         head = {"setting": _plain(setting), "references": _references(setting, log)}
@@ -282,6 +290,20 @@ def train_table(
     meta["trained"] = len(done)
     write_table(out, records, meta)
     return meta
+
+
+def _from_table(
+    out: Path, configs: Sequence[Mapping[str, Any]]
+) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """A table's head (setting, references) and its rows by configuration: what its log
+    held, for a table shipped without it."""
+    frame, meta = read_table(out)
+    params = sorted({key for config in configs for key in config})
+    done: dict[str, list[dict[str, Any]]] = {}
+    for row in frame.to_dict("records"):
+        row = {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+        done.setdefault(_key({k: row[k] for k in params if k in row}), []).append(row)
+    return {"setting": meta["setting"], "references": meta["references"]}, done
 
 
 def _train_config(

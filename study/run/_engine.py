@@ -23,6 +23,7 @@ __all__ = [
     "FP16_LOSS_SCALING",
     "WARM_UP_TIMEOUT_S",
     "OpBuildStuck",
+    "stale_lock_hint",
     "all_reduced",
     "backward",
     "build_engine",
@@ -186,20 +187,20 @@ def _unlink(path: Path) -> None:
 
 
 #: How long an op's build may take on one node: a minute or two, many more on a loaded
-#: machine; beyond this a build lock that a killed build left behind is the likely cause.
+#: machine.
 WARM_UP_TIMEOUT_S = 1800.0
 
 
 class OpBuildStuck(UserError):
-    """DeepSpeed's op did not build in time on a node, most often behind a stale lock."""
+    """DeepSpeed's op did not build in time on a node."""
 
 
 def warm_up(timeout_s: float = WARM_UP_TIMEOUT_S) -> None:
     """Compile DeepSpeed's communication op once, in a child process, before trials start.
 
-    Trials then load it from the cache instead of compiling concurrently. torch waits for
-    ever on a build lock, and a build killed mid-way leaves its lock behind, so the wait is
-    bounded and the lock named.
+    Trials then load it from the cache instead of compiling concurrently. The wait is
+    bounded: older PyTorch releases wait for ever on a build's lock file, which a build
+    killed mid-way leaves behind.
     """
     directory = torch_extensions_dir()
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(directory)}
@@ -214,16 +215,27 @@ def warm_up(timeout_s: float = WARM_UP_TIMEOUT_S) -> None:
             timeout=timeout_s,
         )
     except subprocess.TimeoutExpired:
-        locks = sorted(str(lock) for lock in directory.glob("*/lock"))
-        hint = (
-            f"; if no build is running there, remove the lock {', '.join(locks)}" if locks else ""
-        )
         raise OpBuildStuck(
-            f"DeepSpeed's op did not build within {timeout_s:.0f} s on {socket.gethostname()}{hint}"
+            f"DeepSpeed's op did not build within {timeout_s:.0f} s on "
+            f"{socket.gethostname()}{stale_lock_hint(directory)}"
         ) from None
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
         raise RuntimeError(f"DeepSpeed warm-up failed: {' '.join(tail)}")
+
+
+def stale_lock_hint(directory: Path, lock_files_block: bool | None = None) -> str:
+    """Where this PyTorch's build waits on a lock file's mere existence (its ``FileBaton``,
+    before the kernel-held lock of later releases), the lock files under ``directory``
+    that a killed build may have left; otherwise nothing."""
+    if lock_files_block is None:
+        import torch.utils.cpp_extension as extension
+
+        lock_files_block = hasattr(extension, "FileBaton")
+    locks = sorted(str(lock) for lock in directory.glob("*/lock"))
+    if not lock_files_block or not locks:
+        return ""
+    return f"; if no build is running there, remove the lock {', '.join(locks)}"
 
 
 #: DeepSpeed's dynamic loss scaling for fp16: start at 2**16, halve on an overflowing

@@ -31,5 +31,12 @@ def test_the_table_records_every_epoch_and_resumes_from_its_log(tmp_path: Path) 
     assert len(frame) == 2 * 2 * 2
     again = frame.iloc[: len(first)][list(first.columns)]
     assert again.reset_index(drop=True).equals(first.reset_index(drop=True))
+    # Shipped without its log, the table itself says what is trained.
+    out.with_name(f"{out.name}.jsonl").unlink()
+    lines.clear()
+    meta = train_table(out, setting, methods=("ew", "dwa"), limit=2, log=lines.append)
+    assert meta["trained"] == 2 and lines == []
+    rebuilt = out.with_name(f"{out.name}.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in rebuilt] == [json.loads(line) for line in journal]
     with pytest.raises(ValueError, match="another setting"):
         train_table(out, Setting(epochs=3), methods=("ew", "dwa"), limit=2)
