@@ -278,8 +278,9 @@ def draw_anytime(data: pd.DataFrame, target: float | None = None) -> Figure:
         ax.set_xlabel("trial-epochs spent")
         ax.set_ylabel("best final Δm found (%)")
         ax.legend(title="strategy", loc="lower right")
+        # Two lines: on one, the title is wider than the figure and its ends are cut off.
         fig.suptitle(
-            "Anytime performance (median and interquartile range over searches)",
+            "Anytime performance\n(median and interquartile range over searches)",
             fontweight="bold",
         )
     return fig

@@ -228,3 +228,24 @@ def test_the_loop_stops_the_same_trials_at_the_same_epochs_as_tune(tmp_path: Pat
             assert min(loop.stops().values()) < 6  # ASHA stopped something
     finally:
         ray.shutdown()
+
+
+def test_the_anytime_figure_shows_its_whole_title() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from study.analysis import draw_anytime
+
+    data = pd.DataFrame(
+        {
+            "strategy": ["random"] * 3,
+            "trial_epochs": [1, 2, 3],
+            "median": [1.0, 2.0, 3.0],
+            "q25": [0.5, 1.5, 2.5],
+            "q75": [1.5, 2.5, 3.5],
+        }
+    )
+    figure = draw_anytime(data, target=2.5)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    title = figure._suptitle.get_window_extent(canvas.get_renderer())
+    assert 0 <= title.x0 and title.x1 <= figure.bbox.x1
