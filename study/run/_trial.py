@@ -334,9 +334,9 @@ class TrialRunner:
 
     def run_epoch(self) -> dict[str, Any]:
         started = time.perf_counter()
-        skipped_before = self.engine.skipped_steps
         if self.setup.incremental and self._task_of_epoch(self.epoch) != self.training_task:
             self._start_task(self._task_of_epoch(self.epoch))
+        skipped_before = self.engine.skipped_steps  # after a new task's engine, if any
         train_losses = self.train_epoch()
         metrics, val_losses = self.evaluate()
         if self.balancer.uses_kpis:
