@@ -59,6 +59,16 @@ def _cmd_bench_step(args: argparse.Namespace) -> int:
     return _measured("step", measure, format_table, args.json)
 
 
+def _progress(line: str) -> None:
+    """A long benchmark's progress line, on stderr: stdout carries its figures."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def _command_line() -> str:
+    """The command as the user typed it, recorded beside its figures."""
+    return shlex.join(["mtlstudy", *sys.argv[1:]])
+
+
 def _measured(
     name: str,
     measure: Callable[[], dict[str, Any]],
@@ -167,9 +177,9 @@ def _cmd_bench_search(args: argparse.Namespace) -> int:
                 concurrency=args.concurrency or 2,
                 margin=args.margin,
                 levers=levers,
-                log=lambda line: print(line, file=sys.stderr, flush=True),
+                log=_progress,
             )
-        return {"command": shlex.join(["mtlstudy", *sys.argv[1:]]), **figures}
+        return {"command": _command_line(), **figures}
 
     return _measured("search", measure, format_table, args.json)
 
@@ -190,9 +200,9 @@ def _replay_search(args: argparse.Namespace) -> int:
                 reduction_factor=args.reduction_factor,
                 startup_trials=args.startup_trials,
                 plot=args.plot,
-                log=lambda line: print(line, file=sys.stderr, flush=True),
+                log=_progress,
             )
-        return {"command": shlex.join(["mtlstudy", *sys.argv[1:]]), **figures}
+        return {"command": _command_line(), **figures}
 
     return _measured("search", measure, format_replay, args.json)
 
@@ -206,7 +216,7 @@ def _cmd_bench_table(args: argparse.Namespace) -> int:
                 args.out,
                 limit=args.limit,
                 jobs=args.jobs,
-                log=lambda line: print(line, file=sys.stderr, flush=True),
+                log=_progress,
             )
 
     return _measured("table", measure, lambda meta: json.dumps(meta, indent=2), True)
