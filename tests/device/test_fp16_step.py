@@ -26,8 +26,12 @@ def fp16_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(get_accelerator(), "is_fp16_supported", lambda: True)
 
 
-def _runner(method: str) -> TrialRunner:
-    spec = StudySpec(
+def _spec(**fields: object) -> StudySpec:
+    defaults: dict[str, object] = {
+        "gpus_per_worker": 1,  # fp16 asks for GPUs; outside Ray, without one, it is the CPU
+        "deepspeed": {"precision": "fp16"},
+    }
+    return StudySpec(
         name="t",
         tasks=["semseg", "depth"],
         dataset=DatasetSpec(image_size=32, train_samples=16, val_samples=8),
@@ -35,9 +39,12 @@ def _runner(method: str) -> TrialRunner:
         batch_size=8,
         epochs=1,
         baselines="none",
-        gpus_per_worker=1,  # fp16 asks for GPUs; outside Ray, without one, it is the CPU
-        deepspeed={"precision": "fp16"},
+        **(defaults | fields),
     )
+
+
+def _runner(method: str) -> TrialRunner:
+    spec = _spec()
     config = load_space("default").default_config(method)
     return TrialRunner(TrialSetup(spec=spec, tasks=tuple(spec.tasks)), config)
 
@@ -109,13 +116,10 @@ def test_an_fp16_sgd_step_moves_the_weights_as_fp32_does(
     # too small, as DeepSpeed's ZeRO-0 fp16 path gives where the loss goes in unscaled,
     # shows here. UPGrad's update goes through the fused step's surrogate loss.
     def moved(precision: str) -> torch.Tensor:
-        spec = StudySpec.model_validate(
-            _runner(method).setup.spec.model_dump()
-            | {
-                "deepspeed": {"precision": precision, "zero_stage": zero_stage},
-                "gpus_per_worker": 1 if precision == "fp16" else 0,
-                "optimizer": {"name": "sgd", "momentum": 0.0},
-            }
+        spec = _spec(
+            deepspeed={"precision": precision, "zero_stage": zero_stage},
+            gpus_per_worker=1 if precision == "fp16" else 0,
+            optimizer={"name": "sgd", "momentum": 0.0},
         )
         config = {**load_space("default").default_config(method), "optim": {"lr": 0.1}}
         runner = TrialRunner(TrialSetup(spec=spec, tasks=tuple(spec.tasks)), config)
