@@ -3,9 +3,9 @@
 A model exposes ``shared_parameters()``, ``representation_module()`` (whose outputs are
 the shared features the task heads read) and ``last_shared_module()``. The task
 gradients are computed in two stages: each task's gradient with respect to the shared
-features (through its own head only), then one batched vector-Jacobian product of the
-T feature gradients through the shared trunk. The heads are never traversed T times
-for every task, and the trunk is traversed once, batched over the T tasks.
+features (through its own head only), then the vector-Jacobian products of the T
+feature gradients through the shared trunk (one batched backward on a GPU, T on the
+CPU). The heads are never traversed T times for every task.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import nn
 
 from models.balancing._base import GradientSource
 
-__all__ = ["FeatureRecorder", "GradientSpace", "SharedTrunk", "TaskGramian"]
+__all__ = ["FeatureRecorder", "GradientSpace", "SharedTrunk", "TaskGramian", "through_trunk"]
 
 #: ``params``: gradients of the shared parameters; ``representation``: gradients of the
 #: shared features (MGDA-UB style), cheaper when the trunk is big.
@@ -90,6 +90,54 @@ class FeatureRecorder:
             hook.remove()
 
 
+def through_trunk(
+    features: Sequence[torch.Tensor],
+    params: Sequence[torch.Tensor],
+    grad_outputs: Sequence[torch.Tensor],
+    retain_graph: bool,
+    batched: bool | None = None,
+) -> list[torch.Tensor | None]:
+    """The T task gradients of ``params`` from the features' gradients ``grad_outputs``
+    ((T, *feature shape) each): (T, *param shape) per parameter, ``None`` where no
+    feature depends on it.
+
+    On a GPU the T products are one batched backward (``is_grads_batched``). On the CPU
+    they are a loop of T backwards, which measured faster there: each is one conv-sized
+    product a core runs at full speed, with no vmap over the autograd graph. ``batched``
+    forces either form.
+    """
+    num_tasks = grad_outputs[0].shape[0]
+    if batched is None:
+        batched = features[0].device.type != "cpu"
+    if batched:
+        return list(
+            torch.autograd.grad(
+                features,
+                params,
+                grad_outputs=grad_outputs,
+                is_grads_batched=True,
+                retain_graph=retain_graph,
+                allow_unused=True,
+            )
+        )
+    rows = [
+        torch.autograd.grad(
+            features,
+            params,
+            grad_outputs=[g[t] for g in grad_outputs],
+            retain_graph=retain_graph or t < num_tasks - 1,
+            allow_unused=True,
+        )
+        for t in range(num_tasks)
+    ]
+    return [
+        None
+        if all(r[k] is None for r in rows)
+        else torch.stack([torch.zeros_like(p) if r[k] is None else r[k] for r in rows])
+        for k, p in enumerate(params)
+    ]
+
+
 class TaskGramian:
     """Records the shared features on every forward; :meth:`__call__` gives ``J Jᵀ``.
 
@@ -147,15 +195,8 @@ class TaskGramian:
         ]
         if self.space == "representation":
             return _gramian(grads) / scale**2
-        # Stage 2: the T feature gradients through the trunk, as one batched backward.
-        param_grads = torch.autograd.grad(
-            features,
-            self.parameters,
-            grad_outputs=grads,
-            is_grads_batched=True,
-            retain_graph=True,
-            allow_unused=True,
-        )
+        # Stage 2: the T feature gradients through the trunk.
+        param_grads = through_trunk(features, self.parameters, grads, retain_graph=True)
         blocks = [
             _or_zeros(g, p.expand(num_tasks, *p.shape))
             for g, p in zip(param_grads, self.parameters, strict=True)

@@ -3,9 +3,9 @@
 :class:`TaskJacobian` records the shared features of every forward, as
 :class:`~models.balancing.TaskGramian` does, but cuts the graph there: the heads read a
 detached copy. One step then takes each task's gradient through its own head only (with
-the gradients of every parameter the head path reaches directly), and one batched pass
-through the trunk. From those the trainer gets the Gramian (or the Jacobian) its method
-reads, and, once the method has weighed the tasks, every parameter's update
+the gradients of every parameter the head path reaches directly), and the T products
+through the trunk (batched on a GPU). From those the trainer gets the Gramian (or the
+Jacobian) its method reads, and, once the method has weighed the tasks, every parameter's update
 ``Σ_t w_t ∇L_t`` (or the method's own direction over the shared space) without
 backpropagating ``Σ_t w_t L_t`` again. The cut also makes every parameter's gradient
 exact whatever reads the features: a parameter used both before and after them (RCM's
@@ -20,7 +20,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.balancing.task_gradients import FeatureRecorder, GradientSpace, SharedTrunk
+from models.balancing.task_gradients import (
+    FeatureRecorder,
+    GradientSpace,
+    SharedTrunk,
+    through_trunk,
+)
 
 __all__ = ["StepGradients", "TaskJacobian"]
 
@@ -158,10 +163,8 @@ class TaskJacobian:
         direct = [_stacked([g[n + k] for g in per_task], p) for k, p in enumerate(params)]
         if self.space == "representation":
             return StepGradients(self.space, scale, params, at_leaves, direct, features)
-        # The T feature gradients through the trunk, as one batched backward.
-        through = torch.autograd.grad(
-            features, params, grad_outputs=at_leaves, is_grads_batched=True, allow_unused=True
-        )
+        # The T feature gradients through the trunk.
+        through = through_trunk(features, params, at_leaves, retain_graph=False)
         full = [_added(d, t) for d, t in zip(direct, through, strict=True)]
         index = {id(p): k for k, p in enumerate(params)}
         shared = []

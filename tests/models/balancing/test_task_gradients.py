@@ -3,6 +3,7 @@ import torch
 
 from models import create_model, get_task
 from models.balancing import TaskGramian
+from models.balancing.task_gradients import through_trunk
 
 TASKS = ("semseg", "depth", "normals")
 
@@ -68,3 +69,30 @@ def test_last_shared_layer_gramian_and_no_recording_in_eval() -> None:
         model(images)
     with pytest.raises(RuntimeError, match="no forward pass"):
         fresh([torch.zeros(())] * 3)
+
+
+@pytest.mark.parametrize("retain_graph", [False, True])
+def test_the_looped_and_batched_trunk_products_agree(retain_graph: bool) -> None:
+    torch.manual_seed(0)
+    trunk = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
+    side = torch.nn.Conv2d(3, 4, 1)
+    unused = torch.nn.Parameter(torch.randn(5))
+    params = [*trunk.parameters(), *side.parameters(), unused]
+    images = torch.randn(2, 3, 8, 8)
+    grads = [torch.randn(3, 2, 8, 8, 8), torch.randn(3, 2, 4, 8, 8)]
+    results = []
+    for batched in (False, True):
+        features = [trunk(images), side(images)]
+        got = through_trunk(features, params, grads, retain_graph=retain_graph, batched=batched)
+        results.append(got)
+        if retain_graph:  # the graph is still there for another backward
+            features[0].sum().backward()
+    looped, batched_ = results
+    assert looped[-1] is None and batched_[-1] is None
+    for a, b, p in zip(looped[:-1], batched_[:-1], params[:-1], strict=True):
+        assert a is not None and b is not None and a.shape == (3, *p.shape)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # Each task's row is its own vector-Jacobian product.
+    features = [trunk(images), side(images)]
+    row = torch.autograd.grad(features, params[:2], grad_outputs=[g[1] for g in grads])
+    torch.testing.assert_close(looped[0][1], row[0])
