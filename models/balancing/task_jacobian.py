@@ -43,8 +43,16 @@ def _added(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | Non
     return a if b is None else a + b
 
 
-def _weighted(stacked: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    return torch.tensordot(weights.to(stacked.dtype), stacked, dims=1)
+def _weighted(stacked: Sequence[torch.Tensor], weights: torch.Tensor) -> list[torch.Tensor]:
+    """``Σ_t w_t b[t]`` for each (T, *shape) block ``b``: T fused passes over all blocks,
+    not one product per parameter."""
+    if not stacked:
+        return []
+    factors = weights.tolist()
+    total = torch._foreach_mul([b[0] for b in stacked], factors[0])
+    for t in range(1, len(factors)):
+        torch._foreach_add_(total, [b[t] for b in stacked], alpha=factors[t])
+    return list(total)
 
 
 @dataclass
@@ -93,20 +101,24 @@ class StepGradients:
         ``direction`` (N,), unscaled, replaces ``Σ_t w_t J_t`` over the shared space."""
         weights = weights.detach()
         if direction is None:
-            shared = [_weighted(block, weights) for block in self.shared]
+            shared = _weighted(self.shared, weights)
         else:
             sizes = [b[0].numel() for b in self.shared]
             pieces = (direction * self.scale).split(sizes)
             shared = [
                 p.reshape(b.shape[1:]).to(b.dtype) for p, b in zip(pieces, self.shared, strict=True)
             ]
-        direct = [None if d is None else _weighted(d, weights) for d in self.direct]
+        ids = {id(p): k for k, p in enumerate(self.shared_params)}
+        # Under ``params`` a shared parameter's whole gradient is in ``shared`` already.
+        pairs = zip(self.parameters, self.direct, strict=True)
+        own = [None if id(p) in ids else d for p, d in pairs]
+        reached = iter(_weighted([d for d in own if d is not None], weights))
+        direct = [None if d is None else next(reached) for d in own]
         if self.space == "params":
-            ids = {id(p): k for k, p in enumerate(self.shared_params)}
-            grads = []
-            for param, own in zip(self.parameters, direct, strict=True):
-                k = ids.get(id(param))
-                grads.append(own if k is None else shared[k])
+            grads = [
+                d if id(p) not in ids else shared[ids[id(p)]]
+                for p, d in zip(self.parameters, direct, strict=True)
+            ]
         else:
             # One backward through the trunk, from the features' combined gradient.
             trunk = torch.autograd.grad(

@@ -79,8 +79,8 @@ def balanced_update(
     """A scalar whose backward gives every parameter of the network its balanced update,
     from the task gradients the method reads, with no second pass through the network.
 
-    The scalar is ``Σ_p ⟨p, g_p⟩ / scale`` for the update ``g_p`` (at fp16's loss
-    ``scale``): ``engine.backward`` of it costs one product per parameter, and DeepSpeed
+    The scalar stands for ``Σ_p ⟨p, g_p⟩ / scale`` for the update ``g_p`` (at fp16's loss
+    ``scale``): ``engine.backward`` of it hands each parameter its update, and DeepSpeed
     keeps owning the gradients (its hooks, ZeRO's partitions, loss scaling, reduction
     over data-parallel workers). The method's own parameters get their gradients here.
     Under ``fp16`` a task gradient that overflowed makes the scalar NaN, so that
@@ -102,7 +102,27 @@ def balanced_update(
         weights = balancer.weigh(losses, gramian)
         _own_gradients(balancer, weights, losses)
         update = grads.update(weights, direction)
-    return sum((p.float() * g.float()).sum() for p, g in update) / scale
+    params, given = zip(*update, strict=True)
+    return _GivenGradients.apply((list(given), scale), *params)
+
+
+class _GivenGradients(torch.autograd.Function):
+    """A zero whose backward gives each parameter ``grad_output · g / scale``, as the
+    backward of ``Σ_p ⟨p, g_p⟩ / scale`` would, without a product per parameter: the
+    update reaches DeepSpeed's gradient hooks as any backward's gradients do."""
+
+    @staticmethod
+    def forward(ctx, given: tuple[list[torch.Tensor], float], *params: torch.Tensor):  # noqa: ANN001, ANN205
+        ctx.grads, ctx.scale = given
+        return params[0].new_zeros((), dtype=torch.float32)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):  # noqa: ANN001, ANN205
+        grads, factor = ctx.grads, grad_output / ctx.scale
+        del ctx.grads  # the update is handed over once
+        if factor.device.type == "cpu" and float(factor) == 1.0:
+            return (None, *grads)
+        return (None, *(g * factor.to(g.dtype) for g in grads))
 
 
 def _own_gradients(
