@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,14 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from study.errors import UserError
+from study.run._op_cache import prefer_own_ninja, torch_extensions_dir
 
 __all__ = [
     "CPU_FALLBACK",
     "FP16_LOSS_SCALING",
-    "WARM_UP_TIMEOUT_S",
-    "OpBuildStuck",
-    "stale_lock_hint",
     "all_reduced",
     "backward",
     "build_engine",
@@ -35,38 +29,12 @@ __all__ = [
     "process_group_backend",
     "reduction_device",
     "side_backward",
-    "torch_extensions_dir",
     "trial_device",
-    "warm_up",
 ]
 
 #: Set to 1, for tests only: a trial Ray granted a GPU that sees no CUDA trains on the
 #: CPU (Ray can declare GPUs a machine does not have) instead of failing.
 CPU_FALLBACK = "MTLSTUDY_ALLOW_CPU_FALLBACK"
-
-
-def torch_extensions_dir() -> Path:
-    """Where DeepSpeed's JIT-compiled ops live: one stable folder per machine, user and
-    PyTorch installation (an op's build names the headers of the PyTorch it compiled
-    against, so environments sharing one folder would each recompile it on every switch)."""
-    install = hashlib.sha256(str(Path(torch.__file__).parent).encode()).hexdigest()[:12]
-    default = Path.home() / ".cache" / "mtlstudy" / "torch_extensions" / install
-    return Path(os.environ.get("TORCH_EXTENSIONS_DIR", default))
-
-
-def prefer_own_ninja() -> None:
-    """Put this environment's ninja (the pinned ``ninja`` package) first on ``PATH``.
-
-    Processes that found different ninjas on their ``PATH`` (the system's, the
-    environment's) were seen to rebuild the op each after the other, ninja reporting a
-    changed command for an unchanged build file; one ninja per environment builds it once.
-    """
-    own = Path(sys.executable).parent
-    if not (own / "ninja").exists():
-        return
-    path = os.environ.get("PATH", "")
-    if path.split(os.pathsep)[0] != str(own):
-        os.environ["PATH"] = os.pathsep.join([str(own), path]) if path else str(own)
 
 
 def _free_port() -> int:
@@ -184,58 +152,6 @@ def _shm_buffer() -> Path:
 def _unlink(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError, PermissionError):
         path.unlink()
-
-
-#: How long an op's build may take on one node: a minute or two, many more on a loaded
-#: machine.
-WARM_UP_TIMEOUT_S = 1800.0
-
-
-class OpBuildStuck(UserError):
-    """DeepSpeed's op did not build in time on a node."""
-
-
-def warm_up(timeout_s: float = WARM_UP_TIMEOUT_S) -> None:
-    """Compile DeepSpeed's communication op once, in a child process, before trials start.
-
-    Trials then load it from the cache instead of compiling concurrently. The wait is
-    bounded: older PyTorch releases wait for ever on a build's lock file, which a build
-    killed mid-way leaves behind.
-    """
-    directory = torch_extensions_dir()
-    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(directory)}
-    code = "from study.run import ensure_distributed; ensure_distributed()"
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", code],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=timeout_s,
-        )
-    except subprocess.TimeoutExpired:
-        raise OpBuildStuck(
-            f"DeepSpeed's op did not build within {timeout_s:.0f} s on "
-            f"{socket.gethostname()}{stale_lock_hint(directory)}"
-        ) from None
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
-        raise RuntimeError(f"DeepSpeed warm-up failed: {' '.join(tail)}")
-
-
-def stale_lock_hint(directory: Path, lock_files_block: bool | None = None) -> str:
-    """Where this PyTorch's build waits on a lock file's mere existence (its ``FileBaton``,
-    before the kernel-held lock of later releases), the lock files under ``directory``
-    that a killed build may have left; otherwise nothing."""
-    if lock_files_block is None:
-        import torch.utils.cpp_extension as extension
-
-        lock_files_block = hasattr(extension, "FileBaton")
-    locks = sorted(str(lock) for lock in directory.glob("*/lock"))
-    if not lock_files_block or not locks:
-        return ""
-    return f"; if no build is running there, remove the lock {', '.join(locks)}"
 
 
 #: DeepSpeed's dynamic loss scaling for fp16: start at 2**16, halve on an overflowing

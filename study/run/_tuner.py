@@ -17,7 +17,8 @@ from search_spaces import SearchSpace
 from study import store
 from study.errors import UserError
 from study.run._baselines import find_baselines
-from study.run._engine import CPU_FALLBACK, torch_extensions_dir, warm_up
+from study.run._engine import CPU_FALLBACK
+from study.run._op_cache import torch_extensions_dir, warm_up
 from study.run._phases import (
     RunOptions,
     baselines_phase,

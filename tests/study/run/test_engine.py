@@ -9,13 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from study.run._engine import (
-    OpBuildStuck,
-    prefer_own_ninja,
-    stale_lock_hint,
-    torch_extensions_dir,
-    warm_up,
-)
+from study.run._op_cache import prefer_own_ninja, torch_extensions_dir
 
 
 def test_the_environments_own_ninja_comes_first(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,29 +33,3 @@ def test_the_op_folder_is_keyed_by_the_torch_installation(
     assert len(folder.name) == 12
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", "/tmp/elsewhere")
     assert torch_extensions_dir() == Path("/tmp/elsewhere")
-
-
-def test_a_build_that_takes_too_long_stops_in_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Another build holds the op's lock (as torch's own builds do) and never ends: the
-    # warm-up's build waits behind it, compiling nothing, until the bound.
-    from filelock import FileLock
-
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    (tmp_path / "deepspeed_shm_comm").mkdir()
-    with FileLock(tmp_path / "deepspeed_shm_comm" / "lock"):
-        with pytest.raises(OpBuildStuck, match=r"^DeepSpeed's op did not build within 5 s on \S+"):
-            warm_up(timeout_s=5)
-
-
-def test_lock_files_are_named_where_they_block_builds(tmp_path: Path) -> None:
-    lock = tmp_path / "deepspeed_shm_comm" / "lock"
-    lock.parent.mkdir()
-    assert stale_lock_hint(tmp_path, lock_files_block=True) == ""
-    lock.touch()
-    assert stale_lock_hint(tmp_path, lock_files_block=True) == (
-        f"; if no build is running there, remove the lock {lock}"
-    )
-    # PyTorch's kernel-held lock leaves its file behind harmlessly: nothing to say.
-    assert stale_lock_hint(tmp_path, lock_files_block=False) == ""
