@@ -33,19 +33,15 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import tempfile
-import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from search_spaces import SearchSpace, load_space
-from study.bench._short_study import ray_start_stop, short_study_spec
-from study.run import run_study
+from study.bench._short_study import ray_start_stop, short_study_spec, timed_study
 from study.spec import DatasetSpec, StudySpec
-from study.store import load_trials, result_files
 
 __all__ = ["format_table", "measure_scaling", "study_name"]
 
@@ -101,51 +97,12 @@ def _level(root: Path, concurrency: int, cpus: float, trials: int, epochs: int) 
         methods=[_METHOD],
         batch_size=_BATCH_SIZE,
     )
-    announced: list[float] = []
-
-    def log(line: str) -> None:
-        if line.startswith("searching"):
-            announced.append(time.time())
-
-    load = os.getloadavg()[0]  # the machine is shared: a level's figures need its load
-    called = time.time()
-    outcome = run_study(spec, _space(), log=log)
-    returned = time.time()
-    if not announced:
-        raise RuntimeError("run_study never announced its search; the bench cannot time it")
-    # A row is rewritten as its trial completes: the file's time is the trial's end.
-    written = {p.stem: p.stat().st_mtime for p in result_files(outcome.results, "trials")}
-    ended = max(written.values())
-    rows = load_trials(outcome.results)
-    completed = rows[rows["status"] == "completed"]
-    if completed.empty:
-        raise RuntimeError(f"no trial completed; see: mtlstudy query {outcome.results}")
-    wall = ended - announced[0]
-    first_start = min(
-        written[trial] - float(s)
-        for trial, s in zip(completed["trial_id"], completed["wall_time_s"], strict=True)
-    )
-    in_trial = statistics.fmean(float(s) for s in completed["wall_time_s"])
-    running = ended - first_start
-    done = len(completed)
+    figures = timed_study(spec, _space())
     return {
         "concurrency": concurrency,
         "cpus_per_trial": spec.cpus_per_trial,
         "threads_per_trial": max(1, int(spec.cpus_per_trial)),  # as the trial sets them
-        "trials": len(rows),
-        "completed": done,
-        "errors": outcome.errors,
-        "load_average": load,
-        "startup_s": announced[0] - called,
-        "search_wall_s": wall,
-        "first_trial_s": first_start - announced[0],
-        "teardown_s": returned - ended,
-        "running_s": running,
-        "in_trial_s": in_trial,
-        "trials_per_min": done / wall * 60,
-        "overhead_s_per_trial": concurrency * wall / done - in_trial,
-        "running_trials_per_min": done / running * 60,
-        "running_overhead_s_per_trial": concurrency * running / done - in_trial,
+        **figures,
     }
 
 
