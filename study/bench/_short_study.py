@@ -70,14 +70,17 @@ def timed_study(spec: StudySpec, space: SearchSpace) -> dict[str, Any]:
         if line.startswith("searching"):
             announced.append(time.time())
 
+    # Each trial's own row file tells when it ended: no compaction into one file.
+    spec = spec.model_copy(update={"compact_on_finish": False})
     load = os.getloadavg()[0]  # the machine is shared: a level's figures need its load
     called = time.time()
     outcome = run_study(spec, space, log=log)
     returned = time.time()
     if not announced:
         raise RuntimeError("run_study never announced its search; the bench cannot time it")
-    # A row is rewritten as its trial completes: the file's time is the trial's end.
-    written = {p.stem: p.stat().st_mtime for p in result_files(outcome.results, "trials")}
+    # A trial's history is rewritten at each report: the file's time is its last epoch's
+    # end. (Trial rows are no clock: flagging the Pareto front rewrites some at the end.)
+    written = {p.stem: p.stat().st_mtime for p in result_files(outcome.results, "history")}
     ended = max(written.values())
     rows = load_trials(outcome.results)
     completed = rows[rows["status"] == "completed"]

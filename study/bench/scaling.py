@@ -9,17 +9,17 @@ What is timed, per level:
 - **start-up**: from calling ``run_study`` to its announcing the search (Ray started,
   DeepSpeed's op warmed; the first level's includes compiling that op if this machine's
   cache is cold). In no window below.
-- **search wall**: from that announcement to the driver writing the last trial's row
-  (the newest ``trials/*.parquet``; a row is rewritten as its trial completes).
+- **search wall**: from that announcement to the driver writing the last trial's last
+  epoch (the newest ``history/*.parquet``; a trial's history is rewritten at each report).
 - **first trial**: from the announcement to the first trial function starting, as the
-  store tells it: the earliest (row written − ``wall_time_s``), a little late (by that
+  store tells it: the earliest (history written − ``wall_time_s``), a little late (by that
   trial's gaps between epochs). Mostly Tune starting the trial actors' processes.
 - **in-trial**: the mean of the rows' ``wall_time_s`` (Tune's ``time_total_s``: the time
   inside the trial function, building data, model and engine, its epochs and the
   checkpoint saved at each).
 
 Over a window W (the search wall, or the **running** window: search wall − first trial,
-from the first trial's start to the last row):
+from the first trial's start to the last epoch written):
 
 - trials per minute = completed trials / W × 60;
 - **overhead per trial** = concurrency × W / completed trials − mean in-trial: the time
@@ -192,8 +192,8 @@ def format_table(figures: dict[str, Any]) -> str:
     lines += [
         "start-up: run_study called → search announced (Ray up, DeepSpeed op warm); "
         "in neither window",
-        "search: search announced → the driver writes the last trial's row",
-        "1st trial: search announced → the first trial function starts (earliest row "
+        "search: search announced → the driver writes the last trial's last epoch",
+        "1st trial: search announced → the first trial function starts (earliest history "
         "written − its wall_time_s); mostly starting the trial processes",
         "in-trial: mean wall_time_s of the rows (inside the trial function: build, epochs, "
         "checkpoints)",
