@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from study.errors import UserError, first_line
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _RESULTS_HELP = "results root(s) or study folder(s): paths, or URIs (s3://bucket/results)"
 
@@ -16,6 +19,26 @@ def _readable(locations: list[str]) -> list[Path]:
     from study.store import readable
 
     return [readable(location) for location in locations]
+
+
+def _json_lists(frame: pd.DataFrame) -> pd.DataFrame:
+    """List cells (a trial's ``tasks``) as JSON arrays, which a CSV reader can parse back,
+    not numpy's printed form (also the slower one to write)."""
+    lists = [c for c in frame.columns if frame[c].dtype == object and _holds_lists(frame[c])]
+    if not lists:
+        return frame
+    import json
+
+    return frame.assign(
+        **{c: frame[c].map(lambda v: v if v is None else json.dumps(list(v))) for c in lists}
+    )
+
+
+def _holds_lists(column: pd.Series) -> bool:
+    first = column.dropna()
+    return not first.empty and hasattr(first.iloc[0], "__len__") and not isinstance(
+        first.iloc[0], str
+    )
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
@@ -39,7 +62,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
         frame = frame.head(args.limit)
     text: str | None = None  # parquet is binary and goes to --out only
     if args.format == "csv":
-        text = frame.to_csv(index=False)
+        text = _json_lists(frame).to_csv(index=False)
     elif args.format == "json":
         text = frame.to_json(orient="records", indent=1, default_handler=str) + "\n"
     elif args.format == "table":

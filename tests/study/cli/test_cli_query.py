@@ -91,6 +91,15 @@ def test_query_csv_filters_sorts_and_projects(results: Path) -> None:
     assert list(frame["trial_id"]) == ["t4", "t1"] and list(frame["study"]) == ["s2", "s1"]
 
 
+def test_query_csv_writes_list_cells_as_json(results: Path) -> None:
+    done = _mtlstudy(
+        "query", str(results / "s1"), "--columns", "trial_id", "tasks", "--format", "csv"
+    )
+    assert done.returncode == 0, done.stderr
+    frame = pd.read_csv(io.StringIO(done.stdout))
+    assert [json.loads(cell) for cell in frame["tasks"]] == [["semseg", "depth"]] * len(frame)
+
+
 def test_query_parquet_writes_a_file_atomically(results: Path, tmp_path: Path) -> None:
     out = tmp_path / "best.parquet"
     done = _mtlstudy(
