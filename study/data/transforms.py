@@ -25,7 +25,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2 import functional as TF
 
 from study.data._files import DatasetError
 from study.data._sample import Sample
@@ -305,6 +304,10 @@ class PhotometricJitter:
         self.generator = generator
 
     def __call__(self, sample: Sample) -> Sample:
+        # Imported on use: torchvision imports torch._dynamo, seconds that a study's driver
+        # (which reads this module for the dataset formats) never needs.
+        from torchvision.transforms.v2 import functional as TF
+
         g = self.generator
         b = _uniform(1 - self.brightness, 1 + self.brightness, g)
         c = _uniform(1 - self.contrast, 1 + self.contrast, g)

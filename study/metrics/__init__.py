@@ -15,32 +15,18 @@ NaN when no pixel was valid; the binary scores (edges ``odsf``, saliency ``max_f
 ``iou``) are 0 when undefined. Definitions and tolerances are in each meter's docstring.
 """
 
-from study.metrics._ap import DETECTION_PROTOCOLS, DetectionProtocol
-from study.metrics._dense import ANGLE_BIN_DEGREES, DepthMeter, NormalsMeter, SemsegMeter
-from study.metrics._detection import DetectionMeter
-from study.metrics._edges import EDGE_MAX_DIST, EDGE_THRESHOLDS, EdgesMeter, edge_tolerance
-from study.metrics._meter import TaskMeter
-from study.metrics._multi_task import MetricOptions, MultiTaskMeter, create_meter, delta_m
-from study.metrics._saliency import SaliencyMeter
-from study.metrics._thin import thin_stack
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "ANGLE_BIN_DEGREES",
-    "DETECTION_PROTOCOLS",
-    "EDGE_MAX_DIST",
-    "EDGE_THRESHOLDS",
-    "DepthMeter",
-    "DetectionMeter",
-    "DetectionProtocol",
-    "EdgesMeter",
-    "MetricOptions",
-    "MultiTaskMeter",
-    "NormalsMeter",
-    "SaliencyMeter",
-    "SemsegMeter",
-    "TaskMeter",
-    "create_meter",
-    "delta_m",
-    "thin_stack",
-    "edge_tolerance",
-]
+from study.exports import lazy_exports
+
+if TYPE_CHECKING:
+    from study.metrics._ap import DETECTION_PROTOCOLS, DetectionProtocol
+    from study.metrics._dense import ANGLE_BIN_DEGREES, DepthMeter, NormalsMeter, SemsegMeter
+    from study.metrics._detection import DetectionMeter
+    from study.metrics._edges import EDGE_MAX_DIST, EDGE_THRESHOLDS, EdgesMeter, edge_tolerance
+    from study.metrics._meter import TaskMeter
+    from study.metrics._multi_task import MetricOptions, MultiTaskMeter, create_meter, delta_m
+    from study.metrics._saliency import SaliencyMeter
+    from study.metrics._thin import thin_stack
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, __file__)

@@ -22,7 +22,6 @@ from typing import Literal, get_args
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou
 
 __all__ = [
     "COCO_MAX_DETECTIONS",
@@ -105,6 +104,10 @@ def match_image(
     tp = np.zeros((boxes.shape[0], len(thresholds)), dtype=bool)
     if boxes.shape[0] == 0 or gt.shape[0] == 0:
         return tp
+    # Imported on use: torchvision's ops import torch._dynamo, seconds a study's driver and
+    # its dense-task trials never need.
+    from torchvision.ops import box_iou
+
     iou = box_iou(boxes.double(), gt.double()).numpy()
     order = np.argsort(-scores.numpy(), kind="stable")
     for t, threshold in enumerate(thresholds):

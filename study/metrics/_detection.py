@@ -14,7 +14,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from models.detection import postprocess
 from study.metrics._ap import (
     COCO_MAX_DETECTIONS,
     DETECTION_PROTOCOLS,
@@ -84,6 +83,9 @@ class DetectionMeter:
         """Fold in a batch of raw predictions (B, A, 8 + C) via :func:`postprocess`."""
         if not bool((target[..., 4] >= 0).any()):
             return
+        # Imported on use: the detection head's ops import torchvision (torch._dynamo).
+        from models.detection import postprocess
+
         self.update_detections(postprocess(pred.detach(), **self.postprocess_kwargs), target)
 
     def update_detections(
