@@ -36,8 +36,8 @@ def _json_lists(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _holds_lists(column: pd.Series) -> bool:
     first = column.dropna()
-    return not first.empty and hasattr(first.iloc[0], "__len__") and not isinstance(
-        first.iloc[0], str
+    return (
+        not first.empty and hasattr(first.iloc[0], "__len__") and not isinstance(first.iloc[0], str)
     )
 
 
