@@ -29,16 +29,22 @@ def _json_lists(frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     import json
 
-    return frame.assign(
-        **{c: frame[c].map(lambda v: v if v is None else json.dumps(list(v))) for c in lists}
-    )
+    def cell(value: object) -> object:
+        if not _is_list(value):
+            return value  # a missing list stays an empty cell
+        items = value.tolist() if hasattr(value, "tolist") else list(value)  # type: ignore[attr-defined]
+        return json.dumps(items)
+
+    return frame.assign(**{c: frame[c].map(cell) for c in lists})
+
+
+def _is_list(value: object) -> bool:
+    return hasattr(value, "__len__") and not isinstance(value, str | bytes | dict)
 
 
 def _holds_lists(column: pd.Series) -> bool:
-    first = column.dropna()
-    return (
-        not first.empty and hasattr(first.iloc[0], "__len__") and not isinstance(first.iloc[0], str)
-    )
+    present = column.dropna()
+    return not present.empty and _is_list(present.iloc[0])
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
