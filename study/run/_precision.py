@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -112,12 +113,14 @@ class _GivenGradients(torch.autograd.Function):
     update reaches DeepSpeed's gradient hooks as any backward's gradients do."""
 
     @staticmethod
-    def forward(ctx, given: tuple[list[torch.Tensor], float], *params: torch.Tensor):  # noqa: ANN001, ANN205
+    def forward(
+        ctx: Any, given: tuple[list[torch.Tensor], float], *params: torch.Tensor
+    ) -> torch.Tensor:
         ctx.grads, ctx.scale = given
         return params[0].new_zeros((), dtype=torch.float32)
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):  # noqa: ANN001, ANN205
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grads, factor = ctx.grads, grad_output / ctx.scale
         del ctx.grads  # the update is handed over once
         if factor.device.type == "cpu" and float(factor) == 1.0:
