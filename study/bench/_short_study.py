@@ -70,7 +70,7 @@ def timed_study(spec: StudySpec, space: SearchSpace) -> dict[str, Any]:
         if line.startswith("searching"):
             announced.append(time.time())
 
-    # Each trial's own row file tells when it ended: no compaction into one file.
+    # Each trial's own history file tells when it ended: no compaction into one file.
     spec = spec.model_copy(update={"compact_on_finish": False})
     load = os.getloadavg()[0]  # the machine is shared: a level's figures need its load
     called = time.time()
