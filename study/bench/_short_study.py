@@ -60,8 +60,8 @@ def ray_start_stop() -> tuple[float, float]:
 
 
 def timed_study(spec: StudySpec, space: SearchSpace) -> dict[str, Any]:
-    """Run ``spec`` and time its windows, as the store tells them: start-up (Ray, the op's
-    warm-up), the search, the first trial's start, the mean time inside a trial, and the
+    """Run ``spec`` and time its windows, as the store tells them: start-up (Ray's start),
+    the search, the first trial's start, the mean time inside a trial, and the
     overhead per trial over the search and over the running window (after the first
     trial started); see :mod:`study.bench.scaling`."""
     announced: list[float] = []

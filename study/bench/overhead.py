@@ -13,7 +13,7 @@ import torch
 from models import balancing
 from search_spaces import load_space
 from study.bench._short_study import ray_start_stop, short_study_spec, timed_study
-from study.run import TrialRunner, TrialSetup, warm_up
+from study.run import TrialRunner, TrialSetup
 from study.spec import DatasetSpec
 from study.store import load_trials
 
@@ -51,7 +51,6 @@ def measure_overhead(trials: int = 8, epochs: int = 2) -> dict[str, Any]:
         space = space.restricted_to(
             [m for m in space.methods if "potentials" not in balancing.defaults(m)]
         )
-        warm_up()
         fixed_s, _ = ray_start_stop()
         started = time.perf_counter()
         windows = timed_study(spec, space)
@@ -89,7 +88,7 @@ def measure_overhead(trials: int = 8, epochs: int = 2) -> dict[str, Any]:
         "plain_trial_s": round(loop_s / max(1, len(configs)), 3),
         "running_overhead_s_per_trial": round(windows["running_overhead_s_per_trial"], 3),
         "note": "1 trial at a time, 1 thread; the study wall includes starting and stopping "
-        "Ray; start-up is run_study to the search's start (Ray, the op's warm-up), "
+        "Ray; start-up is run_study to the search's start (Ray's start, the cluster check), "
         "first_trial the search's start to the first trial function's (the trial "
         "process's imports), in_trial the mean time inside a trial function against "
         "plain_trial in the loop, running overhead the time per trial outside the trial "

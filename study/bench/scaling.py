@@ -6,9 +6,8 @@ machine's CPUs evenly: ``cpus_per_trial`` is Ray's CPUs divided by the concurren
 
 What is timed, per level:
 
-- **start-up**: from calling ``run_study`` to its announcing the search (Ray started,
-  DeepSpeed's op warmed; the first level's includes compiling that op if this machine's
-  cache is cold). In no window below.
+- **start-up**: from calling ``run_study`` to its announcing the search (Ray started, the
+  cluster checked against the spec). In no window below.
 - **search wall**: from that announcement to the driver writing the last trial's last
   epoch (the newest ``history/*.parquet``; a trial's history is rewritten at each report).
 - **first trial**: from the announcement to the first trial function starting, as the
@@ -190,7 +189,7 @@ def format_table(figures: dict[str, Any]) -> str:
         cells = {**level, "trials": f"{level['completed']}/{level['trials']}"}
         lines.append("".join(f"{cells[key]:>{width}{kind}}" for _, width, kind, key in _COLUMNS))
     lines += [
-        "start-up: run_study called → search announced (Ray up, DeepSpeed op warm); "
+        "start-up: run_study called → search announced (Ray up, the cluster checked); "
         "in neither window",
         "search: search announced → the driver writes the last trial's last epoch",
         "1st trial: search announced → the first trial function starts (earliest history "

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from study.run._baselines import Baselines, find_baselines, single_task_trials
     from study.run._costs import ModelCosts, model_costs
     from study.run._engine import build_engine, deepspeed_config, ensure_distributed, side_backward
-    from study.run._op_cache import WARM_UP_TIMEOUT_S, OpBuildStuck, torch_extensions_dir, warm_up
+    from study.run._op_cache import torch_extensions_dir
     from study.run._phases import ClusterTooSmall, scheduler
     from study.run._potentials import needs_potentials, resolve_potentials, stored_potentials
     from study.run._progress import ProgressLine, format_duration

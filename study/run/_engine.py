@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -131,27 +129,26 @@ def ensure_distributed(launched: bool = False) -> None:
         os.environ["DS_ACCELERATOR"] = "cpu"
     import deepspeed
 
+    _skip_inference_collective()
     # A group that is up keeps its backend (Ray Train chose it from the same device).
     deepspeed.init_distributed(process_group_backend(device), verbose=False)
     _JOINED = True
-    buffer = _shm_buffer()
-    # DeepSpeed's CPU all-reduce maps a 64 MB /dev/shm file per process and never removes
-    # it; a study of many trials would fill RAM with them. A lone process can unlink its
-    # own at once (the mapping lives on); ranks of a launched group open each other's.
-    if not launched:
-        _unlink(buffer)
-    atexit.register(_unlink, buffer)
 
 
-def _shm_buffer() -> Path:
-    env = os.environ
-    name = f"deepspeed_allreduce_buffer_{os.getuid()}_{env.get('MASTER_ADDR')}_"
-    return Path("/dev/shm") / f"{name}{env.get('MASTER_PORT')}_{env.get('RANK', '0')}"
+def _skip_inference_collective() -> None:
+    """Keep DeepSpeed from loading its CPU shared-memory all-reduce op.
 
+    That op serves only ``inference_all_reduce`` (tensor-parallel inference); training's
+    collectives go through ``torch.distributed`` (gloo). Loading it cost a C++ build on
+    each machine (minutes on a loaded node, repeated wherever nodes shared a cache) and a
+    64 MB /dev/shm buffer per process, which a killed process left behind.
+    """
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
 
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError, PermissionError):
-        path.unlink()
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is not None:
+        deepspeed.ops.__compatible_ops__[builder.NAME] = False
 
 
 #: DeepSpeed's dynamic loss scaling for fp16: start at 2**16, halve on an overflowing

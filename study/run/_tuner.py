@@ -18,7 +18,7 @@ from study import store
 from study.errors import UserError
 from study.run._baselines import find_baselines
 from study.run._engine import CPU_FALLBACK
-from study.run._op_cache import torch_extensions_dir, warm_up
+from study.run._op_cache import torch_extensions_dir
 from study.run._phases import (
     RunOptions,
     baselines_phase,
@@ -44,29 +44,6 @@ class StudyOutcome(NamedTuple):
     errors: int
     #: Where the study's results live: ``results``, or its folder at the root's URI.
     location: str = ""
-
-
-def _warm_up_every_node() -> None:
-    """Compile DeepSpeed's op once on each node (into its own cache), not once per trial;
-    nodes that share a cache folder take turns on torch's build lock."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    task = ray.remote(num_cpus=0)(warm_up)
-    nodes = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
-    try:
-        ray.get(
-            [
-                task.options(
-                    scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
-                ).remote()
-                for node in nodes
-            ]
-        )
-    except ray.exceptions.RayTaskError as err:
-        if isinstance(err.cause, UserError):
-            raise err.cause from None  # its one line, not the node's traceback
-        raise
 
 
 def _check_cluster(spec: StudySpec) -> None:
@@ -173,8 +150,6 @@ def _run_study(
     errors = 0
     with ray_session(address=address, env_vars=env):
         _check_cluster(spec)
-        log("warming DeepSpeed's op cache (compiles once per machine)")
-        _warm_up_every_node()
         if baselines is not None and baselines.missing(spec.tasks):
             missing = baselines.missing(spec.tasks)
             log(f"training single-task baselines of {missing}")
