@@ -130,12 +130,14 @@ def through_trunk(
         )
         for t in range(num_tasks)
     ]
-    return [
-        None
-        if all(r[k] is None for r in rows)
-        else torch.stack([torch.zeros_like(p) if r[k] is None else r[k] for r in rows])
-        for k, p in enumerate(params)
-    ]
+    return [_stacked([r[k] for r in rows], p) for k, p in enumerate(params)]
+
+
+def _stacked(grads: Sequence[torch.Tensor | None], like: torch.Tensor) -> torch.Tensor | None:
+    """(T, *shape) from one gradient per task; ``None`` when no task reaches ``like``."""
+    if all(g is None for g in grads):
+        return None
+    return torch.stack([torch.zeros_like(like) if g is None else g for g in grads])
 
 
 class TaskGramian:

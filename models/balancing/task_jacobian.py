@@ -24,17 +24,11 @@ from models.balancing.task_gradients import (
     FeatureRecorder,
     GradientSpace,
     SharedTrunk,
+    _stacked,
     through_trunk,
 )
 
 __all__ = ["StepGradients", "TaskJacobian"]
-
-
-def _stacked(grads: Sequence[torch.Tensor | None], like: torch.Tensor) -> torch.Tensor | None:
-    """(T, *shape) from one gradient per task; ``None`` when no task reaches ``like``."""
-    if all(g is None for g in grads):
-        return None
-    return torch.stack([torch.zeros_like(like) if g is None else g for g in grads])
 
 
 def _added(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:

@@ -233,10 +233,6 @@ def train_table(
     table's metadata."""
     import torch
 
-    from study.run import torch_extensions_dir
-
-    # DeepSpeed's ops compiled once per installation, not again by each process.
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))
     setting = setting or Setting()
     # One core a process: the table's setting is far too small to gain from threads.
     torch.set_num_threads(1)
@@ -252,13 +248,11 @@ def train_table(
         lines = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
         if lines:
             head, entries = lines[0], lines[1:]
-            if head["setting"] != _plain(setting):
-                raise ValueError(f"{journal}: trained with another setting; remove it first")
+            _check_setting(head, setting, journal)
             done = {_key(e["config"]): e["records"] for e in entries}
     elif out.exists():
         head, done = _from_table(out, configs)
-        if head["setting"] != _plain(setting):
-            raise ValueError(f"{out}: trained with another setting; remove it first")
+        _check_setting(head, setting, out)
         # The log again, so that a run from here appends to it.
         entries = [{"config": c, "records": done[_key(c)]} for c in configs if _key(c) in done]
         journal.write_text("".join(json.dumps(line) + "\n" for line in [head, *entries]))
@@ -290,6 +284,11 @@ def train_table(
     meta["trained"] = len(done)
     write_table(out, records, meta)
     return meta
+
+
+def _check_setting(head: Mapping[str, Any], setting: Setting, source: Path) -> None:
+    if head["setting"] != _plain(setting):
+        raise ValueError(f"{source}: trained with another setting; remove it first")
 
 
 def _from_table(

@@ -113,7 +113,7 @@ def test_single_process_rendezvous_ignores_inherited_variables() -> None:
     assert done.returncode == 0, done.stderr
     world, port = done.stdout.split()[-2:]
     assert world == "1" and port != "1"
-    # DeepSpeed's 64 MB shared-memory buffer of that process is gone with it.
+    # No DeepSpeed shared-memory buffer of that process is left behind (none is made).
     assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
 
 
