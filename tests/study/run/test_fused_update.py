@@ -107,3 +107,16 @@ def test_a_one_process_step_equals_plain_sgd(zero_stage: int) -> None:
     for a, b in zip(runner.engine.module.parameters(), plain.parameters(), strict=True):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-4, atol=1e-6)
     assert not runner.engine.enable_backward_allreduce or zero_stage > 0
+
+
+@pytest.mark.parametrize("factor", [1.0, 2.0])
+def test_the_update_node_hands_each_parameter_its_scaled_update(factor: float) -> None:
+    from study.run._precision import _GivenGradients
+
+    params = [torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.randn(2, 2))]
+    given = [torch.randn(3), torch.randn(2, 2)]
+    out = _GivenGradients.apply(([g.clone() for g in given], 4.0), *params)
+    # engine.backward multiplies the loss (fp16's scale); the node divides by its own.
+    (out * (4.0 * factor)).backward()
+    for param, grad in zip(params, given, strict=True):
+        torch.testing.assert_close(param.grad, grad * factor)
